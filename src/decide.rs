@@ -1,0 +1,253 @@
+//! The convergence rule (SPEC section 4) as pure functions.
+//!
+//! An event is reduced to a [`Planned`] change ordered by its [`EventKey`]; a change applies
+//! only when its key is greater than the user's watermark. The store enforces the same
+//! comparison inside its SQL, so replicas and redeliveries cannot undo each other;
+//! [`decide`] is the reference for what one applied event does to one user.
+
+use crate::event::{Event, EventKind};
+use crate::membership::Membership;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Total order over events of one user: timestamp, then kind (deleted > updated > created),
+/// then a digest of the content so that two different events with the same timestamp and
+/// kind still converge to one winner whatever order they arrive in. Identical events have
+/// equal keys and the second is a no-op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventKey {
+    pub timestamp: OffsetDateTime,
+    pub rank: i16,
+    pub digest: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Deleted,
+    AccessRevoked,
+    InactiveUpstream,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Deleted => "deleted",
+            Reason::AccessRevoked => "access_revoked",
+            Reason::InactiveUpstream => "inactive_upstream",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Reason::Deleted,
+            Reason::AccessRevoked,
+            Reason::InactiveUpstream,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// The columns this service owns in a user's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub email: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub password_hash: Option<String>,
+    pub role: Option<String>,
+    pub allowed_services: Vec<String>,
+    pub is_active: bool,
+    pub deactivation_reason: Option<Reason>,
+    pub source_updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Intent {
+    /// The user belongs here: insert or overwrite every field.
+    Upsert(Row),
+    /// Deactivate an existing row; never create one.
+    Deactivate(Reason),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub user_id: Uuid,
+    pub key: EventKey,
+    pub intent: Intent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Applied,
+    Reactivated,
+    Deactivated,
+    NotForService,
+    /// A deletion of a user this service never had: only the watermark is recorded.
+    Absent,
+    Stale,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Reactivated => "reactivated",
+            Outcome::Deactivated => "deactivated",
+            Outcome::NotForService => "not-for-this-service",
+            Outcome::Absent => "absent",
+            Outcome::Stale => "stale",
+        }
+    }
+}
+
+pub fn plan(event: &Event, membership: &Membership) -> Planned {
+    let u = &event.user;
+    let intent = match event.kind {
+        EventKind::Deleted => Intent::Deactivate(Reason::Deleted),
+        _ if !membership.belongs(u.role.as_deref(), &u.allowed_services) => {
+            Intent::Deactivate(Reason::AccessRevoked)
+        }
+        _ => Intent::Upsert(Row {
+            email: u.email.clone().unwrap_or_default(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
+            password_hash: u.password_hash.clone(),
+            role: u.role.clone(),
+            allowed_services: u.allowed_services.clone(),
+            is_active: u.is_active,
+            deactivation_reason: (!u.is_active).then_some(Reason::InactiveUpstream),
+            source_updated_at: event.timestamp,
+        }),
+    };
+    Planned {
+        user_id: event.user_id,
+        key: EventKey {
+            timestamp: event.timestamp,
+            rank: event.kind as i16,
+            digest: digest(event),
+        },
+        intent,
+    }
+}
+
+/// FNV-1a over the event's content (not its id): deterministic across processes and
+/// versions, which a replica-safe tie-break needs; `DefaultHasher` promises neither.
+fn digest(event: &Event) -> i64 {
+    let u = &event.user;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(event.kind.as_str().as_bytes());
+    for field in [
+        &u.email,
+        &u.first_name,
+        &u.last_name,
+        &u.password_hash,
+        &u.role,
+    ] {
+        feed(field.as_deref().unwrap_or("\u{0}").as_bytes());
+    }
+    feed(&[u8::from(u.is_active)]);
+    for s in &u.allowed_services {
+        feed(s.as_bytes());
+    }
+    h as i64
+}
+
+/// Reduce a batch to one change per user, the one with the greatest key. Returns the
+/// indices of the winners, sorted by user id (the order the store locks rows in, so that
+/// concurrent replicas cannot deadlock), and the indices that lost to a newer event.
+pub fn reduce(planned: &[Planned]) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..planned.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (pa, pb) = (&planned[a], &planned[b]);
+        pa.user_id.cmp(&pb.user_id).then(pb.key.cmp(&pa.key))
+    });
+    let mut winners = Vec::new();
+    let mut losers = Vec::new();
+    for (pos, &i) in order.iter().enumerate() {
+        if pos > 0 && planned[order[pos - 1]].user_id == planned[i].user_id {
+            losers.push(i);
+        } else {
+            winners.push(i);
+        }
+    }
+    (winners, losers)
+}
+
+/// What the service knows of one user: the newest applied key and the row, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    pub watermark: Option<EventKey>,
+    pub row: Option<Row>,
+}
+
+/// One event applied to one user's state: the reference semantics of the store's SQL.
+pub fn decide(p: &Planned, current: &State) -> (Outcome, State) {
+    if current.watermark.is_some_and(|w| p.key <= w) {
+        return (Outcome::Stale, current.clone());
+    }
+    let (outcome, row) = match (&p.intent, &current.row) {
+        (Intent::Upsert(new), old) => (
+            upsert_outcome(old.as_ref().map(|o| o.is_active), new.is_active),
+            Some(new.clone()),
+        ),
+        (Intent::Deactivate(reason), Some(old)) => {
+            let row = Row {
+                is_active: false,
+                deactivation_reason: Some(*reason),
+                source_updated_at: p.key.timestamp,
+                ..old.clone()
+            };
+            (deactivate_outcome(true, *reason), Some(row))
+        }
+        (Intent::Deactivate(reason), None) => (deactivate_outcome(false, *reason), None),
+    };
+    let state = State {
+        watermark: Some(p.key),
+        row,
+    };
+    (outcome, state)
+}
+
+/// What an applied upsert did, given whether the row existed and was active before.
+pub fn upsert_outcome(was_active: Option<bool>, now_active: bool) -> Outcome {
+    match (was_active, now_active) {
+        (Some(false), true) => Outcome::Reactivated,
+        (Some(true), false) => Outcome::Deactivated,
+        _ => Outcome::Applied,
+    }
+}
+
+/// What an applied deactivation did, given whether the user had a row.
+pub fn deactivate_outcome(row_existed: bool, reason: Reason) -> Outcome {
+    match (row_existed, reason) {
+        (true, _) => Outcome::Deactivated,
+        (false, Reason::Deleted) => Outcome::Absent,
+        (false, _) => Outcome::NotForService,
+    }
+}
+
+/// The table that applying `events` in key order gives: the expected state that tests and
+/// the benchmark compare the real table with.
+pub fn converge<'a>(
+    events: impl IntoIterator<Item = &'a Planned>,
+) -> std::collections::BTreeMap<Uuid, State> {
+    let mut sorted: Vec<&Planned> = events.into_iter().collect();
+    sorted.sort_by_key(|p| (p.user_id, p.key));
+    let mut states = std::collections::BTreeMap::new();
+    for p in sorted {
+        let state: &mut State = states.entry(p.user_id).or_default();
+        *state = decide(p, state).1;
+    }
+    states
+}
+
+#[cfg(test)]
+#[path = "decide_tests.rs"]
+mod tests;

@@ -1,0 +1,135 @@
+//! Failure classes and the one place that maps a message's failure to ack, retry or
+//! dead-letter.
+
+use crate::store::EventResult;
+
+/// Why one message could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Can never succeed (SPEC section 2): dead-lettered at once.
+    Permanent(String),
+    /// Another active user holds the email; a later event may free it.
+    EmailConflict,
+    /// The database refused this one change (a constraint or trigger of the backend's,
+    /// say): retried in case an operator fixes the cause, then dead-lettered.
+    Refused(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Republish to retry tier `tier` (0-based) with the attempt count raised.
+    Retry {
+        tier: usize,
+    },
+    DeadLetter {
+        kind: DeadKind,
+        reason: String,
+    },
+}
+
+/// The `x-error-kind` header of a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadKind {
+    Permanent,
+    RetriesExhausted,
+    EmailConflict,
+}
+
+impl DeadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadKind::Permanent => "permanent",
+            DeadKind::RetriesExhausted => "retries_exhausted",
+            DeadKind::EmailConflict => "email_conflict",
+        }
+    }
+}
+
+/// `attempts` counts the failed deliveries of this message so far, this one included.
+pub fn disposition(
+    failure: &Failure,
+    attempts: u32,
+    max_attempts: u32,
+    tiers: usize,
+) -> Disposition {
+    match failure {
+        Failure::Permanent(reason) => Disposition::DeadLetter {
+            kind: DeadKind::Permanent,
+            reason: reason.clone(),
+        },
+        Failure::EmailConflict if attempts >= max_attempts => Disposition::DeadLetter {
+            kind: DeadKind::EmailConflict,
+            reason: format!("email held by another active user after {attempts} attempts"),
+        },
+        Failure::Refused(reason) if attempts >= max_attempts => Disposition::DeadLetter {
+            kind: DeadKind::RetriesExhausted,
+            reason: format!("{reason} after {attempts} attempts"),
+        },
+        Failure::EmailConflict | Failure::Refused(_) => Disposition::Retry {
+            tier: (attempts.saturating_sub(1) as usize).min(tiers.saturating_sub(1)),
+        },
+    }
+}
+
+/// A database error caused by one change rather than by the database: integrity
+/// violations (class 23) and data exceptions (class 22). Everything else (connections,
+/// pool timeouts, deadlocks, serialisation failures, a shutting-down server) is about the
+/// database and is retried for the whole batch.
+pub fn per_event(e: &sqlx::Error) -> Option<EventResult> {
+    let db = e.as_database_error()?;
+    let code = db.code()?;
+    if code == "23505" && db.constraint() == Some("users_active_email_key") {
+        return Some(EventResult::EmailConflict);
+    }
+    (code.starts_with("23") || code.starts_with("22"))
+        .then(|| EventResult::Rejected(format!("database refused the change (SQLSTATE {code})")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permanent_goes_straight_to_the_dlq() {
+        let d = disposition(&Failure::Permanent("bad".into()), 1, 5, 3);
+        assert!(matches!(
+            d,
+            Disposition::DeadLetter {
+                kind: DeadKind::Permanent,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn conflicts_climb_the_tiers_then_dead_letter() {
+        let tiers: Vec<_> = (1..=4)
+            .map(|a| disposition(&Failure::EmailConflict, a, 5, 3))
+            .collect();
+        assert_eq!(
+            tiers,
+            [0, 1, 2, 2]
+                .map(|tier| Disposition::Retry { tier })
+                .to_vec()
+        );
+        assert!(matches!(
+            disposition(&Failure::EmailConflict, 5, 5, 3),
+            Disposition::DeadLetter {
+                kind: DeadKind::EmailConflict,
+                ..
+            }
+        ));
+        let refused = Failure::Refused("SQLSTATE 23514".into());
+        assert_eq!(
+            disposition(&refused, 1, 5, 3),
+            Disposition::Retry { tier: 0 }
+        );
+        assert!(matches!(
+            disposition(&refused, 5, 5, 3),
+            Disposition::DeadLetter {
+                kind: DeadKind::RetriesExhausted,
+                ..
+            }
+        ));
+    }
+}

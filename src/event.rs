@@ -1,0 +1,364 @@
+//! The wire format (SPEC section 2): `decode(bytes, routing_key) -> Event` with no I/O.
+//!
+//! Every producer quirk is absorbed here so that the rest of the service sees one clean shape.
+
+use serde::Deserialize;
+use serde_json::Value;
+use std::str::FromStr;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// Default cap on a message body; anything larger is rejected before it is parsed.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EventKind {
+    // The declaration order is the tie-break on equal timestamps (SPEC 4): deleted beats
+    // updated beats created.
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "user.created",
+            EventKind::Updated => "user.updated",
+            EventKind::Deleted => "user.deleted",
+        }
+    }
+}
+
+/// The user's fields as the auth system sent them. Only `email` is guaranteed on
+/// created/updated; a `deleted` event may carry none of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserData {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub password_hash: Option<String>,
+    pub role: Option<String>,
+    pub is_active: bool,
+    pub allowed_services: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub event_id: Option<String>,
+    pub kind: EventKind,
+    pub user_id: Uuid,
+    /// Truncated to microseconds: that is what Postgres stores, and the ordering rule must
+    /// compare the same values in Rust and in SQL.
+    pub timestamp: OffsetDateTime,
+    pub user: UserData,
+}
+
+/// What decoding can yield besides an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decoded {
+    Event(Event),
+    /// An event type this service does not handle: acknowledged, logged and counted.
+    Unknown {
+        event_type: String,
+    },
+}
+
+/// A body that can never become valid: it goes to the dead-letter queue, never retried.
+/// The message never quotes field values, so no password hash can leak through it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejection(pub String);
+
+fn reject(msg: impl Into<String>) -> Rejection {
+    Rejection(msg.into())
+}
+
+#[derive(Deserialize)]
+struct WireEvent {
+    event_id: Option<Value>,
+    event_type: Option<String>,
+    user_id: Option<Value>,
+    user: Option<WireUser>,
+    timestamp: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireUser {
+    id: Option<Value>,
+    email: Option<Value>,
+    first_name: Option<Value>,
+    last_name: Option<Value>,
+    password_hash: Option<Value>,
+    role: Option<Value>,
+    is_active: Option<Value>,
+    allowed_services_json: Option<Value>,
+}
+
+pub fn decode(body: &[u8], routing_key: &str, max_body: usize) -> Result<Decoded, Rejection> {
+    if body.len() > max_body {
+        return Err(reject(format!(
+            "body of {} bytes is over the {max_body}-byte limit",
+            body.len()
+        )));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| reject("body is not valid UTF-8"))?;
+    let wire: WireEvent = serde_json::from_str(text).map_err(|e| {
+        reject(format!(
+            "body is not a valid event object: {}",
+            e.classify_msg()
+        ))
+    })?;
+
+    let event_type = wire.event_type.as_deref().unwrap_or(routing_key);
+    let kind = match event_type {
+        "user.created" => EventKind::Created,
+        "user.updated" => EventKind::Updated,
+        "user.deleted" => EventKind::Deleted,
+        other => {
+            return Ok(Decoded::Unknown {
+                event_type: other.chars().take(100).collect(),
+            });
+        }
+    };
+
+    let user_id = match (
+        &wire.user_id,
+        wire.user.as_ref().and_then(|u| u.id.as_ref()),
+    ) {
+        (Some(top), inner) => {
+            let id = parse_uuid(top, "user_id")?;
+            if let Some(inner) = inner
+                && parse_uuid(inner, "user.id")? != id
+            {
+                return Err(reject("user.id differs from user_id"));
+            }
+            id
+        }
+        (None, Some(inner)) => parse_uuid(inner, "user.id")?,
+        (None, None) => return Err(reject("missing user_id")),
+    };
+    let timestamp = match &wire.timestamp {
+        Some(Value::String(s)) => parse_timestamp(s)?,
+        Some(Value::Null) | None => return Err(reject("missing timestamp")),
+        Some(_) => return Err(reject("timestamp is not a string")),
+    };
+    let event_id = match wire.event_id {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.len() <= 200 => Some(s),
+        Some(_) => return Err(reject("event_id is not a short string")),
+    };
+    let user = match wire.user {
+        Some(u) => user_data(u)?,
+        None => UserData {
+            is_active: true,
+            ..UserData::default()
+        },
+    };
+    if kind != EventKind::Deleted && user.email.as_deref().is_none_or(str::is_empty) {
+        return Err(reject(format!("missing email on {}", kind.as_str())));
+    }
+    Ok(Decoded::Event(Event {
+        event_id,
+        kind,
+        user_id,
+        timestamp,
+        user,
+    }))
+}
+
+trait ClassifyMsg {
+    fn classify_msg(&self) -> String;
+}
+
+impl ClassifyMsg for serde_json::Error {
+    // serde_json's messages can quote the offending value (e.g. "invalid type: string
+    // \"$2b$...\""); keep only the category and position so no field value leaks.
+    fn classify_msg(&self) -> String {
+        format!(
+            "{:?} error at line {} column {}",
+            self.classify(),
+            self.line(),
+            self.column()
+        )
+    }
+}
+
+fn parse_uuid(v: &Value, field: &str) -> Result<Uuid, Rejection> {
+    match v {
+        Value::String(s) => {
+            Uuid::parse_str(s).map_err(|_| reject(format!("{field} is not a UUID")))
+        }
+        Value::Null => Err(reject(format!("missing {field}"))),
+        _ => Err(reject(format!("{field} is not a UUID string"))),
+    }
+}
+
+fn opt_string(v: Option<Value>, field: &str) -> Result<Option<String>, Rejection> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.contains('\0') => Err(reject(format!("{field} contains NUL"))),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(reject(format!("{field} is not a string"))),
+    }
+}
+
+fn user_data(u: WireUser) -> Result<UserData, Rejection> {
+    let is_active = match u.is_active {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => b,
+        Some(_) => return Err(reject("user.is_active is not a boolean")),
+    };
+    let password_hash = opt_string(u.password_hash, "user.password_hash")?;
+    if let Some(hash) = &password_hash {
+        check_bcrypt(hash)?;
+    }
+    Ok(UserData {
+        email: opt_string(u.email, "user.email")?,
+        first_name: opt_string(u.first_name, "user.first_name")?,
+        last_name: opt_string(u.last_name, "user.last_name")?,
+        password_hash,
+        role: opt_string(u.role, "user.role")?,
+        is_active,
+        allowed_services: allowed_services(u.allowed_services_json)?,
+    })
+}
+
+/// `allowed_services_json` is documented as a JSON string holding an array, but producers
+/// also send a real array; null, "" and a missing field all mean "no services".
+fn allowed_services(v: Option<Value>) -> Result<Vec<String>, Rejection> {
+    const MSG: &str = "user.allowed_services_json is not an array of strings";
+    let array = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::String(s)) if s.trim().is_empty() => return Ok(Vec::new()),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(&s).map_err(|_| reject(MSG))?,
+        Some(other) => other,
+    };
+    let Value::Array(items) = array else {
+        return Err(reject(MSG));
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            Value::String(s) if !s.contains('\0') => Ok(s),
+            _ => Err(reject(MSG)),
+        })
+        .collect()
+}
+
+/// A well-formed bcrypt hash: `$2a$`, `$2b$` or `$2y$`, cost 4-31, 53 characters of salt and
+/// hash. Parsed by the `bcrypt` crate, never re-hashed or verified (that costs ~0.3 s).
+fn check_bcrypt(hash: &str) -> Result<(), Rejection> {
+    const MSG: &str = "user.password_hash is not a well-formed bcrypt hash";
+    let prefix_ok = ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
+    let parts = bcrypt::HashParts::from_str(hash).map_err(|_| reject(MSG))?;
+    if !prefix_ok || !(4..=31).contains(&parts.get_cost()) {
+        return Err(reject(MSG));
+    }
+    Ok(())
+}
+
+/// RFC 3339 with `Z` or an offset, or naive (meaning UTC), with 0 to 9 fractional digits.
+pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, Rejection> {
+    let bad = || reject("timestamp is not an ISO 8601 date-time");
+    if s.len() > 64 {
+        return Err(bad());
+    }
+    let normalised = s.replacen(' ', "T", 1);
+    let ts = OffsetDateTime::parse(&normalised, &Rfc3339)
+        .or_else(|_| OffsetDateTime::parse(&format!("{normalised}Z"), &Rfc3339))
+        .map_err(|_| bad())?;
+    let micros = ts.nanosecond() / 1_000 * 1_000;
+    ts.replace_nanosecond(micros).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(json: &str) -> Result<Decoded, Rejection> {
+        decode(json.as_bytes(), "user.updated", DEFAULT_MAX_BODY_BYTES)
+    }
+
+    #[test]
+    fn naive_and_offset_timestamps_are_utc_instants() {
+        let naive = parse_timestamp("2025-12-01T12:00:00.000000").unwrap();
+        let zulu = parse_timestamp("2025-12-01T12:00:00Z").unwrap();
+        let offset = parse_timestamp("2025-12-01T18:00:00+06:00").unwrap();
+        assert_eq!(naive, zulu);
+        assert_eq!(offset, zulu);
+        let nine = parse_timestamp("2025-12-01T12:00:00.123456789").unwrap();
+        assert_eq!(nine.nanosecond(), 123_456_000);
+        assert!(parse_timestamp("yesterday at noon").is_err());
+        assert!(parse_timestamp("2025-13-01T12:00:00").is_err());
+    }
+
+    #[test]
+    fn bcrypt_shape_is_checked_without_hashing() {
+        let good = "$2b$12$zF7vDVD5e.4xzmEI05ezE.ruqh5Vux7K3MLMbdsBDCmcd.PIs8L/O";
+        assert!(check_bcrypt(good).is_ok());
+        assert!(check_bcrypt(&good.replace("$2b$12", "$2y$12")).is_ok());
+        assert!(check_bcrypt(&good.replace("$2b$12", "$2x$12")).is_err());
+        assert!(check_bcrypt(&good.replace("$2b$12", "$2b$03")).is_err());
+        assert!(check_bcrypt(&good.replace("$2b$12", "$2b$32")).is_err());
+        assert!(check_bcrypt(&good[..59]).is_err());
+        assert!(check_bcrypt("hunter2").is_err());
+    }
+
+    #[test]
+    fn oversized_body_is_rejected_before_parsing() {
+        let big = vec![b' '; 300];
+        assert!(decode(&big, "user.created", 256).is_err());
+    }
+
+    #[test]
+    fn rejection_never_quotes_a_hash() {
+        let r = body(r#"{"user_id":"550e8400-e29b-41d4-a716-446655440000","timestamp":"2024-01-01T00:00:00Z","user":{"email":"a@example.com","password_hash":"$2b$12$zF7vDVD5e.4xzmEI05ezE.ruqh5Vux7K3MLMbdsBDCmcd.PIs8L/"}}"#)
+            .unwrap_err();
+        assert!(!r.0.contains("$2b$"), "{r}");
+        let r = body(r#"{"user_id":"550e8400-e29b-41d4-a716-446655440000","timestamp":"2024-01-01T00:00:00Z","user":{"email":"a@example.com","is_active":"$2b$12$zF7v"}}"#)
+            .unwrap_err();
+        assert!(!r.0.contains("$2b$"), "{r}");
+    }
+
+    #[test]
+    fn allowed_services_forms() {
+        assert_eq!(allowed_services(None).unwrap(), Vec::<String>::new());
+        assert_eq!(
+            allowed_services(Some(Value::Null)).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            allowed_services(Some("".into())).unwrap(),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            allowed_services(Some("[\"lms\"]".into())).unwrap(),
+            vec!["lms"]
+        );
+        assert_eq!(
+            allowed_services(Some(serde_json::json!(["lms", "sat"]))).unwrap(),
+            vec!["lms", "sat"]
+        );
+        assert!(allowed_services(Some("{\"a\":1}".into())).is_err());
+        assert!(allowed_services(Some(serde_json::json!([1]))).is_err());
+        assert!(allowed_services(Some(serde_json::json!(true))).is_err());
+    }
+
+    #[test]
+    fn deleted_may_carry_only_the_user_id() {
+        let d = body(r#"{"event_type":"user.deleted","user_id":"550e8400-e29b-41d4-a716-446655440000","timestamp":"2024-01-04T00:00:00Z"}"#)
+            .unwrap();
+        let Decoded::Event(e) = d else { panic!() };
+        assert_eq!(e.kind, EventKind::Deleted);
+        assert!(e.user.email.is_none());
+    }
+
+    #[test]
+    fn user_id_may_come_only_inside_user() {
+        let d = body(r#"{"event_type":"user.updated","user":{"id":"550e8400-e29b-41d4-a716-446655440000","email":"a@example.com"},"timestamp":"2024-01-04T00:00:00Z"}"#)
+            .unwrap();
+        assert!(matches!(d, Decoded::Event(_)));
+    }
+}

@@ -1,0 +1,270 @@
+//! One batch's path: decode, plan, reduce per user, apply in one transaction, send the
+//! failures on (confirmed), then acknowledge everything with one `multiple` ack.
+
+use crate::backoff::Backoff;
+use crate::broker::{self, BrokerError, ROUTING_KEY_HEADER, Session, Topology};
+use crate::decide::{self, Outcome, Planned};
+use crate::error::{Disposition, Failure, disposition};
+use crate::event::{self, Decoded, EventKind};
+use crate::membership::Membership;
+use crate::settings::Settings;
+use crate::store::{EventResult, Store};
+use lapin::message::Delivery;
+use lapin::options::BasicAckOptions;
+use lapin::types::AMQPValue;
+use std::sync::Arc;
+use std::time::Duration;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const ATTEMPTS_HEADER: &str = "x-attempts";
+const FIRST_FAILED_HEADER: &str = "x-first-failed-at";
+
+/// How long a batch is held while the database is unreachable before its deliveries are
+/// handed back to the queue. Far below the broker's 30-minute consumer timeout.
+const HOLD_DURING_OUTAGE: Duration = Duration::from_secs(20);
+
+/// Why the pipeline stopped taking work.
+#[derive(Debug)]
+pub enum Stop {
+    Shutdown,
+    DatabaseDown,
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for Stop {
+    fn from(e: BrokerError) -> Self {
+        Stop::Broker(e)
+    }
+}
+
+impl From<lapin::Error> for Stop {
+    fn from(e: lapin::Error) -> Self {
+        Stop::Broker(e.into())
+    }
+}
+
+#[derive(Clone)]
+pub struct Pipeline {
+    settings: Arc<Settings>,
+    store: Store,
+    membership: Membership,
+    topo: Arc<Topology>,
+}
+
+/// One delivery's fate within a batch.
+enum Fate {
+    Done(&'static str, Option<(uuid::Uuid, EventKind)>),
+    Failed(Failure, Option<(uuid::Uuid, EventKind)>),
+}
+
+impl Pipeline {
+    pub fn new(settings: Arc<Settings>, store: Store) -> Self {
+        let membership = Membership::new(&settings.service_name, &settings.all_access_roles);
+        let topo = Arc::new(Topology::new(&settings));
+        Self {
+            settings,
+            store,
+            membership,
+            topo,
+        }
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    /// Probes the database with capped backoff until it answers; false if shut down first.
+    pub async fn wait_for_database(&self, shutdown: &CancellationToken) -> bool {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut logged = false;
+        loop {
+            match self.store.ping().await {
+                Ok(()) => {
+                    if logged {
+                        tracing::info!("database reachable again; resuming");
+                    }
+                    return true;
+                }
+                Err(e) if !logged => {
+                    tracing::warn!(error = %e, "database unavailable, paused");
+                    logged = true;
+                }
+                Err(_) => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    pub async fn process(
+        &self,
+        session: &Session,
+        batch: Vec<Delivery>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Stop> {
+        let max_body = self.settings.max_body_bytes;
+        let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut origin: Vec<(usize, EventKind)> = Vec::new();
+        for (i, d) in batch.iter().enumerate() {
+            let routing_key = broker::header_str(&d.properties, ROUTING_KEY_HEADER)
+                .unwrap_or_else(|| d.routing_key.as_str().to_string());
+            match event::decode(&d.data, &routing_key, max_body) {
+                Ok(Decoded::Event(e)) => {
+                    planned.push(decide::plan(&e, &self.membership));
+                    origin.push((i, e.kind));
+                    fates.push(None);
+                }
+                Ok(Decoded::Unknown { event_type }) => {
+                    tracing::info!(%event_type, decision = "ignored", "unknown event type");
+                    fates.push(Some(Fate::Done("ignored", None)));
+                }
+                Err(rejection) => {
+                    fates.push(Some(Fate::Failed(Failure::Permanent(rejection.0), None)))
+                }
+            }
+        }
+
+        let (winners, losers) = decide::reduce(&planned);
+        for &l in &losers {
+            let (i, kind) = origin[l];
+            fates[i] = Some(Fate::Done(
+                Outcome::Stale.as_str(),
+                Some((planned[l].user_id, kind)),
+            ));
+        }
+        let winning: Vec<Planned> = winners.iter().map(|&w| planned[w].clone()).collect();
+        let results = self.apply_holding(&winning, shutdown).await?;
+        for (&w, result) in winners.iter().zip(results) {
+            let (i, kind) = origin[w];
+            let who = Some((planned[w].user_id, kind));
+            fates[i] = Some(match result {
+                EventResult::Done(outcome) => Fate::Done(outcome.as_str(), who),
+                EventResult::EmailConflict => Fate::Failed(Failure::EmailConflict, who),
+                EventResult::Rejected(why) => Fate::Failed(Failure::Refused(why), who),
+            });
+        }
+
+        for (d, fate) in batch.iter().zip(fates) {
+            match fate.expect("every delivery has a fate") {
+                Fate::Done(decision, Some((user_id, kind))) => {
+                    tracing::info!(%user_id, event_type = kind.as_str(), decision, "event");
+                }
+                Fate::Done(_, None) => {}
+                Fate::Failed(failure, who) => self.send_on(session, d, &failure, who).await?,
+            }
+        }
+        // Ack only now: the changes are committed and every retry or dead letter confirmed.
+        // One `multiple` ack covers the whole batch (tags rise on a channel).
+        let last = batch.last().expect("a batch is never empty");
+        if !last.acker.ack(BasicAckOptions { multiple: true }).await? {
+            return Err(Stop::Broker(BrokerError::NotConfirmed("ack".into())));
+        }
+        Ok(())
+    }
+
+    /// Applies the batch, holding it while the database is unreachable; after
+    /// `HOLD_DURING_OUTAGE` the session ends and the deliveries return to the queue
+    /// unacked, so nothing is dead-lettered or counted as an attempt because of an outage.
+    async fn apply_holding(
+        &self,
+        winning: &[Planned],
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<EventResult>, Stop> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let started = Instant::now();
+        let mut logged = false;
+        loop {
+            match self.store.apply(winning).await {
+                Ok(results) => {
+                    if logged {
+                        tracing::info!("database reachable again; resuming");
+                    }
+                    return Ok(results);
+                }
+                Err(e) => {
+                    if !logged {
+                        tracing::warn!(error = %e, "database unavailable, paused");
+                        logged = true;
+                    }
+                    if started.elapsed() > HOLD_DURING_OUTAGE {
+                        return Err(Stop::DatabaseDown);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
+    /// Sends a failed delivery to its retry tier or the dead-letter queue, confirmed.
+    async fn send_on(
+        &self,
+        session: &Session,
+        d: &Delivery,
+        failure: &Failure,
+        who: Option<(uuid::Uuid, EventKind)>,
+    ) -> Result<(), Stop> {
+        let attempts = broker::header_int(&d.properties, ATTEMPTS_HEADER).unwrap_or(0) as u32 + 1;
+        let first_failed =
+            broker::header_str(&d.properties, FIRST_FAILED_HEADER).unwrap_or_else(|| {
+                OffsetDateTime::now_utc()
+                    .format(&Rfc3339)
+                    .unwrap_or_default()
+            });
+        let routing_key = broker::header_str(&d.properties, ROUTING_KEY_HEADER)
+            .unwrap_or_else(|| d.routing_key.as_str().to_string());
+        let tiers = self.topo.retry_queues.len();
+        let (user_id, event_type) = match who {
+            Some((id, kind)) => (id.to_string(), kind.as_str()),
+            None => (String::new(), ""),
+        };
+        match disposition(failure, attempts, self.settings.max_attempts, tiers) {
+            Disposition::Retry { tier } => {
+                let (queue, delay) = &self.topo.retry_queues[tier];
+                tracing::info!(%user_id, event_type, decision = "retried", attempts, delay_ms = delay.as_millis() as u64, error = %failure_text(failure), "event");
+                let props = broker::with_headers(
+                    &d.properties,
+                    &[
+                        (ATTEMPTS_HEADER, AMQPValue::LongLongInt(attempts.into())),
+                        (FIRST_FAILED_HEADER, broker::text(&first_failed)),
+                        (ROUTING_KEY_HEADER, broker::text(&routing_key)),
+                        ("x-error", broker::text(&failure_text(failure))),
+                    ],
+                );
+                session.publish_confirmed("", queue, &d.data, props).await?;
+            }
+            Disposition::DeadLetter { kind, reason } => {
+                tracing::warn!(%user_id, event_type, decision = "dead-lettered", kind = kind.as_str(), attempts, error = %reason, "event");
+                let props = broker::with_headers(
+                    &d.properties,
+                    &[
+                        ("x-error", broker::text(&reason)),
+                        ("x-error-kind", broker::text(kind.as_str())),
+                        (ATTEMPTS_HEADER, AMQPValue::LongLongInt(attempts.into())),
+                        (FIRST_FAILED_HEADER, broker::text(&first_failed)),
+                    ],
+                );
+                // Through the fanout exchange in front of the DLQ, so the routing key is kept.
+                session
+                    .publish_confirmed(&self.topo.dlx, &routing_key, &d.data, props)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn failure_text(f: &Failure) -> String {
+    match f {
+        Failure::Permanent(why) | Failure::Refused(why) => why.clone(),
+        Failure::EmailConflict => "email_conflict: email held by another active user".into(),
+    }
+}

@@ -1,0 +1,374 @@
+//! Typed settings from defaults, an optional TOML file and the environment (SPEC section 8).
+//!
+//! Every value is read as text and parsed here, so that an error names the environment
+//! variable an operator has to fix, in one line.
+
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub rabbitmq_url: SecretString,
+    pub rabbitmq_exchange: String,
+    pub rabbitmq_queue: String,
+    pub rabbitmq_queue_type: QueueType,
+    pub service_name: String,
+    pub database_url: SecretString,
+    pub database_schema: String,
+    pub database_max_connections: u32,
+    pub all_access_roles: Vec<String>,
+    pub prefetch: u16,
+    pub batch_size: usize,
+    pub batch_max_wait: Duration,
+    pub retry_delays: Vec<Duration>,
+    pub max_attempts: u32,
+    pub max_body_bytes: usize,
+    pub http_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {problem}")]
+pub struct SettingsError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+// Defaults for the throughput knobs: see BENCHMARKS.md for the runs that chose them.
+const DEFAULTS: &[(&str, &str)] = &[
+    ("rabbitmq_url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    ("rabbitmq_exchange", "user_events"),
+    ("rabbitmq_queue_type", "quorum"),
+    ("database_schema", "user_sync"),
+    ("database_max_connections", "4"),
+    ("all_access_roles", "teacher,curator,admin"),
+    ("prefetch", "1000"),
+    ("batch_size", "500"),
+    ("batch_max_wait_ms", "20"),
+    ("retry_delays_ms", "1000,10000,60000"),
+    ("max_attempts", "5"),
+    ("max_body_bytes", "262144"),
+    ("http_addr", "0.0.0.0:8080"),
+    ("log_format", "json"),
+    ("shutdown_timeout_ms", "10000"),
+];
+
+impl Settings {
+    /// Reads `.env` (if present), then `CONFIG_FILE` (default `user-sync.toml`, optional),
+    /// then the process environment, which wins.
+    pub fn load() -> Result<Self, SettingsError> {
+        let _ = dotenvy::dotenv();
+        let file = std::env::var("CONFIG_FILE").unwrap_or_else(|_| "user-sync.toml".into());
+        let mut builder = Config::builder()
+            .add_source(File::new(&file, FileFormat::Toml).required(false))
+            .add_source(Environment::default());
+        for (key, value) in DEFAULTS {
+            builder = builder.set_default(*key, *value).expect("static default");
+        }
+        let cfg = builder
+            .build()
+            .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
+        Self::from_lookup(|key| cfg.get_string(key).ok())
+    }
+
+    /// Builds settings from any key lookup (lower-case keys); used by `load` and by tests.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let text = |key: &str| {
+            get(key)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .or_else(|| DEFAULTS.iter().find(|d| d.0 == key).map(|d| d.1.into()))
+        };
+        let required =
+            |key: &str, var: &'static str| text(key).ok_or_else(|| err(var, "is required"));
+        let number = |key: &str, var: &'static str| -> Result<u64, SettingsError> {
+            let raw = required(key, var)?;
+            raw.parse::<u64>()
+                .map_err(|_| err(var, format!("{raw:?} is not a whole number")))
+        };
+
+        let service_name = required("service_name", "SERVICE_NAME")?.to_lowercase();
+        check_name("SERVICE_NAME", &service_name)?;
+        let rabbitmq_exchange = required("rabbitmq_exchange", "RABBITMQ_EXCHANGE")?;
+        check_name("RABBITMQ_EXCHANGE", &rabbitmq_exchange)?;
+        let rabbitmq_queue =
+            text("rabbitmq_queue").unwrap_or_else(|| format!("{service_name}_user_events"));
+        check_name("RABBITMQ_QUEUE", &rabbitmq_queue)?;
+        let database_schema = required("database_schema", "DATABASE_SCHEMA")?;
+        check_schema(&database_schema)?;
+
+        let rabbitmq_queue_type = match required("rabbitmq_queue_type", "RABBITMQ_QUEUE_TYPE")?
+            .to_lowercase()
+            .as_str()
+        {
+            "quorum" => QueueType::Quorum,
+            "classic" => QueueType::Classic,
+            other => {
+                return Err(err(
+                    "RABBITMQ_QUEUE_TYPE",
+                    format!("{other:?} is not quorum or classic"),
+                ));
+            }
+        };
+        let log_format = match required("log_format", "LOG_FORMAT")?
+            .to_lowercase()
+            .as_str()
+        {
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(err(
+                    "LOG_FORMAT",
+                    format!("{other:?} is not json or pretty"),
+                ));
+            }
+        };
+        let rabbitmq_url = required("rabbitmq_url", "RABBITMQ_URL")?;
+        if !(rabbitmq_url.starts_with("amqp://") || rabbitmq_url.starts_with("amqps://")) {
+            return Err(err("RABBITMQ_URL", "must start with amqp:// or amqps://"));
+        }
+        let database_url = required("database_url", "DATABASE_URL")?;
+        if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            return Err(err(
+                "DATABASE_URL",
+                "must start with postgres:// or postgresql://",
+            ));
+        }
+        let all_access_roles = required("all_access_roles", "ALL_ACCESS_ROLES")?
+            .split(',')
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+            .collect();
+        let http_addr = required("http_addr", "HTTP_ADDR")?;
+        let http_addr = http_addr
+            .parse()
+            .map_err(|_| err("HTTP_ADDR", format!("{http_addr:?} is not host:port")))?;
+        let retry_delays = required("retry_delays_ms", "RETRY_DELAYS_MS")?
+            .split(',')
+            .map(|d| d.trim().parse::<u64>().map(Duration::from_millis))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| err("RETRY_DELAYS_MS", "must be comma-separated milliseconds"))?;
+        if retry_delays.is_empty() || retry_delays.iter().any(Duration::is_zero) {
+            return Err(err(
+                "RETRY_DELAYS_MS",
+                "needs at least one delay, none zero",
+            ));
+        }
+
+        let prefetch = in_range(number("prefetch", "PREFETCH")?, 1, 65_535, "PREFETCH")? as u16;
+        let batch_size = in_range(number("batch_size", "BATCH_SIZE")?, 1, 10_000, "BATCH_SIZE")?;
+        Ok(Settings {
+            rabbitmq_url: rabbitmq_url.into(),
+            rabbitmq_exchange,
+            rabbitmq_queue,
+            rabbitmq_queue_type,
+            service_name,
+            database_url: database_url.into(),
+            database_schema,
+            database_max_connections: in_range(
+                number("database_max_connections", "DATABASE_MAX_CONNECTIONS")?,
+                1,
+                100,
+                "DATABASE_MAX_CONNECTIONS",
+            )? as u32,
+            all_access_roles,
+            prefetch,
+            batch_size: batch_size as usize,
+            batch_max_wait: Duration::from_millis(number(
+                "batch_max_wait_ms",
+                "BATCH_MAX_WAIT_MS",
+            )?),
+            retry_delays,
+            max_attempts: in_range(
+                number("max_attempts", "MAX_ATTEMPTS")?,
+                1,
+                1000,
+                "MAX_ATTEMPTS",
+            )? as u32,
+            max_body_bytes: in_range(
+                number("max_body_bytes", "MAX_BODY_BYTES")?,
+                1024,
+                64 << 20,
+                "MAX_BODY_BYTES",
+            )? as usize,
+            http_addr,
+            log_format,
+            shutdown_timeout: Duration::from_millis(number(
+                "shutdown_timeout_ms",
+                "SHUTDOWN_TIMEOUT_MS",
+            )?),
+        })
+    }
+
+    pub fn dlq_name(&self) -> String {
+        format!("{}.dlq", self.rabbitmq_queue)
+    }
+}
+
+fn in_range(v: u64, lo: u64, hi: u64, var: &'static str) -> Result<u64, SettingsError> {
+    if (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(err(var, format!("{v} is outside {lo}..={hi}")))
+    }
+}
+
+/// Queue, exchange and service names: printable ASCII that cannot smuggle anything into
+/// logs or AMQP frames.
+fn check_name(var: &'static str, v: &str) -> Result<(), SettingsError> {
+    let ok = !v.is_empty()
+        && v.len() <= 200
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(err(var, format!("{v:?} must be 1-200 of [A-Za-z0-9._:-]")))
+    }
+}
+
+/// The schema reaches SQL as an identifier, so it is held to a strict pattern.
+fn check_schema(v: &str) -> Result<(), SettingsError> {
+    let mut chars = v.chars();
+    let ok = v.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            "DATABASE_SCHEMA",
+            format!("{v:?} must match [a-z_][a-z0-9_]{{0,62}}"),
+        ))
+    }
+}
+
+/// A URL with its password replaced, for logs and errors.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.into()
+            };
+            format!("{scheme}://{masked}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("rabbitmq_url", &mask_url(self.rabbitmq_url.expose_secret()))
+            .field("rabbitmq_exchange", &self.rabbitmq_exchange)
+            .field("rabbitmq_queue", &self.rabbitmq_queue)
+            .field("rabbitmq_queue_type", &self.rabbitmq_queue_type)
+            .field("service_name", &self.service_name)
+            .field("database_url", &mask_url(self.database_url.expose_secret()))
+            .field("database_schema", &self.database_schema)
+            .field("prefetch", &self.prefetch)
+            .field("batch_size", &self.batch_size)
+            .field("batch_max_wait", &self.batch_max_wait)
+            .field("retry_delays", &self.retry_delays)
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        ("service_name", "LMS"),
+        ("database_url", "postgres://u:pw@db.example.com/app"),
+    ];
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let s = load(BASE).unwrap();
+        assert_eq!(s.service_name, "lms");
+        assert_eq!(s.rabbitmq_queue, "lms_user_events");
+        assert_eq!(s.dlq_name(), "lms_user_events.dlq");
+        assert_eq!(s.rabbitmq_exchange, "user_events");
+        assert_eq!(s.rabbitmq_queue_type, QueueType::Quorum);
+        assert_eq!(s.database_schema, "user_sync");
+        assert_eq!(s.all_access_roles, ["teacher", "curator", "admin"]);
+        assert_eq!(s.retry_delays.len(), 3);
+        assert_eq!(s.max_attempts, 5);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = load(&[("database_url", "postgres://x/y")]).unwrap_err();
+        assert_eq!(e.var, "SERVICE_NAME");
+        let e = load(&[("service_name", "lms")]).unwrap_err();
+        assert_eq!(e.var, "DATABASE_URL");
+        let mut bad = BASE.to_vec();
+        bad.push(("prefetch", "lots"));
+        let e = load(&bad).unwrap_err();
+        assert_eq!(e.var, "PREFETCH");
+        assert!(e.to_string().contains("PREFETCH"));
+        let mut bad = BASE.to_vec();
+        bad.push(("database_schema", "x; drop table users"));
+        assert_eq!(load(&bad).unwrap_err().var, "DATABASE_SCHEMA");
+        let mut bad = BASE.to_vec();
+        bad.push(("rabbitmq_queue_type", "stream"));
+        assert_eq!(load(&bad).unwrap_err().var, "RABBITMQ_QUEUE_TYPE");
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let s = load(BASE).unwrap();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("pw@"), "{shown}");
+        assert!(shown.contains("u:***@db.example.com"));
+        assert_eq!(
+            mask_url("amqp://guest:guest@h:5672/%2f"),
+            "amqp://guest:***@h:5672/%2f"
+        );
+        assert_eq!(mask_url("postgres://h/db"), "postgres://h/db");
+        assert_eq!(mask_url("postgres://a:b@c@h/db"), "postgres://a:***@h/db");
+    }
+}

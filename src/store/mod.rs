@@ -1,0 +1,113 @@
+//! The Postgres adapter: pool, migrations and reads. Every SQL statement lives in this module.
+
+mod apply;
+
+pub use apply::EventResult;
+
+use crate::decide::{EventKey, Reason, Row, State};
+use secrecy::ExposeSecret;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Row as _};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    schema: String,
+}
+
+impl Store {
+    /// A lazy pool: nothing connects until first use, so a database that is down at start
+    /// delays the worker instead of crashing it.
+    pub fn new(settings: &crate::settings::Settings) -> Result<Self, sqlx::Error> {
+        let opts = PgConnectOptions::from_str(settings.database_url.expose_secret())?
+            // Sent in the startup packet: every statement and the migrations use the
+            // service's schema with no extra round trip and no qualified names.
+            .options([("search_path", settings.database_schema.as_str())])
+            .application_name("user-sync")
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.database_max_connections)
+            // Short: a database outage must surface as an error quickly so the worker pauses.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(opts);
+        Ok(Self {
+            pool,
+            schema: settings.database_schema.clone(),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Creates the schema and applies the embedded migrations. Replicas starting together
+    /// are serialised by the migrator's advisory lock.
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        // The schema name was validated against [a-z_][a-z0-9_]* at start; quoted anyway.
+        let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema);
+        if let Err(e) = sqlx::query(&create).execute(&self.pool).await {
+            // Two replicas racing on CREATE SCHEMA IF NOT EXISTS: one gets a unique violation.
+            let raced = e.as_database_error().and_then(|d| d.code()).as_deref() == Some("23505");
+            if !raced {
+                return Err(e);
+            }
+        }
+        MIGRATOR.run(&self.pool).await.map_err(sqlx::Error::from)
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
+    /// Every user the service knows, as the convergence rule sees it: for tests, the
+    /// benchmark's verification and operator tools.
+    pub async fn states(&self) -> Result<BTreeMap<Uuid, State>, sqlx::Error> {
+        let mut states: BTreeMap<Uuid, State> = BTreeMap::new();
+        let marks = sqlx::query(
+            "SELECT auth_user_id, event_ts, event_rank, event_digest FROM user_watermarks",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for m in marks {
+            states.entry(m.get(0)).or_default().watermark = Some(EventKey {
+                timestamp: m.get(1),
+                rank: m.get(2),
+                digest: m.get(3),
+            });
+        }
+        let rows = sqlx::query(
+            "SELECT auth_user_id, email, first_name, last_name, password_hash, role, \
+             allowed_services, is_active, deactivation_reason, source_updated_at \
+             FROM users WHERE auth_user_id IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            let reason: Option<String> = r.get(8);
+            states.entry(r.get(0)).or_default().row = Some(Row {
+                email: r.get::<Option<String>, _>(1).unwrap_or_default(),
+                first_name: r.get(2),
+                last_name: r.get(3),
+                password_hash: r.get(4),
+                role: r.get(5),
+                allowed_services: r.get(6),
+                is_active: r.get(7),
+                deactivation_reason: reason.as_deref().and_then(Reason::parse),
+                source_updated_at: r
+                    .get::<Option<time::OffsetDateTime>, _>(9)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+            });
+        }
+        Ok(states)
+    }
+}

@@ -1,0 +1,139 @@
+//! The consume loop: supervise the broker session, cut batches, hand them to the pipeline.
+
+use crate::backoff::Backoff;
+use crate::broker::{BrokerError, Session, Topology};
+use crate::pipeline::{Pipeline, Stop};
+use futures_util::{FutureExt, StreamExt};
+use lapin::Consumer;
+use lapin::message::Delivery;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often the connection status is checked while no delivery arrives. Heartbeats catch
+/// a dead peer; this catches a connection lapin has marked closed without ending the stream.
+const WATCHDOG: Duration = Duration::from_secs(1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionEnd {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("broker connection lost")]
+    ConnectionLost,
+    #[error("consumer cancelled by the broker")]
+    ConsumerCancelled,
+    #[error("database unavailable; in-hand deliveries handed back to the queue")]
+    DatabaseDown,
+}
+
+impl From<lapin::Error> for SessionEnd {
+    fn from(e: lapin::Error) -> Self {
+        SessionEnd::Broker(e.into())
+    }
+}
+
+/// Runs until `shutdown` fires: connect, consume, and on any loss reconnect with capped
+/// backoff, re-declaring the topology and re-registering the consumer each time.
+///
+/// A supervised loop rather than lapin's `enable_auto_recover()`: recovery there is young
+/// and was seen here to stay "reconnecting" forever after a second fault in quick
+/// succession (PITFALLS.md, lapin#312). A fresh connection per session is simple to reason
+/// about, and unacked deliveries of a lost session return to the queue by themselves.
+pub async fn run(pipeline: Pipeline, shutdown: CancellationToken) {
+    let settings = pipeline.settings().clone();
+    let topo = Topology::new(&settings);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        // Do not take deliveries we cannot apply: wait for the database first.
+        if !pipeline.wait_for_database(&shutdown).await {
+            return;
+        }
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            s = Session::open(&settings, &topo) => s,
+        };
+        let end = match opened {
+            Ok(session) => {
+                let started = Instant::now();
+                let end = consume(&pipeline, &session, &topo, &shutdown).await;
+                session.close().await;
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                end
+            }
+            Err(e) => Err(e.into()),
+        };
+        match end {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, "broker session ended; reconnecting"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        }
+    }
+}
+
+/// Consumes one session. Returns `Ok` only when `shutdown` fired; the batch in hand is
+/// finished and acknowledged first, the rest of the prefetch window returns to the queue
+/// when the channel closes.
+async fn consume(
+    pipeline: &Pipeline,
+    session: &Session,
+    topo: &Topology,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionEnd> {
+    let settings = pipeline.settings();
+    let mut consumer = session.consumer(&topo.queue, settings.prefetch).await?;
+    tracing::info!(queue = %topo.queue, prefetch = settings.prefetch, "consuming");
+    let mut watchdog = tokio::time::interval(WATCHDOG);
+    loop {
+        let first = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return Ok(()),
+            next = consumer.next() => next,
+            _ = watchdog.tick() => {
+                if !session.connection.status().connected() {
+                    return Err(SessionEnd::ConnectionLost);
+                }
+                continue;
+            }
+        };
+        let first = match first {
+            Some(delivery) => delivery?,
+            None => return Err(SessionEnd::ConsumerCancelled),
+        };
+        let batch = collect(
+            first,
+            &mut consumer,
+            settings.batch_size,
+            settings.batch_max_wait,
+        )?;
+        match pipeline.process(session, batch, shutdown).await {
+            Ok(()) => {}
+            Err(Stop::Shutdown) => return Ok(()),
+            Err(Stop::DatabaseDown) => return Err(SessionEnd::DatabaseDown),
+            Err(Stop::Broker(e)) => return Err(e.into()),
+        }
+    }
+}
+
+/// Cuts a batch: up to `size` deliveries, and no more than `max_wait` spent collecting.
+/// Stops as soon as no further delivery is ready, so light traffic waits for nothing.
+fn collect(
+    first: Delivery,
+    consumer: &mut Consumer,
+    size: usize,
+    max_wait: Duration,
+) -> Result<Vec<Delivery>, SessionEnd> {
+    let deadline = Instant::now() + max_wait;
+    let mut batch = vec![first];
+    while batch.len() < size && Instant::now() < deadline {
+        match consumer.next().now_or_never() {
+            Some(Some(delivery)) => batch.push(delivery?),
+            Some(None) | None => break,
+        }
+    }
+    Ok(batch)
+}
