@@ -26,12 +26,22 @@ CREATE UNIQUE INDEX users_active_email_key ON users (lower(email)) WHERE is_acti
 -- so the lookup costs nothing in steady state.
 CREATE INDEX users_unlinked_email_idx ON users (lower(email)) WHERE auth_user_id IS NULL;
 
--- The newest event applied per user, for every user ever seen (rows or not): what makes
--- stale and resurrecting events no-ops. No personal data here.
+-- Per user ever seen (row or not), no personal data: the two watermarks that make stale
+-- and resurrecting events no-ops. `event_*` is the newest event of any kind and the status
+-- it gave (what a row has, or is created with); `data_*` is the newest event that carried
+-- the user's fields for this service. `last_change`/`prev_active` are written by each
+-- guarded upsert so that its RETURNING can say what it advanced.
 CREATE TABLE user_watermarks (
-    auth_user_id uuid PRIMARY KEY,
-    event_ts     timestamptz NOT NULL,
-    event_rank   smallint NOT NULL,
-    event_digest bigint NOT NULL,
-    updated_at   timestamptz NOT NULL DEFAULT now()
+    auth_user_id  uuid PRIMARY KEY,
+    event_ts      timestamptz NOT NULL,
+    event_rank    smallint NOT NULL,
+    event_digest  bigint NOT NULL,
+    status_active boolean NOT NULL,
+    status_reason text,
+    data_ts       timestamptz,
+    data_rank     smallint,
+    data_digest   bigint,
+    last_change   smallint NOT NULL DEFAULT 0,
+    prev_active   boolean,
+    updated_at    timestamptz NOT NULL DEFAULT now()
 );

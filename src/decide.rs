@@ -85,6 +85,8 @@ pub enum Outcome {
     NotForService,
     /// A deletion of a user this service never had: only the watermark is recorded.
     Absent,
+    /// Older than the user's status but newer than the row's fields: fields filled in.
+    Backfilled,
     Stale,
 }
 
@@ -96,6 +98,7 @@ impl Outcome {
             Outcome::Deactivated => "deactivated",
             Outcome::NotForService => "not-for-this-service",
             Outcome::Absent => "absent",
+            Outcome::Backfilled => "backfilled",
             Outcome::Stale => "stale",
         }
     }
@@ -159,57 +162,121 @@ fn digest(event: &Event) -> i64 {
     h as i64
 }
 
-/// Reduce a batch to one change per user, the one with the greatest key. Returns the
-/// indices of the winners, sorted by user id (the order the store locks rows in, so that
-/// concurrent replicas cannot deadlock), and the indices that lost to a newer event.
-pub fn reduce(planned: &[Planned]) -> (Vec<usize>, Vec<usize>) {
+/// A user's share of a batch: the newest event (it may set the status) and the newest
+/// event carrying fields for this service (it may set the fields), often the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserBatch {
+    pub newest: usize,
+    pub upsert: Option<usize>,
+}
+
+/// Reduces a batch to one [`UserBatch`] per user, sorted by user id (the order the store
+/// locks rows in, so concurrent replicas cannot deadlock), and the indices that can
+/// change nothing because a newer event in the same batch supersedes them.
+pub fn reduce(planned: &[Planned]) -> (Vec<UserBatch>, Vec<usize>) {
     let mut order: Vec<usize> = (0..planned.len()).collect();
     order.sort_by(|&a, &b| {
         let (pa, pb) = (&planned[a], &planned[b]);
         pa.user_id.cmp(&pb.user_id).then(pb.key.cmp(&pa.key))
     });
-    let mut winners = Vec::new();
+    let mut users: Vec<UserBatch> = Vec::new();
     let mut losers = Vec::new();
     for (pos, &i) in order.iter().enumerate() {
-        if pos > 0 && planned[order[pos - 1]].user_id == planned[i].user_id {
-            losers.push(i);
-        } else {
-            winners.push(i);
+        let is_upsert = matches!(planned[i].intent, Intent::Upsert(_));
+        let first_of_user = pos == 0 || planned[order[pos - 1]].user_id != planned[i].user_id;
+        match users.last_mut() {
+            Some(user) if !first_of_user && is_upsert && user.upsert.is_none() => {
+                user.upsert = Some(i);
+            }
+            _ if !first_of_user => losers.push(i),
+            _ => users.push(UserBatch {
+                newest: i,
+                upsert: is_upsert.then_some(i),
+            }),
         }
     }
-    (winners, losers)
+    (users, losers)
 }
 
-/// What the service knows of one user: the newest applied key and the row, if any.
+/// The status the newest event gave a user: what a row has, or would be created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub key: EventKey,
+    pub active: bool,
+    pub reason: Option<Reason>,
+}
+
+/// What the service knows of one user. Two watermarks make the state order-independent:
+/// the row's status follows the newest event of any kind, its fields follow the newest
+/// event that carried them for this service. Both are maxima, so any arrival order and
+/// any duplicates give the state that timestamp order gives.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
-    pub watermark: Option<EventKey>,
+    pub status: Option<Status>,
+    pub data_watermark: Option<EventKey>,
     pub row: Option<Row>,
 }
 
+impl Planned {
+    fn status(&self) -> Status {
+        match &self.intent {
+            Intent::Upsert(row) => Status {
+                key: self.key,
+                active: row.is_active,
+                reason: row.deactivation_reason,
+            },
+            Intent::Deactivate(reason) => Status {
+                key: self.key,
+                active: false,
+                reason: Some(*reason),
+            },
+        }
+    }
+}
+
 /// One event applied to one user's state: the reference semantics of the store's SQL.
+///
+/// An event older than the newest status may still carry fields newer than the row's
+/// (an update that arrives after a later deletion): they are filled in, the status stays.
+/// That keeps "a late create cannot resurrect a deleted user" and still ends in the table
+/// that timestamp order gives.
 pub fn decide(p: &Planned, current: &State) -> (Outcome, State) {
-    if current.watermark.is_some_and(|w| p.key <= w) {
+    let status_newer = current.status.is_none_or(|s| p.key > s.key);
+    let data = match &p.intent {
+        Intent::Upsert(row) if current.data_watermark.is_none_or(|d| p.key > d) => Some(row),
+        _ => None,
+    };
+    if !status_newer && data.is_none() {
         return (Outcome::Stale, current.clone());
     }
-    let (outcome, row) = match (&p.intent, &current.row) {
-        (Intent::Upsert(new), old) => (
-            upsert_outcome(old.as_ref().map(|o| o.is_active), new.is_active),
-            Some(new.clone()),
-        ),
-        (Intent::Deactivate(reason), Some(old)) => {
-            let row = Row {
-                is_active: false,
-                deactivation_reason: Some(*reason),
-                source_updated_at: p.key.timestamp,
-                ..old.clone()
-            };
-            (deactivate_outcome(true, *reason), Some(row))
-        }
-        (Intent::Deactivate(reason), None) => (deactivate_outcome(false, *reason), None),
+    let status = if status_newer {
+        p.status()
+    } else {
+        current.status.expect("older than it")
+    };
+    let with_status = |row: &Row| Row {
+        is_active: status.active,
+        deactivation_reason: status.reason,
+        source_updated_at: status.key.timestamp,
+        ..row.clone()
+    };
+    let row = match (data, &current.row) {
+        (Some(new), _) => Some(with_status(new)),
+        (None, old) => old.as_ref().map(with_status),
+    };
+    let old_active = current.row.as_ref().map(|r| r.is_active);
+    let outcome = match (&p.intent, status_newer) {
+        (_, false) => Outcome::Backfilled,
+        (Intent::Upsert(new), true) => upsert_outcome(old_active, new.is_active),
+        (Intent::Deactivate(reason), true) => deactivate_outcome(old_active.is_some(), *reason),
     };
     let state = State {
-        watermark: Some(p.key),
+        status: Some(status),
+        data_watermark: if data.is_some() {
+            Some(p.key)
+        } else {
+            current.data_watermark
+        },
         row,
     };
     (outcome, state)

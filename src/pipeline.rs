@@ -3,7 +3,7 @@
 
 use crate::backoff::Backoff;
 use crate::broker::{self, BrokerError, ROUTING_KEY_HEADER, Session, Topology};
-use crate::decide::{self, Outcome, Planned};
+use crate::decide::{self, Outcome, Planned, UserBatch};
 use crate::error::{Disposition, Failure, disposition};
 use crate::event::{self, Decoded, EventKind};
 use crate::membership::Membership;
@@ -130,7 +130,7 @@ impl Pipeline {
             }
         }
 
-        let (winners, losers) = decide::reduce(&planned);
+        let (users, losers) = decide::reduce(&planned);
         for &l in &losers {
             let (i, kind) = origin[l];
             fates[i] = Some(Fate::Done(
@@ -138,11 +138,9 @@ impl Pipeline {
                 Some((planned[l].user_id, kind)),
             ));
         }
-        let winning: Vec<Planned> = winners.iter().map(|&w| planned[w].clone()).collect();
-        let results = self.apply_holding(&winning, shutdown).await?;
-        for (&w, result) in winners.iter().zip(results) {
-            let (i, kind) = origin[w];
-            let who = Some((planned[w].user_id, kind));
+        for (p, result) in self.apply_holding(&planned, &users, shutdown).await? {
+            let (i, kind) = origin[p];
+            let who = Some((planned[p].user_id, kind));
             fates[i] = Some(match result {
                 EventResult::Done(outcome) => Fate::Done(outcome.as_str(), who),
                 EventResult::EmailConflict => Fate::Failed(Failure::EmailConflict, who),
@@ -173,14 +171,15 @@ impl Pipeline {
     /// unacked, so nothing is dead-lettered or counted as an attempt because of an outage.
     async fn apply_holding(
         &self,
-        winning: &[Planned],
+        planned: &[Planned],
+        users: &[UserBatch],
         shutdown: &CancellationToken,
-    ) -> Result<Vec<EventResult>, Stop> {
+    ) -> Result<Vec<(usize, EventResult)>, Stop> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let started = Instant::now();
         let mut logged = false;
         loop {
-            match self.store.apply(winning).await {
+            match self.store.apply(planned, users).await {
                 Ok(results) => {
                     if logged {
                         tracing::info!("database reachable again; resuming");

@@ -6,9 +6,12 @@
 //! decision is made on data read outside the transaction.
 
 use super::Store;
-use crate::decide::{Intent, Outcome, Planned, Row, deactivate_outcome, upsert_outcome};
+use crate::decide::{
+    Intent, Outcome, Planned, Reason, Row, UserBatch, deactivate_outcome, upsert_outcome,
+};
 use sqlx::{PgConnection, Row as _};
 use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -24,35 +27,57 @@ pub enum EventResult {
 
 enum Attempt {
     Committed(Vec<(usize, Outcome)>),
+    /// Users (indices into the batch's `UserBatch` list) whose email another active row holds.
     Conflicts(Vec<usize>),
 }
 
+/// What the guarded watermark upsert did for one user.
+struct Advanced {
+    status: bool,
+    data: bool,
+    prev_active: Option<bool>,
+    active: bool,
+    reason: Option<Reason>,
+    status_ts: OffsetDateTime,
+}
+
 impl Store {
-    /// Applies changes that hold at most one per user (see `decide::reduce`). A failure that
-    /// belongs to one change splits the batch until that change stands alone, so the rest
-    /// commit. An error that is not about one change (connection lost, pool timeout) is
-    /// returned as is; what committed before it is safe to apply again.
-    pub async fn apply(&self, batch: &[Planned]) -> Result<Vec<EventResult>, sqlx::Error> {
-        let mut results: Vec<Option<EventResult>> = vec![None; batch.len()];
-        let mut work: Vec<Vec<usize>> = vec![(0..batch.len()).collect()];
+    /// Applies a reduced batch (see `decide::reduce`); returns a result for every event
+    /// index the `users` name. A failure that belongs to one user splits the batch until
+    /// that user stands alone, so the rest commit. An error that is not about one user
+    /// (connection lost, pool timeout) is returned as is; what committed before it is
+    /// safe to apply again.
+    pub async fn apply(
+        &self,
+        planned: &[Planned],
+        users: &[UserBatch],
+    ) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
+        let mut results = Vec::with_capacity(users.len());
+        let fail_user = |results: &mut Vec<(usize, EventResult)>, u: &UserBatch, r: EventResult| {
+            results.push((u.newest, r.clone()));
+            if let Some(up) = u.upsert.filter(|up| *up != u.newest) {
+                results.push((up, r));
+            }
+        };
+        let mut work: Vec<Vec<usize>> = vec![(0..users.len()).collect()];
         while let Some(set) = work.pop() {
             if set.is_empty() {
                 continue;
             }
-            match self.attempt(batch, &set).await {
+            match self.attempt(planned, users, &set).await {
                 Ok(Attempt::Committed(outcomes)) => {
-                    for (i, o) in outcomes {
-                        results[i] = Some(EventResult::Done(o));
-                    }
+                    results.extend(outcomes.into_iter().map(|(i, o)| (i, EventResult::Done(o))));
                 }
                 Ok(Attempt::Conflicts(conflicts)) => {
-                    for &i in &conflicts {
-                        results[i] = Some(EventResult::EmailConflict);
+                    for &u in &conflicts {
+                        fail_user(&mut results, &users[u], EventResult::EmailConflict);
                     }
-                    work.push(set.into_iter().filter(|i| !conflicts.contains(i)).collect());
+                    work.push(set.into_iter().filter(|u| !conflicts.contains(u)).collect());
                 }
                 Err(e) => match crate::error::per_event(&e) {
-                    Some(result) if set.len() == 1 => results[set[0]] = Some(result),
+                    Some(result) if set.len() == 1 => {
+                        fail_user(&mut results, &users[set[0]], result)
+                    }
                     Some(_) => {
                         let mut left = set;
                         let right = left.split_off(left.len() / 2);
@@ -63,131 +88,210 @@ impl Store {
                 },
             }
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every change gets a result"))
-            .collect())
+        Ok(results)
     }
 
-    async fn attempt(&self, batch: &[Planned], set: &[usize]) -> Result<Attempt, sqlx::Error> {
+    async fn attempt(
+        &self,
+        planned: &[Planned],
+        users: &[UserBatch],
+        set: &[usize],
+    ) -> Result<Attempt, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let winners = advance_watermarks(&mut tx, batch, set).await?;
-        let mut outcomes: Vec<(usize, Outcome)> = set
-            .iter()
-            .filter(|i| !winners.contains(&batch[**i].user_id))
-            .map(|&i| (i, Outcome::Stale))
-            .collect();
-        let (ups, downs): (Vec<usize>, Vec<usize>) = set
-            .iter()
-            .copied()
-            .filter(|i| winners.contains(&batch[*i].user_id))
-            .partition(|i| matches!(batch[*i].intent, Intent::Upsert(_)));
-
-        // Deactivations first: they may free an email that an upsert in this batch takes.
-        if !downs.is_empty() {
-            outcomes.extend(deactivate(&mut tx, batch, &downs).await?);
+        let advanced = advance_watermarks(&mut tx, planned, users, set).await?;
+        let mut outcomes = Vec::new();
+        let mut data_users = Vec::new();
+        let mut status_only = Vec::new();
+        for &u in set {
+            let user = &users[u];
+            let id = planned[user.newest].user_id;
+            match advanced.get(&id) {
+                None => {
+                    outcomes.push((user.newest, Outcome::Stale));
+                    if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
+                        outcomes.push((up, Outcome::Stale));
+                    }
+                }
+                Some(a) if a.data => data_users.push(u),
+                Some(_) => status_only.push(u),
+            }
         }
-        if !ups.is_empty() {
-            let rows: Vec<(Uuid, &Row)> = ups
+
+        let mut existed: HashSet<Uuid> = HashSet::new();
+        let mut inserted: HashSet<Uuid> = HashSet::new();
+        if !data_users.is_empty() {
+            let rows: Vec<(Uuid, Row)> = data_users
                 .iter()
-                .map(|&i| match &batch[i].intent {
-                    Intent::Upsert(row) => (batch[i].user_id, row),
-                    Intent::Deactivate(_) => unreachable!("partitioned above"),
+                .map(|&u| {
+                    let up = users[u].upsert.expect("data advanced only with an upsert");
+                    let Intent::Upsert(row) = &planned[up].intent else {
+                        unreachable!("reduce keeps upserts in `upsert`")
+                    };
+                    let a = &advanced[&planned[up].user_id];
+                    let row = Row {
+                        is_active: a.active,
+                        deactivation_reason: a.reason,
+                        source_updated_at: a.status_ts,
+                        ..row.clone()
+                    };
+                    (planned[up].user_id, row)
                 })
                 .collect();
             adopt(&mut tx, &rows).await?;
-            let (was_active, conflicts) = inspect(&mut tx, &rows).await?;
-            let conflicts: Vec<usize> = ups
-                .iter()
-                .zip(&rows)
-                .filter(|(_, (id, _))| conflicts.contains(id))
-                .map(|(i, _)| *i)
-                .collect();
+            let conflicts = email_conflicts(&mut tx, &rows).await?;
             if !conflicts.is_empty() {
                 tx.rollback().await?;
+                let conflicts = data_users
+                    .iter()
+                    .zip(&rows)
+                    .filter(|(_, (id, _))| conflicts.contains(id))
+                    .map(|(u, _)| *u)
+                    .collect();
                 return Ok(Attempt::Conflicts(conflicts));
             }
-            upsert(&mut tx, &rows).await?;
-            outcomes.extend(ups.iter().zip(&rows).map(|(&i, (id, row))| {
-                (
-                    i,
-                    upsert_outcome(was_active.get(id).copied(), row.is_active),
-                )
-            }));
+            inserted = upsert(&mut tx, &rows).await?;
+            existed.extend(rows.iter().map(|r| r.0));
+        }
+        if !status_only.is_empty() {
+            let ids: Vec<Uuid> = status_only
+                .iter()
+                .map(|&u| planned[users[u].newest].user_id)
+                .collect();
+            existed.extend(update_status(&mut tx, &ids, &advanced).await?);
         }
         tx.commit().await?;
+
+        for &u in data_users.iter().chain(&status_only) {
+            let user = &users[u];
+            let newest = &planned[user.newest];
+            let a = &advanced[&newest.user_id];
+            let status_outcome = match &newest.intent {
+                Intent::Upsert(_) if inserted.contains(&newest.user_id) => Outcome::Applied,
+                Intent::Upsert(row) => upsert_outcome(a.prev_active, row.is_active),
+                Intent::Deactivate(reason) => {
+                    deactivate_outcome(existed.contains(&newest.user_id), *reason)
+                }
+            };
+            outcomes.push((
+                user.newest,
+                if a.status {
+                    status_outcome
+                } else {
+                    Outcome::Backfilled
+                },
+            ));
+            if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
+                outcomes.push((
+                    up,
+                    if a.data {
+                        Outcome::Backfilled
+                    } else {
+                        Outcome::Stale
+                    },
+                ));
+            }
+        }
         Ok(Attempt::Committed(outcomes))
     }
 }
 
-/// Moves each user's watermark forward where this change is newer; returns those users.
+/// The guard. For each user, moves the status watermark to the newest event if it is
+/// newer, and the data watermark to the newest upsert if it is newer, in one statement
+/// that row-locks the user until commit. Users for which neither moved are not returned:
+/// their events are stale.
 async fn advance_watermarks(
     tx: &mut PgConnection,
-    batch: &[Planned],
+    planned: &[Planned],
+    users: &[UserBatch],
     set: &[usize],
-) -> Result<HashSet<Uuid>, sqlx::Error> {
-    let ids: Vec<Uuid> = set.iter().map(|&i| batch[i].user_id).collect();
-    let ts: Vec<OffsetDateTime> = set.iter().map(|&i| batch[i].key.timestamp).collect();
-    let ranks: Vec<i16> = set.iter().map(|&i| batch[i].key.rank).collect();
-    let digests: Vec<i64> = set.iter().map(|&i| batch[i].key.digest).collect();
-    let rows = sqlx::query(
-        "INSERT INTO user_watermarks AS w (auth_user_id, event_ts, event_rank, event_digest) \
-         SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[]) \
-         ON CONFLICT (auth_user_id) DO UPDATE SET event_ts = EXCLUDED.event_ts, \
-           event_rank = EXCLUDED.event_rank, event_digest = EXCLUDED.event_digest, updated_at = now() \
-         WHERE (w.event_ts, w.event_rank, w.event_digest) \
-             < (EXCLUDED.event_ts, EXCLUDED.event_rank, EXCLUDED.event_digest) \
-         RETURNING auth_user_id",
-    )
-    .bind(&ids)
-    .bind(&ts)
-    .bind(&ranks)
-    .bind(&digests)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-async fn deactivate(
-    tx: &mut PgConnection,
-    batch: &[Planned],
-    downs: &[usize],
-) -> Result<Vec<(usize, Outcome)>, sqlx::Error> {
-    let reasons: Vec<_> = downs
+) -> Result<HashMap<Uuid, Advanced>, sqlx::Error> {
+    let newest: Vec<&Planned> = set.iter().map(|&u| &planned[users[u].newest]).collect();
+    let upsert: Vec<Option<&Planned>> = set
         .iter()
-        .map(|&i| match batch[i].intent {
-            Intent::Deactivate(reason) => reason,
-            Intent::Upsert(_) => unreachable!("partitioned by the caller"),
-        })
+        .map(|&u| users[u].upsert.map(|i| &planned[i]))
         .collect();
-    let ids: Vec<Uuid> = downs.iter().map(|&i| batch[i].user_id).collect();
-    let ts: Vec<OffsetDateTime> = downs.iter().map(|&i| batch[i].key.timestamp).collect();
-    let reason_text: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
-    let found: HashSet<Uuid> = sqlx::query(
-        "UPDATE users u SET is_active = false, deactivation_reason = d.reason, \
-           source_updated_at = d.ts, updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) AS d(auth_user_id, reason, ts) \
-         WHERE u.auth_user_id = d.auth_user_id \
-         RETURNING u.auth_user_id",
-    )
-    .bind(&ids)
-    .bind(&reason_text)
-    .bind(&ts)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| r.get(0))
-    .collect();
-    Ok(downs
+    let ids: Vec<Uuid> = newest.iter().map(|p| p.user_id).collect();
+    let ts: Vec<OffsetDateTime> = newest.iter().map(|p| p.key.timestamp).collect();
+    let ranks: Vec<i16> = newest.iter().map(|p| p.key.rank).collect();
+    let digests: Vec<i64> = newest.iter().map(|p| p.key.digest).collect();
+    let (active, reasons): (Vec<bool>, Vec<Option<&str>>) = newest
         .iter()
-        .zip(ids.iter().zip(reasons))
-        .map(|(&i, (id, reason))| (i, deactivate_outcome(found.contains(id), reason)))
+        .map(|p| match &p.intent {
+            Intent::Upsert(row) => (row.is_active, row.deactivation_reason.map(Reason::as_str)),
+            Intent::Deactivate(r) => (false, Some(r.as_str())),
+        })
+        .unzip();
+    let d_ts: Vec<Option<OffsetDateTime>> =
+        upsert.iter().map(|p| p.map(|p| p.key.timestamp)).collect();
+    let d_rank: Vec<Option<i16>> = upsert.iter().map(|p| p.map(|p| p.key.rank)).collect();
+    let d_digest: Vec<Option<i64>> = upsert.iter().map(|p| p.map(|p| p.key.digest)).collect();
+    let rows = sqlx::query(ADVANCE_SQL.as_str())
+        .bind(&ids)
+        .bind(&ts)
+        .bind(&ranks)
+        .bind(&digests)
+        .bind(&active)
+        .bind(&reasons)
+        .bind(&d_ts)
+        .bind(&d_rank)
+        .bind(&d_digest)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let change: i16 = r.get(1);
+            let reason: Option<String> = r.get(4);
+            let advanced = Advanced {
+                status: change & 1 != 0,
+                data: change & 2 != 0,
+                prev_active: r.get(2),
+                active: r.get(3),
+                reason: reason.as_deref().and_then(Reason::parse),
+                status_ts: r.get(5),
+            };
+            (r.get(0), advanced)
+        })
         .collect())
 }
 
+// S: the incoming newest event is newer than the stored status; D: the incoming upsert is
+// newer than the stored fields. Row comparisons give the total order of
+// `decide::EventKey` (timestamp, kind rank, digest). The WHERE makes a stale event touch
+// nothing; `last_change` and `prev_active` let RETURNING say what moved.
+static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
+    let s = "((w.event_ts, w.event_rank, w.event_digest) \
+             < (EXCLUDED.event_ts, EXCLUDED.event_rank, EXCLUDED.event_digest))";
+    let d = "(EXCLUDED.data_ts IS NOT NULL AND (w.data_ts IS NULL \
+             OR (w.data_ts, w.data_rank, w.data_digest) \
+             < (EXCLUDED.data_ts, EXCLUDED.data_rank, EXCLUDED.data_digest)))";
+    format!(
+        "INSERT INTO user_watermarks AS w (auth_user_id, event_ts, event_rank, event_digest, \
+           status_active, status_reason, data_ts, data_rank, data_digest, last_change, prev_active) \
+         SELECT t.*, CASE WHEN t.d_ts IS NULL THEN 1 ELSE 3 END, NULL::boolean \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::bool[], \
+                     $6::text[], $7::timestamptz[], $8::int2[], $9::int8[]) \
+           AS t(auth_user_id, ts, rank, digest, active, reason, d_ts, d_rank, d_digest) \
+         ON CONFLICT (auth_user_id) DO UPDATE SET \
+           event_ts      = CASE WHEN {s} THEN EXCLUDED.event_ts      ELSE w.event_ts END, \
+           event_rank    = CASE WHEN {s} THEN EXCLUDED.event_rank    ELSE w.event_rank END, \
+           event_digest  = CASE WHEN {s} THEN EXCLUDED.event_digest  ELSE w.event_digest END, \
+           status_active = CASE WHEN {s} THEN EXCLUDED.status_active ELSE w.status_active END, \
+           status_reason = CASE WHEN {s} THEN EXCLUDED.status_reason ELSE w.status_reason END, \
+           data_ts       = CASE WHEN {d} THEN EXCLUDED.data_ts       ELSE w.data_ts END, \
+           data_rank     = CASE WHEN {d} THEN EXCLUDED.data_rank     ELSE w.data_rank END, \
+           data_digest   = CASE WHEN {d} THEN EXCLUDED.data_digest   ELSE w.data_digest END, \
+           last_change   = (CASE WHEN {s} THEN 1 ELSE 0 END) + (CASE WHEN {d} THEN 2 ELSE 0 END), \
+           prev_active   = w.status_active, \
+           updated_at    = now() \
+         WHERE {s} OR {d} \
+         RETURNING auth_user_id, last_change, prev_active, status_active, status_reason, event_ts"
+    )
+});
+
 /// Links rows the backend had before the sync (same email, no auth id) to the auth user,
 /// unless that user already has a row of its own.
-async fn adopt(tx: &mut PgConnection, rows: &[(Uuid, &Row)]) -> Result<(), sqlx::Error> {
+async fn adopt(tx: &mut PgConnection, rows: &[(Uuid, Row)]) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
     sqlx::query(
@@ -205,44 +309,35 @@ async fn adopt(tx: &mut PgConnection, rows: &[(Uuid, &Row)]) -> Result<(), sqlx:
     Ok(())
 }
 
-/// Whether each user's row was active before this change, and which changes would take
-/// an email that another active row holds.
-async fn inspect(
+/// The users whose row would become active with an email another active row holds.
+async fn email_conflicts(
     tx: &mut PgConnection,
-    rows: &[(Uuid, &Row)],
-) -> Result<(HashMap<Uuid, bool>, HashSet<Uuid>), sqlx::Error> {
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
-    let active: Vec<bool> = rows.iter().map(|r| r.1.is_active).collect();
+    rows: &[(Uuid, Row)],
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let (ids, emails): (Vec<Uuid>, Vec<&str>) = rows
+        .iter()
+        .filter(|r| r.1.is_active)
+        .map(|r| (r.0, r.1.email.as_str()))
+        .unzip();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
     let found = sqlx::query(
-        "SELECT i.auth_user_id, u.is_active, \
-           i.active AND EXISTS (SELECT 1 FROM users c WHERE lower(c.email) = lower(i.email) \
-             AND c.is_active AND c.auth_user_id IS DISTINCT FROM i.auth_user_id) \
-         FROM UNNEST($1::uuid[], $2::text[], $3::bool[]) AS i(auth_user_id, email, active) \
-         LEFT JOIN users u ON u.auth_user_id = i.auth_user_id",
+        "SELECT i.auth_user_id FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
+         WHERE EXISTS (SELECT 1 FROM users c WHERE lower(c.email) = lower(i.email) \
+                       AND c.is_active AND c.auth_user_id IS DISTINCT FROM i.auth_user_id)",
     )
     .bind(&ids)
     .bind(&emails)
-    .bind(&active)
     .fetch_all(&mut *tx)
     .await?;
-    let mut was_active = HashMap::new();
-    let mut conflicts = HashSet::new();
-    for r in found {
-        let id: Uuid = r.get(0);
-        if let Some(active) = r.get::<Option<bool>, _>(1) {
-            was_active.insert(id, active);
-        }
-        if r.get::<Option<bool>, _>(2) == Some(true) {
-            conflicts.insert(id);
-        }
-    }
-    Ok((was_active, conflicts))
+    Ok(found.iter().map(|r| r.get(0)).collect())
 }
 
-async fn upsert(tx: &mut PgConnection, rows: &[(Uuid, &Row)]) -> Result<(), sqlx::Error> {
+/// Inserts or overwrites the rows; returns the users that had no row before.
+async fn upsert(tx: &mut PgConnection, rows: &[(Uuid, Row)]) -> Result<HashSet<Uuid>, sqlx::Error> {
     let col = |f: fn(&Row) -> Option<&str>| -> Vec<Option<&str>> {
-        rows.iter().map(|r| f(r.1)).collect()
+        rows.iter().map(|r| f(&r.1)).collect()
     };
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let services: Vec<String> = rows
@@ -251,7 +346,7 @@ async fn upsert(tx: &mut PgConnection, rows: &[(Uuid, &Row)]) -> Result<(), sqlx
         .collect();
     let active: Vec<bool> = rows.iter().map(|r| r.1.is_active).collect();
     let ts: Vec<OffsetDateTime> = rows.iter().map(|r| r.1.source_updated_at).collect();
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO users AS u (auth_user_id, email, first_name, last_name, password_hash, role, \
            allowed_services, is_active, deactivation_reason, source_updated_at) \
          SELECT i.auth_user_id, i.email, i.first_name, i.last_name, i.password_hash, i.role, \
@@ -265,7 +360,8 @@ async fn upsert(tx: &mut PgConnection, rows: &[(Uuid, &Row)]) -> Result<(), sqlx
            password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, \
            allowed_services = EXCLUDED.allowed_services, is_active = EXCLUDED.is_active, \
            deactivation_reason = EXCLUDED.deactivation_reason, \
-           source_updated_at = EXCLUDED.source_updated_at, updated_at = now()",
+           source_updated_at = EXCLUDED.source_updated_at, updated_at = now() \
+         RETURNING u.auth_user_id, (u.xmax = 0) AS inserted",
     )
     .bind(&ids)
     .bind(col(|r| Some(r.email.as_str())))
@@ -275,9 +371,42 @@ async fn upsert(tx: &mut PgConnection, rows: &[(Uuid, &Row)]) -> Result<(), sqlx
     .bind(col(|r| r.role.as_deref()))
     .bind(&services)
     .bind(&active)
-    .bind(col(|r| r.deactivation_reason.map(|d| d.as_str())))
+    .bind(col(|r| r.deactivation_reason.map(Reason::as_str)))
     .bind(&ts)
-    .execute(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(())
+    Ok(inserted
+        .iter()
+        .filter(|r| r.get::<bool, _>(1))
+        .map(|r| r.get(0))
+        .collect())
+}
+
+/// Gives existing rows the status their newest event set; returns the users that had one.
+async fn update_status(
+    tx: &mut PgConnection,
+    ids: &[Uuid],
+    advanced: &HashMap<Uuid, Advanced>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let active: Vec<bool> = ids.iter().map(|id| advanced[id].active).collect();
+    let reasons: Vec<Option<&str>> = ids
+        .iter()
+        .map(|id| advanced[id].reason.map(Reason::as_str))
+        .collect();
+    let ts: Vec<OffsetDateTime> = ids.iter().map(|id| advanced[id].status_ts).collect();
+    let rows = sqlx::query(
+        "UPDATE users u SET is_active = s.active, deactivation_reason = s.reason, \
+           source_updated_at = s.ts, updated_at = now() \
+         FROM UNNEST($1::uuid[], $2::bool[], $3::text[], $4::timestamptz[]) \
+           AS s(auth_user_id, active, reason, ts) \
+         WHERE u.auth_user_id = s.auth_user_id \
+         RETURNING u.auth_user_id",
+    )
+    .bind(ids)
+    .bind(&active)
+    .bind(&reasons)
+    .bind(&ts)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }

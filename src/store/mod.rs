@@ -4,7 +4,7 @@ mod apply;
 
 pub use apply::EventResult;
 
-use crate::decide::{EventKey, Reason, Row, State};
+use crate::decide::{EventKey, Reason, Row, State, Status};
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row as _};
@@ -74,15 +74,28 @@ impl Store {
     pub async fn states(&self) -> Result<BTreeMap<Uuid, State>, sqlx::Error> {
         let mut states: BTreeMap<Uuid, State> = BTreeMap::new();
         let marks = sqlx::query(
-            "SELECT auth_user_id, event_ts, event_rank, event_digest FROM user_watermarks",
+            "SELECT auth_user_id, event_ts, event_rank, event_digest, status_active, \
+             status_reason, data_ts, data_rank, data_digest FROM user_watermarks",
         )
         .fetch_all(&self.pool)
         .await?;
         for m in marks {
-            states.entry(m.get(0)).or_default().watermark = Some(EventKey {
-                timestamp: m.get(1),
-                rank: m.get(2),
-                digest: m.get(3),
+            let state = states.entry(m.get(0)).or_default();
+            let reason: Option<String> = m.get(5);
+            state.status = Some(Status {
+                key: EventKey {
+                    timestamp: m.get(1),
+                    rank: m.get(2),
+                    digest: m.get(3),
+                },
+                active: m.get(4),
+                reason: reason.as_deref().and_then(Reason::parse),
+            });
+            let data_ts: Option<time::OffsetDateTime> = m.get(6);
+            state.data_watermark = data_ts.map(|timestamp| EventKey {
+                timestamp,
+                rank: m.get(7),
+                digest: m.get(8),
             });
         }
         let rows = sqlx::query(
