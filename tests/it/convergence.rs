@@ -1,0 +1,140 @@
+//! The convergence rule through the real SQL: any order, any duplicates, any batching and
+//! two replicas give the table that timestamp order gives (`decide::converge`).
+
+use crate::helpers::*;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use std::time::Duration;
+use user_sync::decide::{self, Planned};
+use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, decode};
+use user_sync::membership::Membership;
+
+fn membership() -> Membership {
+    Membership::new("lms", &["teacher".into(), "curator".into(), "admin".into()])
+}
+
+fn arb_event() -> impl Strategy<Value = serde_json::Value> {
+    (
+        1u8..5,
+        prop::sample::select(vec!["user.created", "user.updated", "user.deleted"]),
+        0u32..4,
+        prop::sample::select(vec!["student", "teacher"]),
+        prop::sample::subsequence(vec!["lms", "sat"], 0..=2),
+        any::<bool>(),
+        0u8..2,
+    )
+        .prop_map(|(user, kind, sec, role, services, active, name)| {
+            let mut e = event(
+                kind,
+                user,
+                &format!("2024-01-01T00:00:0{sec}Z"),
+                role,
+                &services,
+            );
+            e["user"]["is_active"] = active.into();
+            e["user"]["first_name"] = format!("Name{name}").into();
+            e
+        })
+}
+
+fn planned(e: &serde_json::Value) -> Planned {
+    match decode(
+        e.to_string().as_bytes(),
+        "user.updated",
+        DEFAULT_MAX_BODY_BYTES,
+    )
+    .unwrap()
+    {
+        Decoded::Event(e) => decide::plan(&e, &membership()),
+        Decoded::Unknown { .. } => unreachable!(),
+    }
+}
+
+#[test]
+fn any_order_duplicates_and_batching_through_sql_match_timestamp_order() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _context = rt.enter();
+    let env = rt.block_on(Env::new());
+    let store = env.store();
+    rt.block_on(store.migrate()).unwrap();
+    let strategy = prop::collection::vec(arb_event(), 1..16).prop_flat_map(|history| {
+        let n = history.len();
+        let order = prop::collection::vec(0..n, 0..n).prop_flat_map(move |extra| {
+            let all: Vec<usize> = (0..n).chain(extra).collect();
+            Just(all).prop_shuffle()
+        });
+        (Just(history), order, 1usize..6)
+    });
+    let mut runner = TestRunner::new(Config {
+        cases: 40,
+        ..Config::default()
+    });
+    runner
+        .run(&strategy, |(history, order, batch)| {
+            let history: Vec<Planned> = history.iter().map(planned).collect();
+            let expected = decide::converge(&history);
+            let actual = rt.block_on(async {
+                sqlx::query("TRUNCATE users, user_watermarks")
+                    .execute(store.pool())
+                    .await
+                    .unwrap();
+                let arrivals: Vec<Planned> = order.iter().map(|&i| history[i].clone()).collect();
+                for chunk in arrivals.chunks(batch) {
+                    let (users, _) = decide::reduce(chunk);
+                    let results = store.apply(chunk, &users).await.unwrap();
+                    assert!(
+                        results
+                            .iter()
+                            .all(|(_, r)| matches!(r, user_sync::store::EventResult::Done(_)))
+                    );
+                }
+                store.states().await.unwrap()
+            });
+            prop_assert_eq!(actual, expected);
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Two worker replicas on one queue, fed a shuffled stream with duplicates, end in the
+/// state that timestamp order gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_queue_converge() {
+    let env = Env::new().await.set("batch_size", "7");
+    let a = env.start().await;
+    let b = env.start().await;
+    let p = env.publisher().await;
+    let mut runner = TestRunner::deterministic();
+    let history = prop::collection::vec(arb_event(), 300)
+        .new_tree(&mut runner)
+        .unwrap();
+    let history = proptest::strategy::ValueTree::current(&history);
+    let mut stream: Vec<&serde_json::Value> =
+        history.iter().chain(history.iter().step_by(3)).collect();
+    // A fixed shuffle: reverse, then interleave halves.
+    stream.reverse();
+    let (left, right) = stream.split_at(stream.len() / 2);
+    let shuffled: Vec<&serde_json::Value> = left
+        .iter()
+        .zip(right.iter())
+        .flat_map(|(x, y)| [*x, *y])
+        .chain(right.iter().skip(left.len()).copied())
+        .collect();
+    for e in &shuffled {
+        p.publish_json(e).await;
+    }
+    let planned: Vec<Planned> = history.iter().map(planned).collect();
+    let expected = decide::converge(&planned);
+    let store = env.store();
+    let queue = env.broker.queue.clone();
+    wait_for("queue drained", Duration::from_secs(30), || async {
+        queue_counts(&queue).await.is_some_and(|(n, _)| n == 0)
+    })
+    .await;
+    wait_for("table converged", Duration::from_secs(30), || async {
+        store.states().await.is_ok_and(|s| s == expected)
+    })
+    .await;
+    a.stop().await;
+    b.stop().await;
+}

@@ -1,0 +1,8 @@
+//! One integration binary against the real local RabbitMQ and Postgres. Every test makes
+//! its own database and broker names, so the tests run in parallel and leave nothing.
+
+mod convergence;
+mod fixtures;
+mod helpers;
+mod lifecycle;
+mod process;

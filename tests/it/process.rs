@@ -1,0 +1,99 @@
+//! The real binary: configuration errors and a clean SIGTERM.
+
+use crate::helpers::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CONFIG_FILE", "/nonexistent/user-sync.toml")
+        .current_dir(std::env::temp_dir());
+    cmd
+}
+
+#[test]
+fn missing_or_malformed_configuration_names_the_variable() {
+    let out = binary()
+        .env("DATABASE_URL", "postgres://h/db")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("SERVICE_NAME"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let out = binary()
+        .env("SERVICE_NAME", "lms")
+        .env("DATABASE_URL", "postgres://u:secret@h/db")
+        .env("PREFETCH", "many")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PREFETCH") && !err.contains("secret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_consuming_and_exits_zero() {
+    let env = Env::new().await;
+    let mut cmd = binary();
+    for (k, v) in env.vars() {
+        cmd.env(k.to_uppercase(), v);
+    }
+    let mut child = cmd
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let queue = env.broker.queue.clone();
+    wait_for("binary consuming", Duration::from_secs(30), || async {
+        queue_counts(&queue).await.is_some_and(|(_, c)| c == 1)
+    })
+    .await;
+    let p = env.publisher().await;
+    p.publish_json(&event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    ))
+    .await;
+    let store = env.store();
+    wait_for("applied", Duration::from_secs(20), || async {
+        row(&store, 1).await.is_some()
+    })
+    .await;
+
+    let started = Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = loop {
+        if let Some(code) = child.try_wait().unwrap() {
+            break code;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "exit within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(code.success(), "exit 0, got {code:?}");
+    assert!(
+        queue_counts(&queue)
+            .await
+            .is_some_and(|(n, c)| n == 0 && c == 0)
+    );
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(
+        out.contains("\"decision\":\"applied\""),
+        "one JSON line per event: {out}"
+    );
+    assert!(!out.contains("$2b$"), "no hash in logs");
+    assert!(!out.contains("guest:guest"), "no password in logs");
+}
