@@ -89,7 +89,8 @@ async fn create_revoke_regrant_delete() {
     let worker = env.start().await;
     let p = env.publisher().await;
     let store = env.store();
-    let steps: [(&str, &str, &[&str], bool, Option<&str>); 4] = [
+    type Step<'a> = (&'a str, &'a str, &'a [&'a str], bool, Option<&'a str>);
+    let steps: [Step; 4] = [
         ("user.created", "2024-01-01T00:00:00Z", &["lms"], true, None),
         (
             "user.updated",
