@@ -2,6 +2,7 @@
 //! its own database and broker names, so the tests run in parallel and leave nothing.
 
 mod convergence;
+mod faults;
 mod fixtures;
 mod helpers;
 mod lifecycle;
