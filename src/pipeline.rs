@@ -13,6 +13,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::types::AMQPValue;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -52,6 +53,8 @@ pub struct Pipeline {
     store: Store,
     membership: Membership,
     topo: Arc<Topology>,
+    /// Set while the database is unreachable, so the pause is logged once, not per retry.
+    paused: Arc<AtomicBool>,
 }
 
 /// One delivery's fate within a batch.
@@ -69,6 +72,23 @@ impl Pipeline {
             store,
             membership,
             topo,
+            paused: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    fn mark_paused(&self, error: &sqlx::Error) {
+        if !self.paused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "database unavailable, paused");
+        }
+    }
+
+    fn mark_resumed(&self) {
+        if self.paused.swap(false, Ordering::Relaxed) {
+            tracing::info!("database reachable again; resuming");
         }
     }
 
@@ -79,20 +99,13 @@ impl Pipeline {
     /// Probes the database with capped backoff until it answers; false if shut down first.
     pub async fn wait_for_database(&self, shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut logged = false;
         loop {
             match self.store.ping().await {
                 Ok(()) => {
-                    if logged {
-                        tracing::info!("database reachable again; resuming");
-                    }
+                    self.mark_resumed();
                     return true;
                 }
-                Err(e) if !logged => {
-                    tracing::warn!(error = %e, "database unavailable, paused");
-                    logged = true;
-                }
-                Err(_) => {}
+                Err(e) => self.mark_paused(&e),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return false,
@@ -177,20 +190,14 @@ impl Pipeline {
     ) -> Result<Vec<(usize, EventResult)>, Stop> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let started = Instant::now();
-        let mut logged = false;
         loop {
             match self.store.apply(planned, users).await {
                 Ok(results) => {
-                    if logged {
-                        tracing::info!("database reachable again; resuming");
-                    }
+                    self.mark_resumed();
                     return Ok(results);
                 }
                 Err(e) => {
-                    if !logged {
-                        tracing::warn!(error = %e, "database unavailable, paused");
-                        logged = true;
-                    }
+                    self.mark_paused(&e);
                     if started.elapsed() > HOLD_DURING_OUTAGE {
                         return Err(Stop::DatabaseDown);
                     }

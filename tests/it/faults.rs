@@ -14,8 +14,17 @@ fn stream(n: usize) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for i in 0..n {
         let user = (i % 40) as u8 + 1;
-        let kind = ["user.created", "user.updated", "user.updated", "user.deleted"][(i / 40) % 4];
-        let services: &[&str] = if (i / 40) % 3 == 1 { &["sat"] } else { &["lms"] };
+        let kind = [
+            "user.created",
+            "user.updated",
+            "user.updated",
+            "user.deleted",
+        ][(i / 40) % 4];
+        let services: &[&str] = if (i / 40) % 3 == 1 {
+            &["sat"]
+        } else {
+            &["lms"]
+        };
         // Timestamps rise with i, but they are published in an order that is not.
         let ts = format!("2024-01-01T00:{:02}:{:02}Z", i / 60, i % 60);
         let e = event(kind, user, &ts, "student", services);
@@ -53,7 +62,9 @@ async fn converged(env: &Env, events: &[serde_json::Value]) {
 }
 
 async fn set_connections(db: &str, allow: bool) {
-    let mut admin = PgConnection::connect(&format!("{PG}/postgres")).await.unwrap();
+    let mut admin = PgConnection::connect(&format!("{PG}/postgres"))
+        .await
+        .unwrap();
     sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {allow}"))
         .execute(&mut admin)
         .await
@@ -69,7 +80,10 @@ async fn set_connections(db: &str, allow: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_pauses_then_converges_with_nothing_dead_lettered() {
-    let env = Env::new().await.set("batch_size", "20").set("prefetch", "40");
+    let env = Env::new()
+        .await
+        .set("batch_size", "20")
+        .set("prefetch", "40");
     let worker = env.start().await;
     let p = env.publisher().await;
     let events = stream(400);
@@ -82,10 +96,19 @@ async fn database_outage_pauses_then_converges_with_nothing_dead_lettered() {
         p.publish_json(e).await;
     }
     tokio::time::sleep(Duration::from_secs(4)).await; // the outage itself, not a wait on a condition
-    assert!(!worker.task.is_finished(), "the worker stays up through the outage");
+    assert!(
+        !worker.task.is_finished(),
+        "the worker stays up through the outage"
+    );
+    let q = env.broker.queue.clone();
+    let (ready, _) = queue_counts(&q).await.unwrap();
+    assert!(ready > 0, "paused: the backlog waits in the queue");
     set_connections(&env.db.name, true).await;
     converged(&env, &events).await;
-    assert!(env.dead_letters().await.is_empty(), "an outage dead-letters nothing");
+    assert!(
+        env.dead_letters().await.is_empty(),
+        "an outage dead-letters nothing"
+    );
     worker.stop().await;
 }
 
@@ -95,14 +118,25 @@ async fn sigterm_while_paused_exits_promptly() {
     let worker = env.start().await;
     set_connections(&env.db.name, false).await;
     let p = env.publisher().await;
-    p.publish_json(&event("user.created", 1, "2024-01-01T00:00:00Z", "student", &["lms"])).await;
+    p.publish_json(&event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    ))
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await; // let it reach the paused state
     let started = std::time::Instant::now();
     worker.stop().await;
     assert!(started.elapsed() < Duration::from_secs(5));
     set_connections(&env.db.name, true).await;
     let q = env.broker.queue.clone();
-    assert_eq!(queue_counts(&q).await.map(|c| c.0), Some(1), "the event went back to the queue");
+    assert_eq!(
+        queue_counts(&q).await.map(|c| c.0),
+        Some(1),
+        "the event went back to the queue"
+    );
 }
 
 fn close_all_broker_connections() {
@@ -148,14 +182,21 @@ async fn broker_drops_twice_then_events_published_after_are_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_backlog_then_restart_converges() {
-    let env = Env::new().await.set("batch_size", "5").set("prefetch", "10");
+    let env = Env::new()
+        .await
+        .set("batch_size", "5")
+        .set("prefetch", "10");
     let spawn = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
-        cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in env.vars() {
             cmd.env(k.to_uppercase(), v);
         }
-        cmd.env("RUST_LOG", "warn").stdout(Stdio::null()).spawn().unwrap()
+        cmd.env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
     };
     // Declare the topology first so the backlog has a queue to wait in.
     let mut first = spawn();
@@ -182,7 +223,10 @@ async fn sigkill_mid_backlog_then_restart_converges() {
     let mut second = spawn();
     converged(&env, &events).await;
     assert!(env.dead_letters().await.is_empty());
-    Command::new("kill").args(["-TERM", &second.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &second.id().to_string()])
+        .status()
+        .unwrap();
     assert!(second.wait().unwrap().success());
 }
 
@@ -191,12 +235,33 @@ async fn a_poison_message_is_dead_lettered_once() {
     let env = Env::new().await;
     let worker = env.start().await;
     let p = env.publisher().await;
-    p.publish("user.created", b"{\"event_type\": \"user.created\", \"user_id\": ").await;
-    p.publish_json(&event("user.created", 1, "2024-01-01T00:00:00Z", "student", &["lms"])).await;
+    p.publish(
+        "user.created",
+        b"{\"event_type\": \"user.created\", \"user_id\": ",
+    )
+    .await;
+    p.publish_json(&event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    ))
+    .await;
     let store = env.store();
-    wait_for("next event applied", WAIT, || async { row(&store, 1).await.is_some() }).await;
+    wait_for("next event applied", WAIT, || async {
+        row(&store, 1).await.is_some()
+    })
+    .await;
     let q = env.broker.queue.clone();
-    wait_for("queue empty", WAIT, || async { queue_counts(&q).await.is_some_and(|(n, _)| n == 0) }).await;
-    assert_eq!(env.dead_letters().await.len(), 1, "dead-lettered once, not looping");
+    wait_for("queue empty", WAIT, || async {
+        queue_counts(&q).await.is_some_and(|(n, _)| n == 0)
+    })
+    .await;
+    assert_eq!(
+        env.dead_letters().await.len(),
+        1,
+        "dead-lettered once, not looping"
+    );
     worker.stop().await;
 }

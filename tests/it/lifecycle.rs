@@ -333,3 +333,40 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
     assert!(row(&store, 3).await.is_none());
     worker.stop().await;
 }
+
+/// A queue made earlier with other arguments (classic, no dead-letter exchange) is used as
+/// it is: no crash on PRECONDITION_FAILED.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_queue_with_other_arguments_is_used_as_it_is() {
+    let env = Env::new().await;
+    {
+        let conn = lapin::Connection::connect(AMQP, Default::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let opts = lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(env.broker.queue.as_str().into(), opts, Default::default())
+            .await
+            .unwrap();
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    p.publish_json(&event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    ))
+    .await;
+    let store = env.store();
+    wait_for("applied through the pre-existing queue", WAIT, || async {
+        row(&store, 1).await.is_some()
+    })
+    .await;
+    worker.stop().await;
+}
