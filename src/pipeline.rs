@@ -121,6 +121,7 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         let max_body = self.settings.max_body_bytes;
+        tracing::debug!(deliveries = batch.len(), "batch");
         let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
         let mut planned: Vec<Planned> = Vec::new();
         let mut origin: Vec<(usize, EventKind)> = Vec::new();
