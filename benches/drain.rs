@@ -116,8 +116,9 @@ async fn preload(s: &Settings, events: &[(String, Vec<u8>)]) {
         .await
         .unwrap();
     for chunk in events.chunks(5000) {
+        let mut confirms = Vec::with_capacity(chunk.len());
         for (key, body) in chunk {
-            let _ = ch
+            let confirm = ch
                 .basic_publish(
                     s.rabbitmq_exchange.as_str().into(),
                     key.as_str().into(),
@@ -127,8 +128,11 @@ async fn preload(s: &Settings, events: &[(String, Vec<u8>)]) {
                 )
                 .await
                 .unwrap();
+            confirms.push(confirm);
         }
-        ch.wait_for_confirms().await.unwrap();
+        for confirm in confirms {
+            assert!(confirm.await.unwrap().is_ack(), "preload confirmed");
+        }
     }
     let _ = conn.close(200, "bye".into()).await;
 }

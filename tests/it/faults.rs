@@ -187,13 +187,8 @@ async fn sigkill_mid_backlog_then_restart_converges() {
         .set("batch_size", "5")
         .set("prefetch", "10");
     let spawn = || {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default());
-        for (k, v) in env.vars() {
-            cmd.env(k.to_uppercase(), v);
-        }
-        cmd.env("RUST_LOG", "warn")
+        env.binary()
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .unwrap()

@@ -166,6 +166,15 @@ impl Env {
         Store::new(&self.settings()).unwrap()
     }
 
+    /// The real binary with this environment's settings and nothing else from ours.
+    pub fn binary(&self) -> std::process::Command {
+        let mut cmd = binary();
+        for (k, v) in self.vars() {
+            cmd.env(k.to_uppercase(), v);
+        }
+        cmd
+    }
+
     /// Starts the real worker (`build` + `run`) in this process.
     pub async fn start(&self) -> Worker {
         let shutdown = CancellationToken::new();
@@ -201,6 +210,16 @@ impl Env {
     pub async fn dead_letters(&self) -> Vec<lapin::message::Delivery> {
         get_all(&format!("{}.dlq", self.broker.queue)).await
     }
+}
+
+/// The real binary with an empty environment (PATH aside) and no config file.
+pub fn binary() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_user-sync"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CONFIG_FILE", "/nonexistent/user-sync.toml")
+        .current_dir(std::env::temp_dir());
+    cmd
 }
 
 pub struct Worker {

@@ -4,15 +4,6 @@ use crate::helpers::*;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CONFIG_FILE", "/nonexistent/user-sync.toml")
-        .current_dir(std::env::temp_dir());
-    cmd
-}
-
 #[test]
 fn missing_or_malformed_configuration_names_the_variable() {
     let out = binary()
@@ -37,11 +28,8 @@ fn missing_or_malformed_configuration_names_the_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_consuming_and_exits_zero() {
     let env = Env::new().await;
-    let mut cmd = binary();
-    for (k, v) in env.vars() {
-        cmd.env(k.to_uppercase(), v);
-    }
-    let mut child = cmd
+    let mut child = env
+        .binary()
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())
         .spawn()
