@@ -126,9 +126,7 @@ impl Pipeline {
         let mut planned: Vec<Planned> = Vec::new();
         let mut origin: Vec<(usize, EventKind)> = Vec::new();
         for (i, d) in batch.iter().enumerate() {
-            let routing_key = broker::header_str(&d.properties, ROUTING_KEY_HEADER)
-                .unwrap_or_else(|| d.routing_key.as_str().to_string());
-            match event::decode(&d.data, &routing_key, max_body) {
+            match event::decode(&d.data, &routing_key(d), max_body) {
                 Ok(Decoded::Event(e)) => {
                     planned.push(decide::plan(&e, &self.membership));
                     origin.push((i, e.kind));
@@ -226,8 +224,7 @@ impl Pipeline {
                     .format(&Rfc3339)
                     .unwrap_or_default()
             });
-        let routing_key = broker::header_str(&d.properties, ROUTING_KEY_HEADER)
-            .unwrap_or_else(|| d.routing_key.as_str().to_string());
+        let routing_key = routing_key(d);
         let tiers = self.topo.retry_queues.len();
         let (user_id, event_type) = match who {
             Some((id, kind)) => (id.to_string(), kind.as_str()),
@@ -267,6 +264,13 @@ impl Pipeline {
         }
         Ok(())
     }
+}
+
+/// The routing key the event was published with: retries come back under our queue's
+/// name and carry the original in a header.
+fn routing_key(d: &Delivery) -> String {
+    broker::header_str(&d.properties, ROUTING_KEY_HEADER)
+        .unwrap_or_else(|| d.routing_key.as_str().to_string())
 }
 
 fn failure_text(f: &Failure) -> String {

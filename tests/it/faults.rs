@@ -118,14 +118,7 @@ async fn sigterm_while_paused_exits_promptly() {
     let worker = env.start().await;
     set_connections(&env.db.name, false).await;
     let p = env.publisher().await;
-    p.publish_json(&event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
+    p.create_student(1, &["lms"]).await;
     tokio::time::sleep(Duration::from_millis(500)).await; // let it reach the paused state
     let started = std::time::Instant::now();
     worker.stop().await;
@@ -235,14 +228,7 @@ async fn a_poison_message_is_dead_lettered_once() {
         b"{\"event_type\": \"user.created\", \"user_id\": ",
     )
     .await;
-    p.publish_json(&event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
+    p.create_student(1, &["lms"]).await;
     let store = env.store();
     wait_for("next event applied", WAIT, || async {
         row(&store, 1).await.is_some()

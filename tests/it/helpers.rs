@@ -42,24 +42,33 @@ impl TestDb {
     }
 }
 
+/// Runs cleanup on a thread and runtime of its own: Drop may run inside a runtime that
+/// cannot block.
+fn run_detached<F, Fut>(cleanup: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(cleanup())
+    })
+    .join();
+}
+
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // A thread of its own: Drop may run inside a runtime that cannot block.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&format!("{PG}/postgres")).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut admin)
-                        .await;
-                }
-            });
-        })
-        .join();
+        run_detached(move || async move {
+            if let Ok(mut admin) = PgConnection::connect(&format!("{PG}/postgres")).await {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        });
     }
 }
 
@@ -82,40 +91,32 @@ impl TestBroker {
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let (exchange, queue) = (self.exchange.clone(), self.queue.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await
-                else {
-                    return;
-                };
-                if let Ok(ch) = conn.create_channel().await {
-                    for q in [
-                        queue.clone(),
-                        format!("{queue}.dlq"),
-                        format!("{queue}.retry.50ms"),
-                        format!("{queue}.retry.100ms"),
-                        format!("{queue}.retry.1000ms"),
-                        format!("{queue}.retry.10000ms"),
-                        format!("{queue}.retry.60000ms"),
-                    ] {
-                        let _ = ch
-                            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    for e in [exchange.clone(), format!("{queue}.dlx")] {
-                        let _ = ch
-                            .exchange_delete(e.as_str().into(), Default::default())
-                            .await;
-                    }
+        run_detached(move || async move {
+            let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await else {
+                return;
+            };
+            if let Ok(ch) = conn.create_channel().await {
+                for q in [
+                    queue.clone(),
+                    format!("{queue}.dlq"),
+                    format!("{queue}.retry.50ms"),
+                    format!("{queue}.retry.100ms"),
+                    format!("{queue}.retry.1000ms"),
+                    format!("{queue}.retry.10000ms"),
+                    format!("{queue}.retry.60000ms"),
+                ] {
+                    let _ = ch
+                        .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                        .await;
                 }
-                let _ = conn.close(200, "bye".into()).await;
-            });
-        })
-        .join();
+                for e in [exchange.clone(), format!("{queue}.dlx")] {
+                    let _ = ch
+                        .exchange_delete(e.as_str().into(), Default::default())
+                        .await;
+                }
+            }
+            let _ = conn.close(200, "bye".into()).await;
+        });
     }
 }
 
@@ -260,6 +261,24 @@ impl Publisher {
             .await
             .unwrap();
         assert!(confirm.is_ack());
+    }
+
+    /// Publishes the well-formed `event(kind, user, ts, role, services)`.
+    pub async fn send(&self, kind: &str, user: u8, ts: &str, role: &str, services: &[&str]) {
+        self.publish_json(&event(kind, user, ts, role, services))
+            .await;
+    }
+
+    /// The most common event of these tests: a student created at the start of 2024.
+    pub async fn create_student(&self, user: u8, services: &[&str]) {
+        self.send(
+            "user.created",
+            user,
+            "2024-01-01T00:00:00Z",
+            "student",
+            services,
+        )
+        .await;
     }
 
     pub async fn publish_json(&self, event: &serde_json::Value) {

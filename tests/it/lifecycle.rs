@@ -13,8 +13,7 @@ async fn watermark_count(env: &Env) -> i64 {
 /// Publishes a marker event for user 200 and waits until it is applied: everything
 /// published before it on the same queue has been processed by then.
 async fn barrier(env: &Env, p: &Publisher, ts: &str) {
-    p.publish_json(&event("user.updated", 200, ts, "teacher", &[]))
-        .await;
+    p.send("user.updated", 200, ts, "teacher", &[]).await;
     let store = env.store();
     wait_for("barrier applied", WAIT, || async {
         sqlx::query_scalar::<_, i64>(
@@ -34,37 +33,17 @@ async fn only_users_of_this_service_get_rows() {
     let env = Env::new().await;
     let worker = env.start().await;
     let p = env.publisher().await;
-    p.publish_json(&event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms", "sat"],
-    ))
-    .await;
-    p.publish_json(&event(
-        "user.created",
-        2,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["sat"],
-    ))
-    .await;
-    p.publish_json(&event(
-        "user.created",
-        3,
-        "2024-01-01T00:00:00Z",
-        "Teacher",
-        &[],
-    ))
-    .await;
-    p.publish_json(&event(
+    p.create_student(1, &["lms", "sat"]).await;
+    p.create_student(2, &["sat"]).await;
+    p.send("user.created", 3, "2024-01-01T00:00:00Z", "Teacher", &[])
+        .await;
+    p.send(
         "user.created",
         4,
         "2024-01-01T00:00:00Z",
         "STUDENT",
         &["LMS"],
-    ))
+    )
     .await;
     barrier(&env, &p, "2024-01-01T00:00:01Z").await;
     let store = env.store();
@@ -115,8 +94,7 @@ async fn create_revoke_regrant_delete() {
         ),
     ];
     for (kind, ts, services, active, reason) in steps {
-        p.publish_json(&event(kind, 1, ts, "student", services))
-            .await;
+        p.send(kind, 1, ts, "student", services).await;
         wait_for(kind, WAIT, || async {
             row(&store, 1)
                 .await
@@ -140,70 +118,36 @@ async fn duplicates_stale_and_late_events_change_nothing() {
     let store = env.store();
     // Duplicates.
     for _ in 0..3 {
-        p.publish_json(&event(
-            "user.created",
-            1,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        ))
-        .await;
+        p.create_student(1, &["lms"]).await;
     }
     // Stale after newer: the newer revocation wins.
-    p.publish_json(&event(
+    p.send(
         "user.updated",
         2,
         "2024-01-05T00:00:00Z",
         "student",
         &["sat"],
-    ))
+    )
     .await;
-    p.publish_json(&event(
-        "user.created",
-        2,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
+    p.create_student(2, &["lms"]).await;
     // Deleted, then an older update: stays deleted.
-    p.publish_json(&event(
-        "user.created",
-        3,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
-    p.publish_json(&event(
-        "user.deleted",
-        3,
-        "2024-01-05T00:00:00Z",
-        "student",
-        &[],
-    ))
-    .await;
-    p.publish_json(&event(
+    p.create_student(3, &["lms"]).await;
+    p.send("user.deleted", 3, "2024-01-05T00:00:00Z", "student", &[])
+        .await;
+    p.send(
         "user.updated",
         3,
         "2024-01-03T00:00:00Z",
         "student",
         &["lms"],
-    ))
+    )
     .await;
     // A never-seen user deleted, then its late create: no resurrection.
     let deleted = serde_json::json!({
         "event_type": "user.deleted", "user_id": uid(4).to_string(), "timestamp": "2024-01-05T00:00:00Z"
     });
     p.publish_json(&deleted).await;
-    p.publish_json(&event(
-        "user.created",
-        4,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
+    p.create_student(4, &["lms"]).await;
     barrier(&env, &p, "2024-01-06T00:00:00Z").await;
 
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE auth_user_id = $1")
@@ -240,14 +184,7 @@ async fn rows_the_backend_had_are_adopted_by_email() {
     .unwrap();
     let worker = env.start().await;
     let p = env.publisher().await;
-    p.publish_json(&event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
+    p.create_student(1, &["lms"]).await;
     let store = env.store();
     wait_for("adopted", WAIT, || async { row(&store, 1).await.is_some() }).await;
     let rows: Vec<(Option<uuid::Uuid>, String, Option<String>)> =
@@ -289,13 +226,13 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
     taker["user"]["email"] = "user9@example.com".into();
     p.publish_json(&taker).await;
     // While the taker waits in a retry tier, the holder moves to another address.
-    p.publish_json(&event(
+    p.send(
         "user.updated",
         1,
         "2024-01-03T00:00:00Z",
         "student",
         &["lms"],
-    ))
+    )
     .await;
     wait_for("taker applied on retry", WAIT, || async {
         row(&store, 2)
@@ -355,14 +292,7 @@ async fn an_existing_queue_with_other_arguments_is_used_as_it_is() {
     }
     let worker = env.start().await;
     let p = env.publisher().await;
-    p.publish_json(&event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
+    p.create_student(1, &["lms"]).await;
     let store = env.store();
     wait_for("applied through the pre-existing queue", WAIT, || async {
         row(&store, 1).await.is_some()

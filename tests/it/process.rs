@@ -40,14 +40,7 @@ async fn sigterm_stops_consuming_and_exits_zero() {
     })
     .await;
     let p = env.publisher().await;
-    p.publish_json(&event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))
-    .await;
+    p.create_student(1, &["lms"]).await;
     let store = env.store();
     wait_for("applied", Duration::from_secs(20), || async {
         row(&store, 1).await.is_some()
