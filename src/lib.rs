@@ -1,21 +1,27 @@
 //! user-sync: keeps a backend's users in step with the central auth system's events.
 //!
 //! The pure core (`event`, `membership`, `decide`) imports no adapter; the adapters
-//! (`broker`, `store`) decide nothing; `pipeline` and `worker` join them.
+//! (`broker`, `store`, `http`) decide nothing; `pipeline` and `worker` join them; `ops`
+//! holds the operator's commands.
 
 pub mod backoff;
 pub mod broker;
 pub mod decide;
 pub mod error;
 pub mod event;
+mod http;
 pub mod membership;
+pub mod metrics;
+pub mod ops;
 pub mod pipeline;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
 
+use metrics::Metrics;
 use settings::Settings;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use store::Store;
 use tokio_util::sync::CancellationToken;
@@ -24,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 pub struct App {
     pub settings: Arc<Settings>,
     pub store: Store,
+    pub metrics: Arc<Metrics>,
+    http: std::net::TcpListener,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,27 +40,66 @@ pub enum StartError {
     Database(#[from] sqlx::Error),
     #[error("migrations failed: {0}")]
     Migrate(sqlx::Error),
+    #[error("HTTP_ADDR: cannot listen on {0}: {1}")]
+    Http(SocketAddr, std::io::Error),
 }
 
-/// Wires the adapters together. Does no I/O: the database may still be down.
+/// Wires the adapters together and binds the HTTP port (so a port taken fails at start,
+/// and tests can ask for port 0 and read the one they got). Talks to neither the broker
+/// nor the database: either may still be down.
 pub fn build(settings: Settings) -> Result<App, StartError> {
     let store = Store::new(&settings)?;
+    let addr = settings.http_addr;
+    let http = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|e| StartError::Http(addr, e))?;
     Ok(App {
         settings: Arc::new(settings),
         store,
+        metrics: Arc::new(Metrics::new()),
+        http,
     })
 }
 
-/// Waits for the database, applies the migrations, then consumes until `shutdown` fires.
-pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError> {
-    let pipeline = pipeline::Pipeline::new(app.settings.clone(), app.store.clone());
-    if !pipeline.wait_for_database(&shutdown).await {
-        return Ok(());
+impl App {
+    /// Where the HTTP endpoints answer.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
     }
-    app.store.migrate().await.map_err(StartError::Migrate)?;
-    tracing::info!(settings = ?app.settings, "user-sync started");
-    worker::run(pipeline, shutdown).await;
+}
+
+/// Serves HTTP, waits for the database, applies the migrations, then consumes until
+/// `shutdown` fires.
+pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError> {
+    let addr = app.http_addr();
+    let listener =
+        tokio::net::TcpListener::from_std(app.http).map_err(|e| StartError::Http(addr, e))?;
+    let http_stop = CancellationToken::new();
+    let server = tokio::spawn(http::serve(
+        listener,
+        app.metrics.clone(),
+        app.store.clone(),
+        http_stop.clone(),
+    ));
+    tracing::info!(%addr, "http listening");
+    let pipeline =
+        pipeline::Pipeline::new(app.settings.clone(), app.store.clone(), app.metrics.clone());
+    let result = async {
+        if !pipeline.wait_for_database(&shutdown).await {
+            return Ok(());
+        }
+        app.store.migrate().await.map_err(StartError::Migrate)?;
+        tracing::info!(settings = ?app.settings, "user-sync started");
+        worker::run(pipeline, shutdown).await;
+        Ok(())
+    }
+    .await;
+    // The endpoints stay up until the consumer has drained, so a probe sees the shutdown.
+    http_stop.cancel();
+    let _ = server.await;
     app.store.pool().close().await;
     tracing::info!("user-sync stopped");
-    Ok(())
+    result
 }

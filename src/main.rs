@@ -1,23 +1,10 @@
-use clap::{Parser, Subcommand};
+mod cli;
+
+use clap::Parser;
+use cli::{Cli, Command};
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 use user_sync::settings::Settings;
-
-/// Keeps this backend's users in step with the central auth system's RabbitMQ events.
-#[derive(Parser)]
-#[command(version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Consume events and converge the users table (the default).
-    Run,
-    /// Create the schema and apply the migrations, then exit.
-    Migrate,
-}
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -29,6 +16,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(settings).await,
+        Command::Migrate => migrate(settings).await,
+        // The operator's commands print reports, not logs.
+        Command::Status { json } => cli::status(&settings, json).await,
+        Command::Dlq(dlq) => cli::dlq(&settings, dlq).await,
+        Command::Send(args) => cli::send(&settings, args).await,
+    }
+}
+
+/// The worker: runs until SIGTERM/SIGINT, then finishes the batch in hand within
+/// `SHUTDOWN_TIMEOUT_MS`.
+async fn run(settings: Settings) -> ExitCode {
     user_sync::telemetry::init(settings.log_format);
     let drain_timeout = settings.shutdown_timeout;
     let app = match user_sync::build(settings) {
@@ -38,27 +38,18 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Migrate => app
-            .store
-            .migrate()
-            .await
-            .map_err(user_sync::StartError::Migrate),
-        Command::Run => {
-            let shutdown = CancellationToken::new();
-            let mut worker = tokio::spawn(user_sync::run(app, shutdown.clone()));
-            tokio::select! {
-                r = &mut worker => r.unwrap_or(Ok(())),
-                _ = shutdown_signal() => {
-                    tracing::info!("shutdown requested; finishing the batch in hand");
-                    shutdown.cancel();
-                    match tokio::time::timeout(drain_timeout, worker).await {
-                        Ok(r) => r.unwrap_or(Ok(())),
-                        Err(_) => {
-                            tracing::error!("drain timed out; unacked deliveries return to the queue");
-                            return ExitCode::FAILURE;
-                        }
-                    }
+    let shutdown = CancellationToken::new();
+    let mut worker = tokio::spawn(user_sync::run(app, shutdown.clone()));
+    let result = tokio::select! {
+        r = &mut worker => r.unwrap_or(Ok(())),
+        _ = shutdown_signal() => {
+            tracing::info!("shutdown requested; finishing the batch in hand");
+            shutdown.cancel();
+            match tokio::time::timeout(drain_timeout, worker).await {
+                Ok(r) => r.unwrap_or(Ok(())),
+                Err(_) => {
+                    tracing::error!("drain timed out; unacked deliveries return to the queue");
+                    return ExitCode::FAILURE;
                 }
             }
         }
@@ -67,6 +58,25 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "user-sync failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// For an init container or a deploy step: the worker migrates by itself too.
+async fn migrate(settings: Settings) -> ExitCode {
+    user_sync::telemetry::init(settings.log_format);
+    let migrated = match user_sync::store::Store::new(&settings) {
+        Ok(store) => store.migrate().await,
+        Err(e) => Err(e),
+    };
+    match migrated {
+        Ok(()) => {
+            tracing::info!(schema = %settings.database_schema, "migrations applied");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migrations failed");
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,7 @@ use crate::decide::{self, Outcome, Planned, UserBatch};
 use crate::error::{Disposition, Failure, disposition};
 use crate::event::{self, Decoded, EventKind};
 use crate::membership::Membership;
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{EventResult, Store};
 use lapin::message::Delivery;
@@ -53,6 +54,7 @@ pub struct Pipeline {
     store: Store,
     membership: Membership,
     topo: Arc<Topology>,
+    metrics: Arc<Metrics>,
     /// Set while the database is unreachable, so the pause is logged once, not per retry.
     paused: Arc<AtomicBool>,
 }
@@ -64,7 +66,7 @@ enum Fate {
 }
 
 impl Pipeline {
-    pub fn new(settings: Arc<Settings>, store: Store) -> Self {
+    pub fn new(settings: Arc<Settings>, store: Store, metrics: Arc<Metrics>) -> Self {
         let membership = Membership::new(&settings.service_name, &settings.all_access_roles);
         let topo = Arc::new(Topology::new(&settings));
         Self {
@@ -72,6 +74,7 @@ impl Pipeline {
             store,
             membership,
             topo,
+            metrics,
             paused: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -80,13 +83,19 @@ impl Pipeline {
         self.paused.load(Ordering::Relaxed)
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     fn mark_paused(&self, error: &sqlx::Error) {
+        self.metrics.set_database(false);
         if !self.paused.swap(true, Ordering::Relaxed) {
             tracing::warn!(%error, "database unavailable, paused");
         }
     }
 
     fn mark_resumed(&self) {
+        self.metrics.set_database(true);
         if self.paused.swap(false, Ordering::Relaxed) {
             tracing::info!("database reachable again; resuming");
         }
@@ -117,16 +126,19 @@ impl Pipeline {
     pub async fn process(
         &self,
         session: &Session,
-        batch: Vec<Delivery>,
+        batch: Vec<(Delivery, Instant)>,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         let max_body = self.settings.max_body_bytes;
         tracing::debug!(deliveries = batch.len(), "batch");
+        self.metrics.batch(batch.len());
         let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
         let mut planned: Vec<Planned> = Vec::new();
         let mut origin: Vec<(usize, EventKind)> = Vec::new();
-        for (i, d) in batch.iter().enumerate() {
-            match event::decode(&d.data, &routing_key(d), max_body) {
+        for (i, (d, _)) in batch.iter().enumerate() {
+            let key = routing_key(d);
+            self.metrics.received(&key);
+            match event::decode(&d.data, &key, max_body) {
                 Ok(Decoded::Event(e)) => {
                     planned.push(decide::plan(&e, &self.membership));
                     origin.push((i, e.kind));
@@ -160,18 +172,26 @@ impl Pipeline {
             });
         }
 
-        for (d, fate) in batch.iter().zip(fates) {
+        let committed = Instant::now();
+        if !users.is_empty() {
+            self.metrics.applied_now();
+        }
+        for ((d, received), fate) in batch.iter().zip(fates) {
             match fate.expect("every delivery has a fate") {
                 Fate::Done(decision, Some((user_id, kind))) => {
-                    tracing::info!(%user_id, event_type = kind.as_str(), decision, "event");
+                    let latency = (committed - *received).as_secs_f64();
+                    self.metrics.outcome(decision);
+                    self.metrics.committed(latency);
+                    let latency_ms = latency * 1000.0;
+                    tracing::info!(%user_id, event_type = kind.as_str(), decision, latency_ms, "event");
                 }
-                Fate::Done(_, None) => {}
+                Fate::Done(decision, None) => self.metrics.outcome(decision),
                 Fate::Failed(failure, who) => self.send_on(session, d, &failure, who).await?,
             }
         }
         // Ack only now: the changes are committed and every retry or dead letter confirmed.
         // One `multiple` ack covers the whole batch (tags rise on a channel).
-        let last = batch.last().expect("a batch is never empty");
+        let (last, _) = batch.last().expect("a batch is never empty");
         if !last.acker.ack(BasicAckOptions { multiple: true }).await? {
             return Err(Stop::Broker(BrokerError::NotConfirmed("ack".into())));
         }
@@ -233,6 +253,7 @@ impl Pipeline {
         match disposition(failure, attempts, self.settings.max_attempts, tiers) {
             Disposition::Retry { tier } => {
                 let (queue, delay) = &self.topo.retry_queues[tier];
+                self.metrics.outcome("retried");
                 tracing::info!(%user_id, event_type, decision = "retried", attempts, delay_ms = delay.as_millis() as u64, error = %failure_text(failure), "event");
                 let props = broker::with_headers(
                     &d.properties,
@@ -246,6 +267,7 @@ impl Pipeline {
                 session.publish_confirmed("", queue, &d.data, props).await?;
             }
             Disposition::DeadLetter { kind, reason } => {
+                self.metrics.dead_lettered(kind.as_str());
                 tracing::warn!(%user_id, event_type, decision = "dead-lettered", kind = kind.as_str(), attempts, error = %reason, "event");
                 let props = broker::with_headers(
                     &d.properties,

@@ -87,6 +87,19 @@ async fn consume(
     let settings = pipeline.settings();
     let mut consumer = session.consumer(&topo.queue, settings.prefetch).await?;
     tracing::info!(queue = %topo.queue, prefetch = settings.prefetch, "consuming");
+    pipeline.metrics().set_broker_connected(true);
+    let end = consume_batches(pipeline, session, &mut consumer, shutdown).await;
+    pipeline.metrics().set_broker_connected(false);
+    end
+}
+
+async fn consume_batches(
+    pipeline: &Pipeline,
+    session: &Session,
+    consumer: &mut Consumer,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionEnd> {
+    let settings = pipeline.settings();
     let mut watchdog = tokio::time::interval(WATCHDOG);
     loop {
         let first = tokio::select! {
@@ -101,12 +114,12 @@ async fn consume(
             }
         };
         let first = match first {
-            Some(delivery) => delivery?,
+            Some(delivery) => (delivery?, Instant::now()),
             None => return Err(SessionEnd::ConsumerCancelled),
         };
         let batch = collect(
             first,
-            &mut consumer,
+            consumer,
             settings.batch_size,
             settings.batch_max_wait,
         )?;
@@ -121,17 +134,18 @@ async fn consume(
 
 /// Cuts a batch: up to `size` deliveries, and no more than `max_wait` spent collecting.
 /// Stops as soon as no further delivery is ready, so light traffic waits for nothing.
+/// Each delivery keeps the instant it was taken, for the delivery-to-commit latency.
 fn collect(
-    first: Delivery,
+    first: (Delivery, Instant),
     consumer: &mut Consumer,
     size: usize,
     max_wait: Duration,
-) -> Result<Vec<Delivery>, SessionEnd> {
-    let deadline = Instant::now() + max_wait;
+) -> Result<Vec<(Delivery, Instant)>, SessionEnd> {
+    let deadline = first.1 + max_wait;
     let mut batch = vec![first];
     while batch.len() < size && Instant::now() < deadline {
         match consumer.next().now_or_never() {
-            Some(Some(delivery)) => batch.push(delivery?),
+            Some(Some(delivery)) => batch.push((delivery?, Instant::now())),
             Some(None) | None => break,
         }
     }

@@ -1,7 +1,6 @@
 //! Faults against the real services: database outage, broker drops, SIGKILL, poison.
 
 use crate::helpers::*;
-use sqlx::{Connection as _, PgConnection};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use user_sync::decide;
@@ -59,23 +58,6 @@ async fn converged(env: &Env, events: &[serde_json::Value]) {
         store.states().await.is_ok_and(|s| s == want)
     })
     .await;
-}
-
-async fn set_connections(db: &str, allow: bool) {
-    let mut admin = PgConnection::connect(&format!("{PG}/postgres"))
-        .await
-        .unwrap();
-    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {allow}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    if !allow {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-            .bind(db)
-            .execute(&mut admin)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,8 +180,13 @@ impl Env {
     pub async fn start(&self) -> Worker {
         let shutdown = CancellationToken::new();
         let app = user_sync::build(self.settings()).unwrap();
+        let http = app.http_addr();
         let task = tokio::spawn(user_sync::run(app, shutdown.clone()));
-        let worker = Worker { shutdown, task };
+        let worker = Worker {
+            shutdown,
+            task,
+            http,
+        };
         // Ready once the queue has a consumer: declared, bound and consuming.
         let queue = self.broker.queue.clone();
         wait_for("worker consuming", Duration::from_secs(20), || async {
@@ -226,6 +231,7 @@ pub fn binary() -> std::process::Command {
 pub struct Worker {
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), user_sync::StartError>>,
+    pub http: std::net::SocketAddr,
 }
 
 impl Worker {
@@ -377,6 +383,37 @@ pub async fn row(store: &Store, user: u8) -> Option<(bool, Option<String>, Optio
     .fetch_optional(store.pool())
     .await
     .unwrap()
+}
+
+/// Refuses (and cuts) or allows again every connection to a test database: an outage.
+pub async fn set_connections(db: &str, allow: bool) {
+    let mut admin = PgConnection::connect(&format!("{PG}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {allow}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    if !allow {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(db)
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+}
+
+/// A plain HTTP/1.1 GET: (status code, body).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_string())
 }
 
 pub fn header(d: &lapin::message::Delivery, key: &str) -> Option<String> {

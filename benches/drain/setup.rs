@@ -1,0 +1,189 @@
+//! The benchmark's fixtures: deterministic events, fresh databases and queues, preloading.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use sqlx::{Connection as _, PgConnection};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+use user_sync::broker::{Topology, declare};
+use user_sync::decide::{self, Planned};
+use user_sync::event::{Decoded, decode};
+use user_sync::membership::Membership;
+use user_sync::settings::Settings;
+
+pub(crate) const PG: &str = "postgres://postgres@127.0.0.1:5432";
+pub(crate) const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+pub(crate) const HASH: &str = "$2b$12$zF7vDVD5e.4xzmEI05ezE.ruqh5Vux7K3MLMbdsBDCmcd.PIs8L/O";
+
+/// A fresh name for a mode's database and queues.
+pub(crate) fn tag() -> String {
+    format!("bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+/// Deterministic events: creates, updates (some revoking), deletes, over N/4 users, with
+/// every tenth event duplicated and neighbouring pairs swapped (out of order).
+pub(crate) fn events(n: usize) -> Vec<(String, Vec<u8>)> {
+    let users = (n / 4).max(1);
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while out.len() < n {
+        let r = next();
+        let user = (r % users as u64) as u128;
+        let kind = match r >> 60 {
+            0..=4 => "user.created",
+            5..=13 => "user.updated",
+            _ => "user.deleted",
+        };
+        let services = if (r >> 20) % 5 == 0 {
+            "[\"sat\"]"
+        } else {
+            "[\"lms\", \"sat\"]"
+        };
+        let id = uuid::Uuid::from_u128(0x5eed_0000_0000_0000_0000_0000_0000_0000 | user);
+        let body = serde_json::json!({
+            "event_type": kind,
+            "user_id": id.to_string(),
+            "user": {
+                "id": id.to_string(), "email": format!("bench{user}@example.com"),
+                "first_name": "Bench", "last_name": format!("User {user}"),
+                "password_hash": HASH, "role": "student", "is_active": true,
+                "allowed_services_json": services,
+            },
+            "timestamp": (time::OffsetDateTime::UNIX_EPOCH + Duration::from_millis(1_704_067_200_000 + i as u64)).format(&time::format_description::well_known::Rfc3339).unwrap(),
+        });
+        let entry = (kind.to_string(), body.to_string().into_bytes());
+        if i % 10 == 0 {
+            out.push(entry.clone());
+        }
+        out.push(entry);
+        i += 1;
+    }
+    out.truncate(n);
+    for pair in out.chunks_mut(2).step_by(3) {
+        pair.reverse();
+    }
+    out
+}
+
+pub(crate) fn settings(
+    db: &str,
+    queue: &str,
+    extra: &[(&str, String)],
+) -> (Settings, Vec<(String, String)>) {
+    let mut vars: HashMap<String, String> = [
+        ("service_name", "lms".to_string()),
+        ("database_url", format!("{PG}/{db}")),
+        ("rabbitmq_url", AMQP.to_string()),
+        ("rabbitmq_exchange", format!("{queue}.events")),
+        ("rabbitmq_queue", queue.to_string()),
+        ("log_format", "json".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.clone());
+    }
+    let s = Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    (s, vars.into_iter().collect())
+}
+
+pub(crate) async fn admin(sql: &str) {
+    let mut c = PgConnection::connect(&format!("{PG}/postgres"))
+        .await
+        .unwrap();
+    sqlx::query(sql).execute(&mut c).await.unwrap();
+}
+
+/// Declares the topology and publishes the events with publisher confirms.
+pub(crate) async fn preload(s: &Settings, events: &[(String, Vec<u8>)]) {
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    declare(&conn, &Topology::new(s)).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for chunk in events.chunks(5000) {
+        let mut confirms = Vec::with_capacity(chunk.len());
+        for (key, body) in chunk {
+            let confirm = ch
+                .basic_publish(
+                    s.rabbitmq_exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default().with_delivery_mode(2),
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            assert!(confirm.await.unwrap().is_ack(), "preload confirmed");
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+/// Messages ready and consumers on a queue, by passive declare.
+pub(crate) async fn queue_counts(queue: &str) -> (u32, u32) {
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let opts = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let n = ch
+        .queue_declare(queue.into(), opts, FieldTable::default())
+        .await
+        .map(|q| (q.message_count(), q.consumer_count()))
+        .unwrap_or((0, 0));
+    let _ = conn.close(200, "bye".into()).await;
+    n
+}
+
+pub(crate) async fn cleanup(s: &Settings, db: &str) {
+    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let topo = Topology::new(s);
+    let mut queues = vec![topo.queue.clone(), topo.dlq.clone()];
+    queues.extend(topo.retry_queues.iter().map(|q| q.0.clone()));
+    for q in queues {
+        let _ = ch
+            .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for e in [topo.exchange, topo.dlx] {
+        let _ = ch
+            .exchange_delete(e.as_str().into(), Default::default())
+            .await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
+}
+
+pub(crate) fn expected_for(events: &[(String, Vec<u8>)]) -> BTreeMap<uuid::Uuid, decide::State> {
+    let m = Membership::new("lms", &["teacher".into(), "curator".into(), "admin".into()]);
+    let planned: Vec<Planned> = events
+        .iter()
+        .filter_map(|(k, b)| match decode(b, k, 1 << 20).unwrap() {
+            Decoded::Event(e) => Some(decide::plan(&e, &m)),
+            Decoded::Unknown { .. } => None,
+        })
+        .collect();
+    decide::converge(&planned)
+}

@@ -1,0 +1,176 @@
+//! The command line: the worker's commands and the operator's, parsed by clap.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use user_sync::ops::{dlq, send, status};
+use user_sync::settings::Settings;
+
+/// Keeps this backend's users in step with the central auth system's RabbitMQ events.
+/// Every command reads the same environment (see README, Configuration).
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Consume events and converge the users table (the default).
+    Run,
+    /// Create the schema and apply the migrations, then exit.
+    Migrate,
+    /// Queue depths and consumers, and the table's user counts. Exit 1 if the broker or
+    /// the database cannot be reached.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect, replay or purge the dead-letter queue.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+    /// Publish one well-formed event to the exchange (a smoke test after a deployment).
+    Send(SendArgs),
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// One line per dead letter, oldest first; nothing is consumed.
+    List {
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Headers and body of the dead letter at a position of `list` (hashes masked).
+    Show {
+        position: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move dead letters back to the main queue with their attempts reset.
+    Replay {
+        /// Only this `x-error-kind` (permanent, retries_exhausted, email_conflict).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Delete every dead letter.
+    Purge {
+        /// Required: purging cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct SendArgs {
+    /// created, updated or deleted.
+    #[arg(long = "type", default_value = "created")]
+    kind: String,
+    #[arg(long, default_value = "smoke-test@example.com")]
+    email: String,
+    #[arg(long, default_value = "student")]
+    role: String,
+    /// Comma-separated services for `allowed_services_json`.
+    #[arg(long, value_delimiter = ',', default_value = "")]
+    services: Vec<String>,
+    /// Auth user id (default: a new one).
+    #[arg(long)]
+    user_id: Option<uuid::Uuid>,
+    /// Send this JSON file's body as it is instead.
+    #[arg(long, conflicts_with_all = ["email", "role", "services", "user_id"])]
+    file: Option<PathBuf>,
+}
+
+fn fail(what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("user-sync: {what}");
+    ExitCode::FAILURE
+}
+
+fn json(v: impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(&v).expect("serialises")
+}
+
+pub async fn status(settings: &Settings, as_json: bool) -> ExitCode {
+    let s = status::status(settings).await;
+    if as_json {
+        println!("{}", json(s.to_json()));
+    } else {
+        print!("{}", s.to_table());
+    }
+    if s.reachable() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+pub async fn dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
+    match command {
+        DlqCommand::List { limit, json: j } => match dlq::list(settings, limit).await {
+            Ok(letters) if j => println!("{}", json(&letters)),
+            Ok(letters) if letters.is_empty() => println!("the dead-letter queue is empty"),
+            Ok(letters) => print!("{}", dlq::list_table(&letters)),
+            Err(e) => return fail(e),
+        },
+        DlqCommand::Show { position, json: j } => match dlq::show(settings, position).await {
+            Ok(Some(shown)) if j => println!("{}", json(&shown)),
+            Ok(Some(shown)) => print!("{}", dlq::show_text(&shown)),
+            Ok(None) => return fail(format!("no dead letter at position {position}")),
+            Err(e) => return fail(e),
+        },
+        DlqCommand::Replay { kind, limit } => {
+            match dlq::replay(settings, kind.as_deref(), limit).await {
+                Ok(r) => println!(
+                    "replayed {} dead letter(s) to the main queue; {} of other kinds left in place",
+                    r.replayed, r.kept
+                ),
+                Err(e) => return fail(e),
+            }
+        }
+        DlqCommand::Purge { yes: false } => {
+            return fail("purge deletes every dead letter for good; add --yes");
+        }
+        DlqCommand::Purge { yes: true } => match dlq::purge(settings).await {
+            Ok(n) => println!("purged {n} dead letter(s)"),
+            Err(e) => return fail(e),
+        },
+    }
+    ExitCode::SUCCESS
+}
+
+pub async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
+    let body = match &args.file {
+        Some(path) => match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return fail(format!("{}: {e}", path.display())),
+        },
+        None => {
+            let draft = send::Draft {
+                kind: args.kind,
+                email: args.email,
+                role: args.role,
+                services: args
+                    .services
+                    .into_iter()
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                user_id: args.user_id,
+            };
+            match draft.body() {
+                Ok(b) => b,
+                Err(e) => return fail(e),
+            }
+        }
+    };
+    match send::send(settings, &body).await {
+        Ok(key) => {
+            println!("sent {key} to exchange {}", settings.rabbitmq_exchange);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

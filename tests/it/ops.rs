@@ -1,0 +1,287 @@
+//! The operator's interfaces against the real services: HTTP endpoints, `status`, `dlq`,
+//! `send`, each through the real binary where it is a command.
+
+use crate::helpers::*;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs a command of the real binary: (exit code, stdout, stderr).
+fn command(env: &Env, args: &[&str]) -> (i32, String, String) {
+    let out = env.binary().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn metric(worker: &Worker, line_start: &str) -> Option<f64> {
+    let (_, body) = http_get(worker.http, "/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_report_liveness_readiness_and_metrics() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    assert_eq!(http_get(worker.http, "/healthz").await.0, 200);
+    wait_for("ready", WAIT, || async {
+        http_get(worker.http, "/readyz").await.0 == 200
+    })
+    .await;
+
+    let p = env.publisher().await;
+    p.create_student(1, &["lms"]).await;
+    p.create_student(2, &["sat"]).await;
+    p.publish("user.updated", b"{not json").await;
+    wait_for("three outcomes counted", WAIT, || async {
+        metric(&worker, "user_sync_events_total{outcome=\"dead-lettered\"}").await == Some(1.0)
+    })
+    .await;
+    let m = |l: &'static str| metric(&worker, l);
+    assert_eq!(
+        m("user_sync_events_total{outcome=\"applied\"}").await,
+        Some(1.0)
+    );
+    let skipped = "user_sync_events_total{outcome=\"not-for-this-service\"}";
+    assert_eq!(m(skipped).await, Some(1.0));
+    let created = "user_sync_events_received_total{event_type=\"user.created\"}";
+    assert_eq!(m(created).await, Some(2.0));
+    let permanent = "user_sync_dead_letters_total{kind=\"permanent\"}";
+    assert_eq!(m(permanent).await, Some(1.0));
+    assert_eq!(
+        m("user_sync_delivery_to_commit_seconds_count").await,
+        Some(2.0)
+    );
+    assert_eq!(m("user_sync_broker_connected ").await, Some(1.0));
+    assert_eq!(m("user_sync_database_up ").await, Some(1.0));
+    assert_eq!(m("user_sync_paused ").await, Some(0.0));
+    let last = m("user_sync_last_applied_event_timestamp_seconds ").await;
+    assert!(last.is_some_and(|t| t > 1.7e9), "{last:?}");
+    let (_, text) = http_get(worker.http, "/metrics").await;
+    assert!(
+        text.contains("# TYPE user_sync_batch_size histogram"),
+        "{text}"
+    );
+    assert!(!text.contains(HASH));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_503_while_the_database_refuses_and_200_after() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    wait_for("ready", WAIT, || async {
+        http_get(worker.http, "/readyz").await.0 == 200
+    })
+    .await;
+    set_connections(&env.db.name, false).await;
+    wait_for("not ready", WAIT, || async {
+        let (code, body) = http_get(worker.http, "/readyz").await;
+        code == 503 && body.contains("database")
+    })
+    .await;
+    assert_eq!(
+        http_get(worker.http, "/healthz").await.0,
+        200,
+        "still alive"
+    );
+    set_connections(&env.db.name, true).await;
+    wait_for("ready again", WAIT, || async {
+        http_get(worker.http, "/readyz").await.0 == 200
+    })
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reports_what_was_published_and_what_the_table_holds() {
+    let env = Env::new().await;
+    // The topology exists, nobody consumes: published events wait in the main queue.
+    let worker = env.start().await;
+    worker.stop().await;
+    let p = env.publisher().await;
+    for user in 1..=3 {
+        p.create_student(user, &["lms"]).await;
+    }
+    let (code, out, _) = command(&env, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let main = &v["queues"][0];
+    assert_eq!(main["queue"], env.broker.queue.as_str());
+    assert_eq!(
+        (main["messages"].as_u64(), main["consumers"].as_u64()),
+        (Some(3), Some(0))
+    );
+    assert_eq!(v["queues"][3]["role"], "dead letters");
+    assert_eq!(v["queues"][3]["messages"], 0);
+    assert_eq!(v["database"]["active"], 0);
+
+    let worker = env.start().await;
+    p.send(
+        "user.deleted",
+        3,
+        "2024-02-01T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+    .await;
+    let store = env.store();
+    wait_for("applied", WAIT, || async {
+        row(&store, 3).await.is_some_and(|r| !r.0)
+    })
+    .await;
+    let (code, out, _) = command(&env, &["status"]);
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["queue", "role", "ready", "consumers"]
+    );
+    assert!(
+        lines[1].starts_with(&env.broker.queue) && lines[1].ends_with(" 1"),
+        "{out}"
+    );
+    let has_row = |cells: &[&str]| {
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == cells)
+    };
+    assert!(has_row(&["active", "2"]), "{out}");
+    assert!(has_row(&["inactive", "(deleted)", "1"]), "{out}");
+    assert!(
+        has_row(&["newest", "event", "2024-02-01T00:00:00Z"]),
+        "{out}"
+    );
+    worker.stop().await;
+
+    let unreachable = env
+        .binary()
+        .args(["status"])
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x")
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stdout).contains("database unreachable"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    // User 2 takes user 1's email while user 1 is active: retried, then dead-lettered.
+    p.create_student(1, &["lms"]).await;
+    let mut clash = event(
+        "user.created",
+        2,
+        "2024-01-02T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    clash["user"]["email"] = "user1@example.com".into();
+    p.publish_json(&clash).await;
+    let dlq = format!("{}.dlq", env.broker.queue);
+    wait_for("dead-lettered", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
+    })
+    .await;
+
+    let (code, out, _) = command(&env, &["dlq", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("email_conflict") && out.contains(&uid(2).to_string()),
+        "{out}"
+    );
+    assert!(out.starts_with("#  routing key"), "{out}");
+    let (_, out, _) = command(&env, &["dlq", "show", "1"]);
+    assert!(
+        out.contains("\"password_hash\": \"***\"") && !out.contains(HASH),
+        "{out}"
+    );
+    assert!(out.contains("x-error-kind: email_conflict"), "{out}");
+    let (_, json, _) = command(&env, &["dlq", "list", "--json"]);
+    let letters: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(letters[0]["attempts"], 3);
+    assert_eq!(
+        queue_counts(&dlq).await.unwrap().0,
+        1,
+        "browsing consumed nothing"
+    );
+
+    // Fix the cause (user 1 leaves), then replay: user 2 is applied.
+    p.send(
+        "user.deleted",
+        1,
+        "2024-01-03T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+    .await;
+    let store = env.store();
+    wait_for("user 1 inactive", WAIT, || async {
+        row(&store, 1).await.is_some_and(|r| !r.0)
+    })
+    .await;
+    let (_, out, _) = command(&env, &["dlq", "replay", "--kind", "permanent"]);
+    assert!(
+        out.contains("replayed 0") && out.contains("1 of other kinds"),
+        "{out}"
+    );
+    let (code, out, _) = command(&env, &["dlq", "replay"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("replayed 1"), "{out}");
+    wait_for("user 2 applied", WAIT, || async {
+        row(&store, 2).await.is_some_and(|r| r.0)
+    })
+    .await;
+    assert_eq!(queue_counts(&dlq).await.unwrap().0, 0);
+
+    p.publish("user.created", b"[]").await;
+    wait_for("dead-lettered", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
+    })
+    .await;
+    let (code, _, err) = command(&env, &["dlq", "purge"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--yes"));
+    let (code, out, _) = command(&env, &["dlq", "purge", "--yes"]);
+    assert_eq!((code, out.trim()), (0, "purged 1 dead letter(s)"));
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_publishes_an_event_the_worker_applies() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let id = uid(7).to_string();
+    let (code, out, err) = command(
+        &env,
+        &[
+            "send",
+            "--type",
+            "created",
+            "--email",
+            "smoke@example.com",
+            "--role",
+            "teacher",
+            "--user-id",
+            &id,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sent user.created"), "{out}");
+    let store = env.store();
+    wait_for("applied", WAIT, || async {
+        row(&store, 7)
+            .await
+            .is_some_and(|r| r.2.as_deref() == Some("smoke@example.com"))
+    })
+    .await;
+    let (code, _, err) = command(&env, &["send", "--type", "renamed"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--type"), "{err}");
+    worker.stop().await;
+}
