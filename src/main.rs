@@ -23,6 +23,7 @@ async fn main() -> ExitCode {
         Command::Status { json } => cli::status(&settings, json).await,
         Command::Dlq(dlq) => cli::dlq(&settings, dlq).await,
         Command::Send(args) => cli::send(&settings, args).await,
+        Command::Import(args) => cli::import(&settings, args).await,
     }
 }
 

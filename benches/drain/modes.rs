@@ -2,7 +2,7 @@
 //! ack-only consumer on the same events, and the binary at a light steady rate.
 
 use crate::measure::{SystemCpu, peak_rss_kib, process_cpu, quantile, self_cpu};
-use crate::setup::{AMQP, admin, cleanup, preload, queue_counts, settings, tag};
+use crate::setup::{AMQP, QueueWatch, admin, cleanup, preload, settings, tag};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::FieldTable;
@@ -70,6 +70,7 @@ pub(crate) async fn drain_with_worker(
         .map(|_| spawn(&vars, "warn", Stdio::null()))
         .collect();
     let want_marks = expected.len() as i64;
+    let watch = QueueWatch::new(&s.rabbitmq_queue).await;
     let mut rss = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -80,7 +81,7 @@ pub(crate) async fn drain_with_worker(
             started.elapsed() < Duration::from_secs(900),
             "{mode}: drain took over 15 minutes"
         );
-        if queue_counts(&s.rabbitmq_queue).await.0 > 0 {
+        if watch.counts().await.0 > 0 {
             continue;
         }
         let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM user_watermarks")
@@ -93,6 +94,7 @@ pub(crate) async fn drain_with_worker(
     }
     let secs = started.elapsed().as_secs_f64();
     let system = SystemCpu::now().since(cpu_before);
+    watch.close().await;
     let worker_cpu: f64 = children.iter().map(|c| process_cpu(c.id())).sum();
     for c in &children {
         rss = rss.max(peak_rss_kib(c.id()));
@@ -195,7 +197,8 @@ pub(crate) async fn light_load(events: &Events, expected: &Expected, rate: u32) 
         }
     });
     let ready = Instant::now();
-    while queue_counts(&s.rabbitmq_queue).await.1 == 0 {
+    let watch = QueueWatch::new(&s.rabbitmq_queue).await;
+    while watch.counts().await.1 == 0 {
         assert!(
             ready.elapsed() < Duration::from_secs(30),
             "consumer never came"
@@ -203,6 +206,7 @@ pub(crate) async fn light_load(events: &Events, expected: &Expected, rate: u32) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    watch.close().await;
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
         .await
         .unwrap();

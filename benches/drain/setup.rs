@@ -135,23 +135,44 @@ pub(crate) async fn preload(s: &Settings, events: &[(String, Vec<u8>)]) {
     let _ = conn.close(200, "bye".into()).await;
 }
 
-/// Messages ready and consumers on a queue, by passive declare.
-pub(crate) async fn queue_counts(queue: &str) -> (u32, u32) {
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let opts = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let n = ch
-        .queue_declare(queue.into(), opts, FieldTable::default())
-        .await
-        .map(|q| (q.message_count(), q.consumer_count()))
-        .unwrap_or((0, 0));
-    let _ = conn.close(200, "bye".into()).await;
-    n
+/// Reads a queue's counts by passive declare over one connection kept open, so polling
+/// during a timed drain costs the broker one frame, not a connection, per look.
+pub(crate) struct QueueWatch {
+    conn: Connection,
+    ch: lapin::Channel,
+    queue: String,
+}
+
+impl QueueWatch {
+    pub(crate) async fn new(queue: &str) -> Self {
+        let conn = Connection::connect(AMQP, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        Self {
+            conn,
+            ch,
+            queue: queue.to_string(),
+        }
+    }
+
+    /// (messages ready, consumers).
+    pub(crate) async fn counts(&self) -> (u32, u32) {
+        let opts = lapin::options::QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let q = self
+            .ch
+            .queue_declare(self.queue.as_str().into(), opts, FieldTable::default())
+            .await
+            .expect("the queue exists while it is watched");
+        (q.message_count(), q.consumer_count())
+    }
+
+    pub(crate) async fn close(self) {
+        let _ = self.conn.close(200, "bye".into()).await;
+    }
 }
 
 pub(crate) async fn cleanup(s: &Settings, db: &str) {

@@ -1,7 +1,8 @@
-//! The operator's commands: `status`, `dlq`, `send`. Each returns what it found or did as
+//! The operator's commands: `status`, `dlq`, `send`, `import`. Each returns what it found or did as
 //! data, printed by `main` as a table for people or JSON for scripts.
 
 pub mod dlq;
+pub mod import;
 pub mod send;
 pub mod status;
 

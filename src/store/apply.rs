@@ -25,6 +25,12 @@ pub enum EventResult {
     Rejected(String),
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    Yes,
+    RollBack,
+}
+
 enum Attempt {
     Committed(Vec<(usize, Outcome)>),
     /// Users (indices into the batch's `UserBatch` list) whose email another active row holds.
@@ -52,6 +58,17 @@ impl Store {
         planned: &[Planned],
         users: &[UserBatch],
     ) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
+        self.apply_as(planned, users, Commit::Yes).await
+    }
+
+    /// `apply`, or with `Commit::RollBack` a rehearsal of it: the same statements, the
+    /// same results, nothing kept (`import --dry-run`).
+    pub async fn apply_as(
+        &self,
+        planned: &[Planned],
+        users: &[UserBatch],
+        commit: Commit,
+    ) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
         let mut results = Vec::with_capacity(users.len());
         let fail_user = |results: &mut Vec<(usize, EventResult)>, u: &UserBatch, r: EventResult| {
             results.push((u.newest, r.clone()));
@@ -64,7 +81,7 @@ impl Store {
             if set.is_empty() {
                 continue;
             }
-            match self.attempt(planned, users, &set).await {
+            match self.attempt(planned, users, &set, commit).await {
                 Ok(Attempt::Committed(outcomes)) => {
                     results.extend(outcomes.into_iter().map(|(i, o)| (i, EventResult::Done(o))));
                 }
@@ -96,6 +113,7 @@ impl Store {
         planned: &[Planned],
         users: &[UserBatch],
         set: &[usize],
+        commit: Commit,
     ) -> Result<Attempt, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let advanced = advance_watermarks(&mut tx, planned, users, set).await?;
@@ -159,7 +177,10 @@ impl Store {
                 .collect();
             existed.extend(update_status(&mut tx, &ids, &advanced).await?);
         }
-        tx.commit().await?;
+        match commit {
+            Commit::Yes => tx.commit().await?,
+            Commit::RollBack => tx.rollback().await?,
+        }
 
         for &u in data_users.iter().chain(&status_only) {
             let user = &users[u];

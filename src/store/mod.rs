@@ -3,7 +3,7 @@
 mod apply;
 mod report;
 
-pub use apply::EventResult;
+pub use apply::{Commit, EventResult};
 pub use report::UserCounts;
 
 use crate::decide::{EventKey, Reason, Row, State, Status};

@@ -5,6 +5,7 @@ mod convergence;
 mod faults;
 mod fixtures;
 mod helpers;
+mod import;
 mod lifecycle;
 mod ops;
 mod process;
