@@ -81,8 +81,11 @@ pub enum ImportError {
     Database(#[from] sqlx::Error),
 }
 
+/// A record and its line (or item) number; unreadable JSON is a record that failed.
+pub type Record = (usize, Result<Value, String>);
+
 /// Splits the file into records: a JSON array, or one JSON object per line.
-pub fn records(text: &str) -> Result<Vec<(usize, Result<Value, String>)>, ImportError> {
+pub fn records(text: &str) -> Result<Vec<Record>, ImportError> {
     if text.trim_start().starts_with('[') {
         let items: Vec<Value> = serde_json::from_str(text)
             .map_err(|e| ImportError::File(format!("not a JSON array: {e}")))?;
