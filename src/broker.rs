@@ -44,6 +44,9 @@ pub struct Topology {
     pub dlq: String,
     /// Fanout exchange in front of the DLQ, so a dead letter keeps its routing key.
     pub dlx: String,
+    /// Where the mass-deactivation brake parks deactivations until an operator releases
+    /// them; nothing consumes it.
+    pub hold: String,
     /// One retry queue per delay tier: per-message TTL only expires at the head of a queue,
     /// so mixing delays in one queue would hold short ones behind long ones.
     pub retry_queues: Vec<(String, Duration)>,
@@ -57,6 +60,7 @@ impl Topology {
             queue_type: s.rabbitmq_queue_type,
             dlq: format!("{queue}.dlq"),
             dlx: format!("{queue}.dlx"),
+            hold: format!("{queue}.hold"),
             retry_queues: s
                 .retry_delays
                 .iter()
@@ -196,6 +200,10 @@ pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerErr
         FieldTable::default(),
     )
     .await?;
+
+    let mut hold_args = FieldTable::default();
+    queue_type_arg(&mut hold_args, topo.queue_type);
+    let ch = declare_queue(conn, ch, &topo.hold, hold_args).await?;
 
     let mut main_args = FieldTable::default();
     queue_type_arg(&mut main_args, topo.queue_type);

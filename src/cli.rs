@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use user_sync::ops::{dlq, import, send, status};
+use user_sync::ops::{brake, dlq, import, send, status};
 use user_sync::settings::Settings;
 
 /// Keeps this backend's users in step with the central auth system's RabbitMQ events.
@@ -36,6 +36,19 @@ pub enum Command {
     /// with a `timestamp` or given `--as-of`), through the worker's rules: safe to rerun,
     /// never overrides a newer event.
     Import(ImportArgs),
+    /// The mass-deactivation brake: `status`, or `release` it (every replica) and move the
+    /// held deactivations back to the queue to be applied.
+    #[command(subcommand)]
+    Brake(BrakeCommand),
+}
+
+#[derive(Subcommand)]
+pub enum BrakeCommand {
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    Release,
 }
 
 #[derive(Args)]
@@ -221,6 +234,35 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> ExitCode {
         Ok(summary) if args.json => println!("{}", json(&summary)),
         Ok(summary) => print!("{}", summary.to_text()),
         Err(e) => return fail(e),
+    }
+    ExitCode::SUCCESS
+}
+
+pub async fn brake(settings: &Settings, command: BrakeCommand) -> ExitCode {
+    match command {
+        BrakeCommand::Status { json: j } => match brake::status(settings).await {
+            Ok(s) if j => println!("{}", json(&s)),
+            Ok(s) => println!(
+                "brake {}; threshold {} deactivations per {} s; {} held",
+                if s.engaged { "ENGAGED" } else { "not engaged" },
+                s.threshold,
+                s.window_s,
+                s.held
+            ),
+            Err(e) => return fail(e),
+        },
+        BrakeCommand::Release => match brake::release(settings).await {
+            Ok(r) => println!(
+                "{}; moved {} held deactivation(s) back to the queue",
+                if r.was_engaged {
+                    "brake released"
+                } else {
+                    "the brake was not engaged"
+                },
+                r.moved
+            ),
+            Err(e) => return fail(e),
+        },
     }
     ExitCode::SUCCESS
 }

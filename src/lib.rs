@@ -5,6 +5,7 @@
 //! holds the operator's commands.
 
 pub mod backoff;
+pub mod brake;
 pub mod broker;
 pub mod decide;
 pub mod error;
@@ -91,6 +92,7 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
             return Ok(());
         }
         app.store.migrate().await.map_err(StartError::Migrate)?;
+        pipeline.restore_brake().await?;
         tracing::info!(settings = ?app.settings, "user-sync started");
         worker::run(pipeline, shutdown).await;
         Ok(())

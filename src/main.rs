@@ -24,6 +24,7 @@ async fn main() -> ExitCode {
         Command::Dlq(dlq) => cli::dlq(&settings, dlq).await,
         Command::Send(args) => cli::send(&settings, args).await,
         Command::Import(args) => cli::import(&settings, args).await,
+        Command::Brake(brake) => cli::brake(&settings, brake).await,
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
+    /// Deactivations allowed per window before the brake holds the rest; 0: no brake.
+    pub deactivation_brake: u32,
+    pub deactivation_brake_window: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("http_addr", "0.0.0.0:8080"),
     ("log_format", "json"),
     ("shutdown_timeout_ms", "10000"),
+    ("deactivation_brake", "500"),
+    ("deactivation_brake_window_s", "300"),
 ];
 
 impl Settings {
@@ -229,6 +234,18 @@ impl Settings {
                 "shutdown_timeout_ms",
                 "SHUTDOWN_TIMEOUT_MS",
             )?),
+            deactivation_brake: in_range(
+                number("deactivation_brake", "DEACTIVATION_BRAKE")?,
+                0,
+                u32::MAX.into(),
+                "DEACTIVATION_BRAKE",
+            )? as u32,
+            deactivation_brake_window: Duration::from_secs(in_range(
+                number("deactivation_brake_window_s", "DEACTIVATION_BRAKE_WINDOW_S")?,
+                1,
+                7 * 24 * 3600,
+                "DEACTIVATION_BRAKE_WINDOW_S",
+            )?),
         })
     }
 
@@ -312,6 +329,8 @@ impl fmt::Debug for Settings {
             .field("batch_max_wait", &self.batch_max_wait)
             .field("retry_delays", &self.retry_delays)
             .field("max_attempts", &self.max_attempts)
+            .field("deactivation_brake", &self.deactivation_brake)
+            .field("deactivation_brake_window", &self.deactivation_brake_window)
             .finish_non_exhaustive()
     }
 }

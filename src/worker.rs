@@ -110,6 +110,7 @@ async fn consume_batches(
                 if !session.connection.status().connected() {
                     return Err(SessionEnd::ConnectionLost);
                 }
+                pipeline.poll_brake().await;
                 continue;
             }
         };

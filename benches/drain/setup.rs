@@ -181,7 +181,7 @@ pub(crate) async fn cleanup(s: &Settings, db: &str) {
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let topo = Topology::new(s);
-    let mut queues = vec![topo.queue.clone(), topo.dlq.clone()];
+    let mut queues = vec![topo.queue.clone(), topo.dlq.clone(), topo.hold.clone()];
     queues.extend(topo.retry_queues.iter().map(|q| q.0.clone()));
     for q in queues {
         let _ = ch

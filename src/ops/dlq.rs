@@ -187,12 +187,26 @@ pub async fn replay(
 ) -> Result<Replayed, BrokerError> {
     let topo = Topology::new(settings);
     let session = Session::open(settings, &topo).await?;
+    let moved = move_back(&session, &topo, &topo.dlq, kind, limit).await;
+    session.close().await;
+    moved
+}
+
+/// Moves messages from `from` to the main queue: each copy confirmed before its original
+/// is acknowledged. Shared by `dlq replay` and `brake release`.
+pub(crate) async fn move_back(
+    session: &Session,
+    topo: &Topology,
+    from: &str,
+    kind: Option<&str>,
+    limit: Option<usize>,
+) -> Result<Replayed, BrokerError> {
     let mut done = Replayed {
         replayed: 0,
         kept: 0,
     };
     while limit.is_none_or(|l| done.replayed < l) {
-        let Some(m) = get(&session.consume, &topo.dlq).await? else {
+        let Some(m) = get(&session.consume, from).await? else {
             break;
         };
         let letter = DeadLetter::read(0, &m);
@@ -210,7 +224,6 @@ pub async fn replay(
         m.delivery.acker.ack(BasicAckOptions::default()).await?;
         done.replayed += 1;
     }
-    session.close().await;
     Ok(done)
 }
 

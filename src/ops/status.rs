@@ -101,6 +101,7 @@ async fn queues(settings: &Settings) -> Result<Vec<QueueStatus>, broker::BrokerE
         names.push((q.clone(), format!("retry after {} ms", delay.as_millis())));
     }
     names.push((topo.dlq.clone(), "dead letters".into()));
+    names.push((topo.hold.clone(), "held by the brake".into()));
     let mut out = Vec::new();
     for (queue, role) in names {
         // A passive declare of a missing queue closes its channel: one channel each.

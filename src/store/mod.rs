@@ -1,9 +1,11 @@
 //! The Postgres adapter: pool, migrations and reads. Every SQL statement lives in this module.
 
 mod apply;
+mod brake;
 mod report;
 
 pub use apply::{Commit, EventResult};
+pub use brake::BrakeEntry;
 pub use report::UserCounts;
 
 use crate::decide::{EventKey, Reason, Row, State, Status};

@@ -99,6 +99,7 @@ impl Drop for TestBroker {
                 for q in [
                     queue.clone(),
                     format!("{queue}.dlq"),
+                    format!("{queue}.hold"),
                     format!("{queue}.retry.50ms"),
                     format!("{queue}.retry.100ms"),
                     format!("{queue}.retry.1000ms"),

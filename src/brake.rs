@@ -1,0 +1,118 @@
+//! The mass-deactivation brake: a sliding window over recent deactivations. When a batch
+//! would take the window past `DEACTIVATION_BRAKE`, the deactivations beyond it are parked
+//! in `{queue}.hold` and every further one is parked too, until an operator runs
+//! `user-sync brake release` (or restarts with a higher threshold). A bug upstream that
+//! deletes every user then costs a page, not a school's worth of lockouts.
+//!
+//! The window counts this process's deactivations: with several replicas, each has its own.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct Window {
+    limit: u32,
+    span: Duration,
+    recent: VecDeque<(Instant, u32)>,
+}
+
+impl Window {
+    pub fn new(limit: u32, span: Duration) -> Self {
+        Self {
+            limit,
+            span,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// How many more deactivations fit in the window at `now`.
+    pub fn room(&mut self, now: Instant) -> usize {
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= self.span)
+        {
+            self.recent.pop_front();
+        }
+        let used: u64 = self.recent.iter().map(|(_, n)| u64::from(*n)).sum();
+        u64::from(self.limit).saturating_sub(used) as usize
+    }
+
+    pub fn record(&mut self, now: Instant, deactivations: u32) {
+        if deactivations > 0 {
+            self.recent.push_back((now, deactivations));
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.recent.clear();
+    }
+}
+
+/// The brake of one worker: its window, and whether (and under which log entry) it holds.
+#[derive(Debug)]
+pub struct Brake {
+    pub window: Window,
+    /// The `brake_log` id of the engagement in force.
+    pub engaged: Option<i64>,
+}
+
+impl Brake {
+    pub fn new(limit: u32, span: Duration) -> Self {
+        Self {
+            window: Window::new(limit, span),
+            engaged: None,
+        }
+    }
+
+    /// Splits the deactivating users of a batch (in batch order) into those that may go
+    /// ahead and those to hold: none go ahead while engaged.
+    pub fn admit(&mut self, now: Instant, deactivating: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let room = if self.engaged.is_some() {
+            0
+        } else {
+            self.window.room(now)
+        };
+        let cut = room.min(deactivating.len());
+        (deactivating[..cut].to_vec(), deactivating[cut..].to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_admits_up_to_the_limit_then_forgets_old_deactivations() {
+        let t0 = Instant::now();
+        let mut w = Window::new(500, Duration::from_secs(300));
+        assert_eq!(w.room(t0), 500);
+        w.record(t0, 300);
+        w.record(t0 + Duration::from_secs(100), 150);
+        assert_eq!(w.room(t0 + Duration::from_secs(200)), 50);
+        assert_eq!(
+            w.room(t0 + Duration::from_secs(300)),
+            350,
+            "the first 300 expired"
+        );
+        assert_eq!(w.room(t0 + Duration::from_secs(400)), 500);
+    }
+
+    #[test]
+    fn the_deactivation_past_the_limit_is_held_and_all_after_it_while_engaged() {
+        let t0 = Instant::now();
+        let mut b = Brake::new(3, Duration::from_secs(60));
+        b.window.record(t0, 2);
+        let (go, hold) = b.admit(t0, &[10, 11, 12]);
+        assert_eq!((go, hold), (vec![10], vec![11, 12]));
+        b.engaged = Some(1);
+        let later = t0 + Duration::from_secs(120);
+        assert_eq!(
+            b.admit(later, &[13]),
+            (vec![], vec![13]),
+            "engaged holds everything"
+        );
+        b.engaged = None;
+        assert_eq!(b.admit(later, &[13]), (vec![13], vec![]));
+    }
+}
