@@ -280,6 +280,24 @@ async fn send_publishes_an_event_the_worker_applies() {
             .is_some_and(|r| r.2.as_deref() == Some("smoke@example.com"))
     })
     .await;
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/events/valid/created_student_lms_sat.json"
+    );
+    let (code, out, err) = command(&env, &["send", "--file", fixture]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sent user.created"), "{out}");
+    let body: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    let fixture_user: uuid::Uuid = body["user_id"].as_str().unwrap().parse().unwrap();
+    wait_for("the file's event applied", WAIT, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM users WHERE auth_user_id = $1")
+            .bind(fixture_user)
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
     let (code, _, err) = command(&env, &["send", "--type", "renamed"]);
     assert_ne!(code, 0);
     assert!(err.contains("--type"), "{err}");
