@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use user_sync::ops::{brake, dlq, import, send, status};
+use user_sync::ops::{brake, dlq, explain, import, send, status};
 use user_sync::settings::Settings;
 
 /// Keeps this backend's users in step with the central auth system's RabbitMQ events.
@@ -40,6 +40,13 @@ pub enum Command {
     /// held deactivations back to the queue to be applied.
     #[command(subcommand)]
     Brake(BrakeCommand),
+    /// Why is this user missing, inactive or still active? Their row, watermarks, audit
+    /// trail (newest first) and any dead letters, by email, auth id or local row id.
+    Explain {
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -263,6 +270,15 @@ pub async fn brake(settings: &Settings, command: BrakeCommand) -> ExitCode {
             ),
             Err(e) => return fail(e),
         },
+    }
+    ExitCode::SUCCESS
+}
+
+pub async fn explain(settings: &Settings, user: &str, as_json: bool) -> ExitCode {
+    match explain::explain(settings, user).await {
+        Ok(e) if as_json => println!("{}", json(&e)),
+        Ok(e) => print!("{}", e.to_text()),
+        Err(e) => return fail(e),
     }
     ExitCode::SUCCESS
 }

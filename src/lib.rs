@@ -94,7 +94,13 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
         app.store.migrate().await.map_err(StartError::Migrate)?;
         pipeline.restore_brake().await?;
         tracing::info!(settings = ?app.settings, "user-sync started");
+        let pruner = tokio::spawn(prune_audit(
+            app.store.clone(),
+            app.settings.audit_retention_days,
+            shutdown.clone(),
+        ));
         worker::run(pipeline, shutdown).await;
+        let _ = pruner.await;
         Ok(())
     }
     .await;
@@ -104,4 +110,26 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
     app.store.pool().close().await;
     tracing::info!("user-sync stopped");
     result
+}
+
+/// How often old audit rows are pruned.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Prunes the audit trail in the background, in small deletes that never hold up the
+/// consumer; a failure is logged and tried again next time.
+async fn prune_audit(store: Store, days: u32, shutdown: CancellationToken) {
+    if days == 0 {
+        return;
+    }
+    loop {
+        match store.prune_audit(days).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, days, "pruned the audit trail"),
+            Err(error) => tracing::warn!(%error, "pruning the audit trail failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+        }
+    }
 }

@@ -25,6 +25,7 @@ async fn main() -> ExitCode {
         Command::Send(args) => cli::send(&settings, args).await,
         Command::Import(args) => cli::import(&settings, args).await,
         Command::Brake(brake) => cli::brake(&settings, brake).await,
+        Command::Explain { user, json } => cli::explain(&settings, &user, json).await,
     }
 }
 

@@ -10,7 +10,7 @@ use crate::event::{self, Decoded, EventKind};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{EventResult, Store};
+use crate::store::{Audit, Commit, DeadLetterEntry, EventMeta, EventResult, Store};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::types::AMQPValue;
@@ -145,13 +145,20 @@ impl Pipeline {
         let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
         let mut planned: Vec<Planned> = Vec::new();
         let mut origin: Vec<(usize, EventKind)> = Vec::new();
-        for (i, (d, _)) in batch.iter().enumerate() {
+        let mut meta: Vec<EventMeta> = Vec::new();
+        let now = (OffsetDateTime::now_utc(), Instant::now());
+        for (i, (d, received)) in batch.iter().enumerate() {
             let key = routing_key(d);
             self.metrics.received(&key);
             match event::decode(&d.data, &key, max_body) {
                 Ok(Decoded::Event(e)) => {
                     planned.push(decide::plan(&e, &self.membership));
                     origin.push((i, e.kind));
+                    meta.push(EventMeta {
+                        event_id: e.event_id.clone(),
+                        event_type: e.kind.as_str(),
+                        received_at: now.0 - (now.1 - *received),
+                    });
                     fates.push(None);
                 }
                 Ok(Decoded::Unknown { event_type }) => {
@@ -176,7 +183,14 @@ impl Pipeline {
             let (i, kind) = origin[p];
             fates[i] = Some(Fate::Held(planned[p].user_id, kind));
         });
-        let results = self.apply_holding(&planned, &users, shutdown).await?;
+        let audit = (self.settings.audit_retention_days > 0).then(|| Audit {
+            service: &self.settings.service_name,
+            meta: &meta,
+            losers: &losers,
+        });
+        let results = self
+            .apply_holding(&planned, &users, audit.as_ref(), shutdown)
+            .await?;
         self.brake_record(&results);
         for (p, result) in results {
             let (i, kind) = origin[p];
@@ -192,7 +206,12 @@ impl Pipeline {
         if !users.is_empty() {
             self.metrics.applied_now();
         }
-        for ((d, received), fate) in batch.iter().zip(fates) {
+        let mut planned_of = vec![None; batch.len()];
+        for (p, (i, _)) in origin.iter().enumerate() {
+            planned_of[*i] = Some(p);
+        }
+        let mut dead = Vec::new();
+        for (i, ((d, received), fate)) in batch.iter().zip(fates).enumerate() {
             match fate.expect("every delivery has a fate") {
                 Fate::Done(decision, Some((user_id, kind))) => {
                     let latency = (committed - *received).as_secs_f64();
@@ -202,7 +221,19 @@ impl Pipeline {
                     tracing::info!(%user_id, event_type = kind.as_str(), decision, latency_ms, "event");
                 }
                 Fate::Done(decision, None) => self.metrics.outcome(decision),
-                Fate::Failed(failure, who) => self.send_on(session, d, &failure, who).await?,
+                Fate::Failed(failure, who) => {
+                    let dead_lettered = self.send_on(session, d, &failure, who).await?;
+                    if let (Some(reason), Some(p)) = (dead_lettered, planned_of[i]) {
+                        dead.push(DeadLetterEntry {
+                            user_id: planned[p].user_id,
+                            event_id: meta[p].event_id.clone(),
+                            event_type: meta[p].event_type,
+                            event_ts: planned[p].key.timestamp,
+                            received_at: meta[p].received_at,
+                            reason,
+                        });
+                    }
+                }
                 Fate::Held(user_id, kind) => {
                     tracing::warn!(%user_id, event_type = kind.as_str(), decision = "held", queue = %self.topo.hold, "event");
                     self.metrics.outcome("held");
@@ -213,6 +244,12 @@ impl Pipeline {
                         .await?;
                 }
             }
+        }
+        if self.settings.audit_retention_days > 0
+            && let Err(error) = self.store.audit_dead_letters(&dead).await
+        {
+            // The dead letters themselves are safe in the DLQ; only their trail rows are lost.
+            tracing::warn!(%error, "could not record dead letters in the audit trail");
         }
         // Ack only now: the changes are committed and every retry or dead letter confirmed.
         // One `multiple` ack covers the whole batch (tags rise on a channel).
@@ -230,12 +267,17 @@ impl Pipeline {
         &self,
         planned: &[Planned],
         users: &[UserBatch],
+        audit: Option<&Audit<'_>>,
         shutdown: &CancellationToken,
     ) -> Result<Vec<(usize, EventResult)>, Stop> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let started = Instant::now();
         loop {
-            match self.store.apply(planned, users).await {
+            match self
+                .store
+                .apply_as(planned, users, Commit::Yes, audit)
+                .await
+            {
                 Ok(results) => {
                     self.mark_resumed();
                     return Ok(results);
@@ -401,7 +443,7 @@ impl Pipeline {
         d: &Delivery,
         failure: &Failure,
         who: Option<(uuid::Uuid, EventKind)>,
-    ) -> Result<(), Stop> {
+    ) -> Result<Option<String>, Stop> {
         let attempts = broker::header_int(&d.properties, ATTEMPTS_HEADER).unwrap_or(0) as u32 + 1;
         let first_failed =
             broker::header_str(&d.properties, FIRST_FAILED_HEADER).unwrap_or_else(|| {
@@ -430,6 +472,7 @@ impl Pipeline {
                     ],
                 );
                 session.publish_confirmed("", queue, &d.data, props).await?;
+                Ok(None)
             }
             Disposition::DeadLetter { kind, reason } => {
                 self.metrics.dead_lettered(kind.as_str());
@@ -447,9 +490,9 @@ impl Pipeline {
                 session
                     .publish_confirmed(&self.topo.dlx, &routing_key, &d.data, props)
                     .await?;
+                Ok(Some(format!("{}: {reason}", kind.as_str())))
             }
         }
-        Ok(())
     }
 }
 

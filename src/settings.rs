@@ -44,6 +44,8 @@ pub struct Settings {
     /// Deactivations allowed per window before the brake holds the rest; 0: no brake.
     pub deactivation_brake: u32,
     pub deactivation_brake_window: Duration,
+    /// Days the audit trail keeps; 0: no trail.
+    pub audit_retention_days: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("shutdown_timeout_ms", "10000"),
     ("deactivation_brake", "500"),
     ("deactivation_brake_window_s", "300"),
+    ("audit_retention_days", "30"),
 ];
 
 impl Settings {
@@ -246,6 +249,12 @@ impl Settings {
                 7 * 24 * 3600,
                 "DEACTIVATION_BRAKE_WINDOW_S",
             )?),
+            audit_retention_days: in_range(
+                number("audit_retention_days", "AUDIT_RETENTION_DAYS")?,
+                0,
+                36_500,
+                "AUDIT_RETENTION_DAYS",
+            )? as u32,
         })
     }
 
@@ -331,6 +340,7 @@ impl fmt::Debug for Settings {
             .field("max_attempts", &self.max_attempts)
             .field("deactivation_brake", &self.deactivation_brake)
             .field("deactivation_brake_window", &self.deactivation_brake_window)
+            .field("audit_retention_days", &self.audit_retention_days)
             .finish_non_exhaustive()
     }
 }

@@ -2,7 +2,7 @@
 //! for a quicker run). Against the local broker and database only (127.0.0.1), in one run:
 //! preload N events, time the release binary draining them (startup included) with its
 //! peak RSS; time an ack-only consumer (decode and ack, no database) on the same events,
-//! the ceiling; time two replicas; time the integration-guide design (BATCH_SIZE=1,
+//! the ceiling; time two replicas and the audit trail off; time the integration-guide design (BATCH_SIZE=1,
 //! PREFETCH=1) on a sample; measure delivery-to-commit latency at a light steady rate;
 //! verify every final table against the expected state; print the figures side by side,
 //! with the CPU seconds the consumer, the broker and Postgres spent in each mode.
@@ -44,6 +44,9 @@ async fn main() {
     let mut rows = vec![drain_ack_only(&all).await];
     rows.push(drain_with_worker("user-sync, defaults", &all, &expected, 1, &[]).await);
     rows.push(drain_with_worker("user-sync, 2 replicas", &all, &expected, 2, &[]).await);
+    let no_trail = &[("audit_retention_days", "0".into())];
+    let name = "user-sync, audit trail off";
+    rows.push(drain_with_worker(name, &all, &expected, 1, no_trail).await);
     let guide = &[("batch_size", "1".into()), ("prefetch", "1".into())];
     let expected_sample = expected_for(&sample);
     let name = "BATCH_SIZE=1, PREFETCH=1 (sample)";
@@ -69,6 +72,10 @@ async fn main() {
     let rate = |r: &Row| r.events as f64 / r.secs;
     println!(
         "\nuser-sync defaults vs integration-guide design: {:.1}x",
+        rate(&rows[1]) / rate(&rows[4])
+    );
+    println!(
+        "audit trail on vs off: {:.2} of the drain rate",
         rate(&rows[1]) / rate(&rows[3])
     );
     println!(

@@ -85,6 +85,10 @@ pub(crate) fn settings(
         ("rabbitmq_exchange", format!("{queue}.events")),
         ("rabbitmq_queue", queue.to_string()),
         ("log_format", "json".to_string()),
+        ("http_addr", "127.0.0.1:0".to_string()),
+        // The stream deletes thousands of users in seconds: exactly what the brake is
+        // there to stop. A drain benchmark measures the apply path, so it is off.
+        ("deactivation_brake", "0".to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

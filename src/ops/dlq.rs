@@ -96,12 +96,47 @@ async fn get(ch: &Channel, queue: &str) -> Result<Option<BasicGetMessage>, Broke
 
 /// The first `limit` dead letters, oldest first; nothing is consumed.
 pub async fn list(settings: &Settings, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+    browse(settings, limit, |_| true).await
+}
+
+/// The dead letters (among the first `scan`) for one of `users`, or whose body carries
+/// `email`: what `explain` reports for a user. Nothing is consumed.
+pub async fn find(
+    settings: &Settings,
+    users: &[uuid::Uuid],
+    email: Option<&str>,
+    scan: usize,
+) -> Result<Vec<DeadLetter>, BrokerError> {
+    let ids: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    browse(settings, scan, |m| {
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&m.delivery.data) else {
+            return false;
+        };
+        let id = body.get("user_id").and_then(|v| v.as_str());
+        let mail = body
+            .get("user")
+            .and_then(|u| u.get("email"))
+            .and_then(|v| v.as_str());
+        id.is_some_and(|id| ids.iter().any(|i| i.eq_ignore_ascii_case(id)))
+            || email
+                .zip(mail)
+                .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+    })
+    .await
+}
+
+async fn browse(
+    settings: &Settings,
+    limit: usize,
+    keep: impl Fn(&BasicGetMessage) -> bool,
+) -> Result<Vec<DeadLetter>, BrokerError> {
     let topo = Topology::new(settings);
     let (conn, ch) = browse_channel(settings).await?;
     let mut out = Vec::new();
-    while out.len() < limit {
+    for position in 1..=limit {
         match get(&ch, &topo.dlq).await? {
-            Some(m) => out.push(DeadLetter::read(out.len() + 1, &m)),
+            Some(m) if keep(&m) => out.push(DeadLetter::read(position, &m)),
+            Some(_) => {}
             None => break,
         }
     }

@@ -9,7 +9,7 @@ use crate::decide::{self, Planned};
 use crate::event::{self, Decoded};
 use crate::membership::Membership;
 use crate::settings::Settings;
-use crate::store::{Commit, EventResult, Store};
+use crate::store::{Audit, Commit, EventMeta, EventResult, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -164,7 +164,24 @@ pub async fn import(
         for _ in &losers {
             *summary.outcomes.entry("stale").or_default() += 1;
         }
-        for (i, result) in store.apply_as(&planned, &users, commit).await? {
+        let now = OffsetDateTime::now_utc();
+        let meta: Vec<EventMeta> = planned
+            .iter()
+            .map(|_| EventMeta {
+                event_id: None,
+                event_type: "import",
+                received_at: now,
+            })
+            .collect();
+        let audit = (settings.audit_retention_days > 0).then(|| Audit {
+            service: &settings.service_name,
+            meta: &meta,
+            losers: &losers,
+        });
+        for (i, result) in store
+            .apply_as(&planned, &users, commit, audit.as_ref())
+            .await?
+        {
             match result {
                 EventResult::Done(o) => *summary.outcomes.entry(o.as_str()).or_default() += 1,
                 EventResult::EmailConflict => summary.email_conflicts.push(chunk[i].0),

@@ -1,8 +1,9 @@
-//! The operator's commands: `status`, `dlq`, `send`, `import`, `brake`. Each returns what it found or did as
+//! The operator's commands: `status`, `dlq`, `send`, `import`, `brake`, `explain`. Each returns what it found or did as
 //! data, printed by `main` as a table for people or JSON for scripts.
 
 pub mod brake;
 pub mod dlq;
+pub mod explain;
 pub mod import;
 pub mod send;
 pub mod status;

@@ -6,6 +6,8 @@
 //! decision is made on data read outside the transaction.
 
 use super::Store;
+use super::audit::{self, Audit};
+use super::trail::AttemptView;
 use crate::decide::{
     Intent, Outcome, Planned, Reason, Row, UserBatch, deactivate_outcome, upsert_outcome,
 };
@@ -31,6 +33,14 @@ pub enum Commit {
     RollBack,
 }
 
+/// What every attempt of one `apply` shares.
+struct AttemptCtx<'a> {
+    commit: Commit,
+    audit: Option<&'a Audit<'a>>,
+    /// Superseded events by user, written as stale with their user's attempt.
+    losers: &'a HashMap<Uuid, Vec<usize>>,
+}
+
 enum Attempt {
     Committed(Vec<(usize, Outcome)>),
     /// Users (indices into the batch's `UserBatch` list) whose email another active row holds.
@@ -38,13 +48,13 @@ enum Attempt {
 }
 
 /// What the guarded watermark upsert did for one user.
-struct Advanced {
-    status: bool,
-    data: bool,
-    prev_active: Option<bool>,
-    active: bool,
-    reason: Option<Reason>,
-    status_ts: OffsetDateTime,
+pub(super) struct Advanced {
+    pub status: bool,
+    pub data: bool,
+    pub prev_active: Option<bool>,
+    pub active: bool,
+    pub reason: Option<Reason>,
+    pub status_ts: OffsetDateTime,
 }
 
 impl Store {
@@ -58,17 +68,28 @@ impl Store {
         planned: &[Planned],
         users: &[UserBatch],
     ) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
-        self.apply_as(planned, users, Commit::Yes).await
+        self.apply_as(planned, users, Commit::Yes, None).await
     }
 
     /// `apply`, or with `Commit::RollBack` a rehearsal of it: the same statements, the
-    /// same results, nothing kept (`import --dry-run`).
+    /// same results, nothing kept (`import --dry-run`). With `audit`, every decision also
+    /// leaves a trail row in the same transaction.
     pub async fn apply_as(
         &self,
         planned: &[Planned],
         users: &[UserBatch],
         commit: Commit,
+        audit: Option<&Audit<'_>>,
     ) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
+        let mut losers: HashMap<Uuid, Vec<usize>> = HashMap::new();
+        for &l in audit.map_or(&[][..], |a| a.losers) {
+            losers.entry(planned[l].user_id).or_default().push(l);
+        }
+        let ctx = AttemptCtx {
+            commit,
+            audit,
+            losers: &losers,
+        };
         let mut results = Vec::with_capacity(users.len());
         let fail_user = |results: &mut Vec<(usize, EventResult)>, u: &UserBatch, r: EventResult| {
             results.push((u.newest, r.clone()));
@@ -81,7 +102,7 @@ impl Store {
             if set.is_empty() {
                 continue;
             }
-            match self.attempt(planned, users, &set, commit).await {
+            match self.attempt(planned, users, &set, &ctx).await {
                 Ok(Attempt::Committed(outcomes)) => {
                     results.extend(outcomes.into_iter().map(|(i, o)| (i, EventResult::Done(o))));
                 }
@@ -113,7 +134,7 @@ impl Store {
         planned: &[Planned],
         users: &[UserBatch],
         set: &[usize],
-        commit: Commit,
+        ctx: &AttemptCtx<'_>,
     ) -> Result<Attempt, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         let advanced = advance_watermarks(&mut tx, planned, users, set).await?;
@@ -137,6 +158,8 @@ impl Store {
 
         let mut existed: HashSet<Uuid> = HashSet::new();
         let mut inserted: HashSet<Uuid> = HashSet::new();
+        // Per data user: the fields the write changed (`audit::FIELDS` bits).
+        let mut changes: HashMap<Uuid, i16> = HashMap::new();
         if !data_users.is_empty() {
             let rows: Vec<(Uuid, Row)> = data_users
                 .iter()
@@ -167,7 +190,14 @@ impl Store {
                     .collect();
                 return Ok(Attempt::Conflicts(conflicts));
             }
-            inserted = upsert(&mut tx, &rows).await?;
+            let upserted = upsert(&mut tx, &rows, ctx.audit.is_some()).await?;
+            for (id, row) in &rows {
+                let (new, mask) = upserted.get(id).copied().unwrap_or((false, 0));
+                if new {
+                    inserted.insert(*id);
+                }
+                changes.insert(*id, if new { audit::new_row_mask(row) } else { mask });
+            }
             existed.extend(rows.iter().map(|r| r.0));
         }
         if !status_only.is_empty() {
@@ -177,11 +207,6 @@ impl Store {
                 .collect();
             existed.extend(update_status(&mut tx, &ids, &advanced).await?);
         }
-        match commit {
-            Commit::Yes => tx.commit().await?,
-            Commit::RollBack => tx.rollback().await?,
-        }
-
         for &u in data_users.iter().chain(&status_only) {
             let user = &users[u];
             let newest = &planned[user.newest];
@@ -211,6 +236,24 @@ impl Store {
                     },
                 ));
             }
+        }
+        if let Some(audit) = ctx.audit {
+            let view = AttemptView {
+                planned,
+                users,
+                set,
+                outcomes: &outcomes,
+                advanced: &advanced,
+                existed: &existed,
+                inserted: &inserted,
+                changes: &changes,
+            };
+            let entries = view.entries(&mut tx, audit, ctx.losers).await?;
+            audit::write(&mut tx, planned, audit, &entries).await?;
+        }
+        match ctx.commit {
+            Commit::Yes => tx.commit().await?,
+            Commit::RollBack => tx.rollback().await?,
         }
         Ok(Attempt::Committed(outcomes))
     }
@@ -355,8 +398,13 @@ async fn email_conflicts(
     Ok(found.iter().map(|r| r.get(0)).collect())
 }
 
-/// Inserts or overwrites the rows; returns the users that had no row before.
-async fn upsert(tx: &mut PgConnection, rows: &[(Uuid, Row)]) -> Result<HashSet<Uuid>, sqlx::Error> {
+/// Inserts or overwrites the rows. Returns, per user, whether the row is new and (with
+/// `changes`, for the trail) which fields an existing row had different (`audit` bits).
+async fn upsert(
+    tx: &mut PgConnection,
+    rows: &[(Uuid, Row)],
+    changes: bool,
+) -> Result<HashMap<Uuid, (bool, i16)>, sqlx::Error> {
     let col = |f: fn(&Row) -> Option<&str>| -> Vec<Option<&str>> {
         rows.iter().map(|r| f(&r.1)).collect()
     };
@@ -367,41 +415,74 @@ async fn upsert(tx: &mut PgConnection, rows: &[(Uuid, Row)]) -> Result<HashSet<U
         .collect();
     let active: Vec<bool> = rows.iter().map(|r| r.1.is_active).collect();
     let ts: Vec<OffsetDateTime> = rows.iter().map(|r| r.1.source_updated_at).collect();
-    let inserted = sqlx::query(
-        "INSERT INTO users AS u (auth_user_id, email, first_name, last_name, password_hash, role, \
-           allowed_services, is_active, deactivation_reason, source_updated_at) \
-         SELECT i.auth_user_id, i.email, i.first_name, i.last_name, i.password_hash, i.role, \
-           ARRAY(SELECT jsonb_array_elements_text(i.services::jsonb)), i.active, i.reason, i.ts \
-         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                     $7::text[], $8::bool[], $9::text[], $10::timestamptz[]) \
-           AS i(auth_user_id, email, first_name, last_name, password_hash, role, services, \
-                active, reason, ts) \
-         ON CONFLICT (auth_user_id) DO UPDATE SET email = EXCLUDED.email, \
-           first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, \
-           password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, \
-           allowed_services = EXCLUDED.allowed_services, is_active = EXCLUDED.is_active, \
-           deactivation_reason = EXCLUDED.deactivation_reason, \
-           source_updated_at = EXCLUDED.source_updated_at, updated_at = now() \
-         RETURNING u.auth_user_id, (u.xmax = 0) AS inserted",
-    )
-    .bind(&ids)
-    .bind(col(|r| Some(r.email.as_str())))
-    .bind(col(|r| r.first_name.as_deref()))
-    .bind(col(|r| r.last_name.as_deref()))
-    .bind(col(|r| r.password_hash.as_deref()))
-    .bind(col(|r| r.role.as_deref()))
-    .bind(&services)
-    .bind(&active)
-    .bind(col(|r| r.deactivation_reason.map(Reason::as_str)))
-    .bind(&ts)
-    .fetch_all(&mut *tx)
-    .await?;
-    Ok(inserted
+    let sql = if changes {
+        UPSERT_CHANGES_SQL.as_str()
+    } else {
+        UPSERT_SQL.as_str()
+    };
+    let returned = sqlx::query(sql)
+        .bind(&ids)
+        .bind(col(|r| Some(r.email.as_str())))
+        .bind(col(|r| r.first_name.as_deref()))
+        .bind(col(|r| r.last_name.as_deref()))
+        .bind(col(|r| r.password_hash.as_deref()))
+        .bind(col(|r| r.role.as_deref()))
+        .bind(&services)
+        .bind(&active)
+        .bind(col(|r| r.deactivation_reason.map(Reason::as_str)))
+        .bind(&ts)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(returned
         .iter()
-        .filter(|r| r.get::<bool, _>(1))
-        .map(|r| r.get(0))
+        .map(|r| {
+            (
+                r.get(0),
+                (r.get(1), r.get::<Option<i16>, _>(2).unwrap_or(0)),
+            )
+        })
         .collect())
 }
+
+const UPSERT_BASE: &str = "INSERT INTO users AS u (auth_user_id, email, first_name, \
+       last_name, password_hash, role, allowed_services, is_active, deactivation_reason, \
+       source_updated_at) \
+     SELECT i.auth_user_id, i.email, i.first_name, i.last_name, i.password_hash, i.role, \
+       ARRAY(SELECT jsonb_array_elements_text(i.services::jsonb)), i.active, i.reason, i.ts \
+     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $8::bool[], $9::text[], $10::timestamptz[]) \
+       AS i(auth_user_id, email, first_name, last_name, password_hash, role, services, \
+            active, reason, ts) \
+     ON CONFLICT (auth_user_id) DO UPDATE SET email = EXCLUDED.email, \
+       first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, \
+       password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, \
+       allowed_services = EXCLUDED.allowed_services, is_active = EXCLUDED.is_active, \
+       deactivation_reason = EXCLUDED.deactivation_reason, \
+       source_updated_at = EXCLUDED.source_updated_at, updated_at = now()";
+
+static UPSERT_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("{UPSERT_BASE} RETURNING u.auth_user_id, (u.xmax = 0), NULL::int2"));
+
+// A sub-select in RETURNING runs on the statement's snapshot, so it reads each row as it
+// was before this statement: the trail's changed fields cost no extra round trip. The bits
+// are `audit::FIELDS` in order.
+static UPSERT_CHANGES_SQL: LazyLock<String> = LazyLock::new(|| {
+    let bits: Vec<String> = crate::store::audit::FIELDS
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            format!(
+                "(CASE WHEN o.{f} IS DISTINCT FROM u.{f} THEN {} ELSE 0 END)",
+                1 << i
+            )
+        })
+        .collect();
+    format!(
+        "{UPSERT_BASE} RETURNING u.auth_user_id, (u.xmax = 0), \
+         (SELECT ({}) FROM users o WHERE o.auth_user_id = u.auth_user_id)::int2",
+        bits.join(" | ")
+    )
+});
 
 /// Gives existing rows the status their newest event set; returns the users that had one.
 async fn update_status(

@@ -1,11 +1,16 @@
 //! The Postgres adapter: pool, migrations and reads. Every SQL statement lives in this module.
 
 mod apply;
+mod audit;
 mod brake;
+mod lookup;
 mod report;
+mod trail;
 
 pub use apply::{Commit, EventResult};
+pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
 pub use brake::BrakeEntry;
+pub use lookup::{RowView, WatermarkView};
 pub use report::UserCounts;
 
 use crate::decide::{EventKey, Reason, Row, State, Status};

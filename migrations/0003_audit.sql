@@ -1,0 +1,23 @@
+-- The per-user audit trail behind `user-sync explain`: one row per event decision, written
+-- in the transaction of the change it explains. No field values: which fields changed
+-- (as bits), never a password hash.
+CREATE TABLE audit_log (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    auth_user_id uuid NOT NULL,
+    event_id     text,
+    event_type   text NOT NULL,
+    event_ts     timestamptz NOT NULL,
+    received_at  timestamptz NOT NULL,
+    decision     text NOT NULL,
+    reason       text,
+    -- Bits, in the order of `audit::FIELDS` in the code: email, first_name, last_name,
+    -- password_hash, role, allowed_services, is_active, deactivation_reason.
+    changed      smallint NOT NULL DEFAULT 0,
+    recorded_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- `explain` reads one user's trail newest first.
+CREATE INDEX audit_log_user_idx ON audit_log (auth_user_id, id DESC);
+-- Pruning by age: rows arrive in time order, so a BRIN index is tiny and nearly free to
+-- maintain on the hot insert path.
+CREATE INDEX audit_log_recorded_brin ON audit_log USING brin (recorded_at);

@@ -1,0 +1,170 @@
+//! `user-sync explain <email | auth id | local id>`: why a user is missing, inactive or
+//! still active, from their row, their watermarks and their audit trail, and whether
+//! events for them wait in the dead-letter queue.
+
+use super::dlq::{self, DeadLetter};
+use crate::broker::BrokerError;
+use crate::settings::Settings;
+use crate::store::{RowView, Store, TrailEntry, WatermarkView};
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Trail rows shown per user, newest first.
+const TRAIL_LIMIT: i64 = 50;
+/// Dead letters looked through for the user.
+const DLQ_SCAN: usize = 10_000;
+
+#[derive(Debug, Serialize)]
+pub struct UserStory {
+    pub auth_user_id: Uuid,
+    pub row: Option<RowView>,
+    pub watermark: Option<WatermarkView>,
+    pub trail: Vec<TrailEntry>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explained {
+    pub query: String,
+    pub users: Vec<UserStory>,
+    /// `None`: the broker could not be asked.
+    pub dead_letters: Option<Vec<DeadLetter>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+pub async fn explain(settings: &Settings, query: &str) -> Result<Explained, ExplainError> {
+    let store = Store::new(settings)?;
+    let mut users = Vec::new();
+    for id in store.find_users(query.trim()).await? {
+        users.push(UserStory {
+            auth_user_id: id,
+            row: store.row_view(id).await?,
+            watermark: store.watermark_view(id).await?,
+            trail: store.trail(id, TRAIL_LIMIT).await?,
+        });
+    }
+    store.pool().close().await;
+    // A UUID nobody has seen comes back as a story with nothing in it.
+    users.retain(|u| u.row.is_some() || u.watermark.is_some() || !u.trail.is_empty());
+    let ids: Vec<Uuid> = match query.trim().parse::<Uuid>() {
+        Ok(id) => vec![id],
+        Err(_) => users.iter().map(|u| u.auth_user_id).collect(),
+    };
+    let email = query.contains('@').then_some(query.trim());
+    let dead_letters = match dlq::find(settings, &ids, email, DLQ_SCAN).await {
+        Ok(found) => Some(found),
+        Err(BrokerError::Amqp(_) | BrokerError::Timeout(_) | BrokerError::Url(_)) => None,
+        Err(BrokerError::NotConfirmed(_)) => None,
+    };
+    Ok(Explained {
+        query: query.trim().to_string(),
+        users,
+        dead_letters,
+    })
+}
+
+/// Fixed width, to the second, UTC: the table lines up and reads at a glance.
+fn at(t: OffsetDateTime) -> String {
+    let utc = t.to_offset(time::UtcOffset::UTC);
+    utc.format(time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second]Z"
+    ))
+    .unwrap_or_default()
+}
+
+impl Explained {
+    /// The readable report; the same facts as the JSON.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if self.users.is_empty() {
+            out += &format!("{}: never seen by this service.\n", self.query);
+            if self.query.contains('@') {
+                out += "No row has this email. Users who are not for this service get no \
+                        row (and no email is kept for them): try their auth id.\n";
+            }
+        }
+        for u in &self.users {
+            out += &format!("user {}\n", u.auth_user_id);
+            out += &match &u.row {
+                Some(r) => format!(
+                    "  row #{}: {} ({}), services [{}], {}\n",
+                    r.id,
+                    r.email.as_deref().unwrap_or("-"),
+                    r.role.as_deref().unwrap_or("-"),
+                    r.allowed_services.join(", "),
+                    if r.is_active {
+                        "ACTIVE".to_string()
+                    } else {
+                        format!(
+                            "INACTIVE ({})",
+                            r.deactivation_reason.as_deref().unwrap_or("by the backend")
+                        )
+                    }
+                ),
+                None => {
+                    "  row: none (never for this service, or deleted before it had one)\n".into()
+                }
+            };
+            if let Some(w) = &u.watermark {
+                out += &format!(
+                    "  status from {} of {} ({}); fields from {}\n",
+                    w.status_event_type,
+                    at(w.status_event_ts),
+                    if w.status_active {
+                        "active"
+                    } else {
+                        "inactive"
+                    },
+                    w.fields_event_ts
+                        .map_or("no event for this service".into(), at),
+                );
+            }
+            if u.trail.is_empty() {
+                out += "  trail: empty (AUDIT_RETENTION_DAYS=0, or pruned)\n";
+                continue;
+            }
+            out += "  trail, newest first:\n";
+            let rows: Vec<Vec<String>> = u
+                .trail
+                .iter()
+                .map(|t| {
+                    vec![
+                        at(t.received_at),
+                        t.event_type.clone(),
+                        at(t.event_ts),
+                        t.decision.clone(),
+                        t.reason.clone().unwrap_or_default(),
+                        t.changed.join(","),
+                    ]
+                })
+                .collect();
+            let header = [
+                "received",
+                "event",
+                "event time",
+                "decision",
+                "reason",
+                "changed",
+            ];
+            for line in super::table(&header, &rows).lines() {
+                out += &format!("    {line}\n");
+            }
+        }
+        match &self.dead_letters {
+            None => out += "dead letters: the broker could not be asked\n",
+            Some(d) if d.is_empty() => out += "dead letters: none for this user\n",
+            Some(d) => {
+                out += &format!("dead letters: {} for this user\n", d.len());
+                for line in dlq::list_table(d).lines() {
+                    out += &format!("    {line}\n");
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,93 @@
+//! The trail entries of one committed attempt: each outcome with its reason and the
+//! fields it changed, and the events the batch superseded.
+
+use super::apply::Advanced;
+use super::audit::{self, Audit, Entry};
+use crate::decide::{Outcome, Planned, UserBatch};
+use sqlx::PgConnection;
+use std::collections::{HashMap, HashSet};
+use time::format_description::well_known::Rfc3339;
+use uuid::Uuid;
+
+/// What one attempt did, as its trail needs it.
+pub(super) struct AttemptView<'a> {
+    pub planned: &'a [Planned],
+    pub users: &'a [UserBatch],
+    pub set: &'a [usize],
+    pub outcomes: &'a [(usize, Outcome)],
+    pub advanced: &'a HashMap<Uuid, Advanced>,
+    pub existed: &'a HashSet<Uuid>,
+    pub inserted: &'a HashSet<Uuid>,
+    /// Per data user, the fields the write changed (`audit::FIELDS` bits).
+    pub changes: &'a HashMap<Uuid, i16>,
+}
+
+impl AttemptView<'_> {
+    pub async fn entries(
+        &self,
+        tx: &mut PgConnection,
+        audit: &Audit<'_>,
+        losers: &HashMap<Uuid, Vec<usize>>,
+    ) -> Result<Vec<Entry>, sqlx::Error> {
+        let newest: HashMap<Uuid, usize> = self
+            .set
+            .iter()
+            .map(|&u| {
+                let n = self.users[u].newest;
+                (self.planned[n].user_id, n)
+            })
+            .collect();
+        // Stale users: the status they stand on, to say what the event was older than.
+        let stale: Vec<Uuid> = newest
+            .keys()
+            .filter(|id| !self.advanced.contains_key(id))
+            .copied()
+            .collect();
+        let stored = if stale.is_empty() {
+            HashMap::new()
+        } else {
+            audit::status_timestamps(tx, &stale).await?
+        };
+
+        let mut entries = Vec::with_capacity(self.outcomes.len());
+        for &(p, outcome) in self.outcomes {
+            let id = self.planned[p].user_id;
+            let is_newest = newest.get(&id) == Some(&p);
+            let a = self.advanced.get(&id);
+            let applied_ts = a.map(|a| a.status_ts).or_else(|| stored.get(&id).copied());
+            let changed = match (is_newest, self.changes.get(&id), a) {
+                (true, Some(mask), _) => *mask,
+                (true, None, Some(a))
+                    if self.existed.contains(&id) && a.prev_active != Some(a.active) =>
+                {
+                    audit::STATUS_FIELDS
+                }
+                _ => 0,
+            };
+            let inserted = is_newest && self.inserted.contains(&id);
+            let intent = &self.planned[p].intent;
+            entries.push(Entry {
+                planned: p,
+                decision: outcome.as_str(),
+                reason: audit::reason(outcome, intent, audit.service, applied_ts, inserted),
+                changed,
+            });
+        }
+        for (id, &n) in &newest {
+            let ts = self.planned[n]
+                .key
+                .timestamp
+                .format(&Rfc3339)
+                .unwrap_or_default();
+            for &l in losers.get(id).into_iter().flatten() {
+                entries.push(Entry {
+                    planned: l,
+                    decision: Outcome::Stale.as_str(),
+                    reason: Some(format!("superseded in the same batch by the event of {ts}")),
+                    changed: 0,
+                });
+            }
+        }
+        Ok(entries)
+    }
+}
