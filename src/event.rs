@@ -146,7 +146,7 @@ pub fn decode(body: &[u8], routing_key: &str, max_body: usize) -> Result<Decoded
     };
     let event_id = match wire.event_id {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) if s.len() <= 200 => Some(s),
+        Some(Value::String(s)) if s.len() <= 200 && !s.contains('\0') => Some(s),
         Some(_) => return Err(reject("event_id is not a short string")),
     };
     let user = match wire.user {
@@ -195,10 +195,21 @@ fn parse_uuid(v: &Value, field: &str) -> Result<Uuid, Rejection> {
     }
 }
 
-fn opt_string(v: Option<Value>, field: &str) -> Result<Option<String>, Rejection> {
+/// Longest accepted email (RFC 5321 allows 254; some systems store up to 320).
+const MAX_EMAIL: usize = 320;
+/// Longest accepted name, role or hash: far above any real one, far below Postgres's
+/// ~2.7 kB limit for an indexed value, so an absurd field is rejected here, not retried.
+const MAX_FIELD: usize = 1024;
+/// Most services one user may be allowed.
+const MAX_SERVICES: usize = 256;
+
+fn opt_string(v: Option<Value>, field: &str, max: usize) -> Result<Option<String>, Rejection> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.contains('\0') => Err(reject(format!("{field} contains NUL"))),
+        Some(Value::String(s)) if s.len() > max => {
+            Err(reject(format!("{field} is longer than {max} bytes")))
+        }
         Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(reject(format!("{field} is not a string"))),
     }
@@ -210,16 +221,16 @@ fn user_data(u: WireUser) -> Result<UserData, Rejection> {
         Some(Value::Bool(b)) => b,
         Some(_) => return Err(reject("user.is_active is not a boolean")),
     };
-    let password_hash = opt_string(u.password_hash, "user.password_hash")?;
+    let password_hash = opt_string(u.password_hash, "user.password_hash", MAX_FIELD)?;
     if let Some(hash) = &password_hash {
         check_bcrypt(hash)?;
     }
     Ok(UserData {
-        email: opt_string(u.email, "user.email")?,
-        first_name: opt_string(u.first_name, "user.first_name")?,
-        last_name: opt_string(u.last_name, "user.last_name")?,
+        email: opt_string(u.email, "user.email", MAX_EMAIL)?,
+        first_name: opt_string(u.first_name, "user.first_name", MAX_FIELD)?,
+        last_name: opt_string(u.last_name, "user.last_name", MAX_FIELD)?,
         password_hash,
-        role: opt_string(u.role, "user.role")?,
+        role: opt_string(u.role, "user.role", MAX_FIELD)?,
         is_active,
         allowed_services: allowed_services(u.allowed_services_json)?,
     })
@@ -238,10 +249,15 @@ fn allowed_services(v: Option<Value>) -> Result<Vec<String>, Rejection> {
     let Value::Array(items) = array else {
         return Err(reject(MSG));
     };
+    if items.len() > MAX_SERVICES {
+        return Err(reject(format!(
+            "user.allowed_services_json has more than {MAX_SERVICES} services"
+        )));
+    }
     items
         .into_iter()
         .map(|item| match item {
-            Value::String(s) if !s.contains('\0') => Ok(s),
+            Value::String(s) if !s.contains('\0') && s.len() <= MAX_FIELD => Ok(s),
             _ => Err(reject(MSG)),
         })
         .collect()
@@ -272,6 +288,10 @@ pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, Rejection> {
     let micros = ts.nanosecond() / 1_000 * 1_000;
     ts.replace_nanosecond(micros).map_err(|_| bad())
 }
+
+#[cfg(test)]
+#[path = "event_hostile_tests.rs"]
+mod hostile_tests;
 
 #[cfg(test)]
 mod tests {

@@ -293,7 +293,14 @@ fn check_schema(v: &str) -> Result<(), SettingsError> {
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    // Names Postgres reserves for itself: our tables must never land among the catalogs.
+    let reserved = v.starts_with("pg_") || v == "information_schema";
+    if reserved {
+        Err(err(
+            "DATABASE_SCHEMA",
+            format!("{v:?} is reserved by Postgres"),
+        ))
+    } else if ok {
         Ok(())
     } else {
         Err(err(
@@ -394,6 +401,34 @@ mod tests {
         let mut bad = BASE.to_vec();
         bad.push(("rabbitmq_queue_type", "stream"));
         assert_eq!(load(&bad).unwrap_err().var, "RABBITMQ_QUEUE_TYPE");
+    }
+
+    #[test]
+    fn hostile_identifiers_are_refused_at_start() {
+        let cases = [
+            (
+                "database_schema",
+                "users\"; DROP TABLE users; --",
+                "DATABASE_SCHEMA",
+            ),
+            ("database_schema", "Public", "DATABASE_SCHEMA"),
+            ("database_schema", "pg_catalog", "DATABASE_SCHEMA"),
+            ("database_schema", "information_schema", "DATABASE_SCHEMA"),
+            (
+                "rabbitmq_queue",
+                "q\nx-dead-letter-exchange",
+                "RABBITMQ_QUEUE",
+            ),
+            ("rabbitmq_queue", "q'x", "RABBITMQ_QUEUE"),
+            ("rabbitmq_exchange", "amq.topic'", "RABBITMQ_EXCHANGE"),
+            ("service_name", "lms sat", "SERVICE_NAME"),
+        ];
+        for (key, value, var) in cases {
+            let mut bad = BASE.to_vec();
+            bad.retain(|(k, _)| *k != key);
+            bad.push((key, value));
+            assert_eq!(load(&bad).unwrap_err().var, var, "{key}={value:?}");
+        }
     }
 
     #[test]
