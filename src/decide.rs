@@ -48,8 +48,8 @@ impl Reason {
     }
 }
 
-/// The columns this service owns in a user's row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The columns this service owns in a user's row. `Debug` masks the hash.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Row {
     pub email: String,
     pub first_name: Option<String>,
@@ -60,6 +60,22 @@ pub struct Row {
     pub is_active: bool,
     pub deactivation_reason: Option<Reason>,
     pub source_updated_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Row")
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
+            .field("role", &self.role)
+            .field("allowed_services", &self.allowed_services)
+            .field("is_active", &self.is_active)
+            .field("deactivation_reason", &self.deactivation_reason)
+            .field("source_updated_at", &self.source_updated_at)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

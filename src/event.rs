@@ -32,8 +32,9 @@ impl EventKind {
 }
 
 /// The user's fields as the auth system sent them. Only `email` is guaranteed on
-/// created/updated; a `deleted` event may carry none of them.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// created/updated; a `deleted` event may carry none of them. `Debug` masks the hash, so
+/// no panic message or debug log can carry it.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct UserData {
     pub email: Option<String>,
     pub first_name: Option<String>,
@@ -42,6 +43,20 @@ pub struct UserData {
     pub role: Option<String>,
     pub is_active: bool,
     pub allowed_services: Vec<String>,
+}
+
+impl std::fmt::Debug for UserData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserData")
+            .field("email", &self.email)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
+            .field("role", &self.role)
+            .field("is_active", &self.is_active)
+            .field("allowed_services", &self.allowed_services)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,3 +118,23 @@ fn each_hostile_shape_is_a_permanent_rejection() {
         "timestamp": "2024-01-01T00:00:00Z", "event_id": "a\u{0}b"});
     assert!(rejected(event_id_nul.to_string().as_bytes()).contains("event_id"));
 }
+
+#[test]
+fn debug_output_never_shows_the_hash() {
+    let body = event_with(
+        serde_json::json!({"email": "a@example.com", "password_hash": HASH,
+        "allowed_services_json": "[\"lms\"]"}),
+    );
+    let Ok(Decoded::Event(e)) = decode(&body, "user.created", DEFAULT_MAX_BODY_BYTES) else {
+        panic!("valid");
+    };
+    let m = Membership::new("lms", &[]);
+    let planned = decide::plan(&e, &m);
+    for shown in [
+        format!("{e:?}"),
+        format!("{planned:?}"),
+        format!("{:#?}", e.user),
+    ] {
+        assert!(!shown.contains(HASH) && shown.contains("***"), "{shown}");
+    }
+}

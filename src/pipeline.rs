@@ -218,7 +218,8 @@ impl Pipeline {
                     self.metrics.outcome(decision);
                     self.metrics.committed(latency);
                     let latency_ms = latency * 1000.0;
-                    tracing::info!(%user_id, event_type = kind.as_str(), decision, latency_ms, "event");
+                    let email = planned_of[i].and_then(|p| self.shown_email(&planned[p]));
+                    tracing::info!(%user_id, email, event_type = kind.as_str(), decision, latency_ms, "event");
                 }
                 Fate::Done(decision, None) => self.metrics.outcome(decision),
                 Fate::Failed(failure, who) => {
@@ -294,6 +295,18 @@ impl Pipeline {
                 _ = tokio::time::sleep(backoff.next_delay()) => {}
             }
         }
+    }
+
+    /// The email for a log line: as it is with `LOG_PII=true`, masked otherwise.
+    fn shown_email(&self, p: &Planned) -> Option<String> {
+        let Intent::Upsert(row) = &p.intent else {
+            return None;
+        };
+        Some(if self.settings.log_pii {
+            row.email.clone()
+        } else {
+            crate::settings::mask_email(&row.email)
+        })
     }
 
     /// Takes out of the batch the deactivations the brake holds (`hold` is called with each

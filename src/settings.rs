@@ -46,6 +46,8 @@ pub struct Settings {
     pub deactivation_brake_window: Duration,
     /// Days the audit trail keeps; 0: no trail.
     pub audit_retention_days: u32,
+    /// Emails appear in logs as they are only when true; masked (`a***@example.com`) otherwise.
+    pub log_pii: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("max_body_bytes", "262144"),
     ("http_addr", "0.0.0.0:8080"),
     ("log_format", "json"),
+    ("log_pii", "false"),
     ("shutdown_timeout_ms", "10000"),
     ("deactivation_brake", "500"),
     ("deactivation_brake_window_s", "300"),
@@ -149,6 +152,11 @@ impl Settings {
                     format!("{other:?} is not quorum or classic"),
                 ));
             }
+        };
+        let log_pii = match required("log_pii", "LOG_PII")?.to_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            other => return Err(err("LOG_PII", format!("{other:?} is not true or false"))),
         };
         let log_format = match required("log_format", "LOG_FORMAT")?
             .to_lowercase()
@@ -255,6 +263,7 @@ impl Settings {
                 36_500,
                 "AUDIT_RETENTION_DAYS",
             )? as u32,
+            log_pii,
         })
     }
 
@@ -348,6 +357,7 @@ impl fmt::Debug for Settings {
             .field("deactivation_brake", &self.deactivation_brake)
             .field("deactivation_brake_window", &self.deactivation_brake_window)
             .field("audit_retention_days", &self.audit_retention_days)
+            .field("log_pii", &self.log_pii)
             .finish_non_exhaustive()
     }
 }
@@ -443,5 +453,16 @@ mod tests {
         );
         assert_eq!(mask_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(mask_url("postgres://a:b@c@h/db"), "postgres://a:***@h/db");
+    }
+}
+
+/// An email as logs show it without `LOG_PII`: the first character and the domain.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
     }
 }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, EventKind, decode};
 
-fn dir(kind: &str) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn dir(kind: &str) -> Vec<(String, Vec<u8>)> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/events")
         .join(kind);
@@ -22,7 +22,7 @@ fn dir(kind: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// The routing key the fixtures README gives: `event_type`, or `user.updated`.
-fn routing_key(body: &[u8]) -> String {
+pub(crate) fn routing_key(body: &[u8]) -> String {
     serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v["event_type"].as_str().map(String::from))

@@ -1,0 +1,131 @@
+//! No secret leaves the service: a full run of the real binary over every fixture, and
+//! the operator's commands over its dead letters, show no password hash and no email
+//! unmasked (unless `LOG_PII=true`) and no broker or database password.
+
+use crate::fixtures::{dir, routing_key};
+use crate::helpers::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// Every string value of `key` anywhere in the fixtures (bodies that are not JSON aside).
+fn values(key: &str) -> Vec<String> {
+    fn walk(v: &serde_json::Value, key: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    match v {
+                        serde_json::Value::String(s) if k == key && !s.is_empty() => {
+                            out.push(s.clone())
+                        }
+                        _ => walk(v, key, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, key, out)),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    for (_, body) in dir("valid").into_iter().chain(dir("invalid")) {
+        if let Ok(v) = serde_json::from_slice(&body) {
+            walk(&v, key, &mut out);
+        }
+    }
+    out
+}
+
+async fn run_over_fixtures(env: &Env, log_pii: bool) -> String {
+    let mut child = env
+        .binary()
+        .env("RUST_LOG", "debug")
+        .env("LOG_PII", log_pii.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let queue = env.broker.queue.clone();
+    wait_for("binary consuming", Duration::from_secs(30), || async {
+        queue_counts(&queue).await.is_some_and(|(_, c)| c == 1)
+    })
+    .await;
+    let p = env.publisher().await;
+    let invalid = dir("invalid");
+    for (_, body) in dir("valid").iter().chain(&invalid) {
+        p.publish(&routing_key(body), body).await;
+    }
+    // An email conflict too: its retries and dead letter carry an error text.
+    p.create_student(1, &["lms"]).await;
+    let mut clash = event(
+        "user.created",
+        2,
+        "2024-01-02T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    clash["user"]["email"] = "user1@example.com".into();
+    p.publish_json(&clash).await;
+    let dlq = format!("{queue}.dlq");
+    let want = invalid.len() as u32 + 1;
+    wait_for(
+        "every failure dead-lettered",
+        Duration::from_secs(60),
+        || async { queue_counts(&dlq).await.is_some_and(|(n, _)| n == want) },
+    )
+    .await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_operator_output_carry_no_hash_and_no_unmasked_email() {
+    let env = Env::new().await;
+    let logs = run_over_fixtures(&env, false).await;
+    let mut hashes = values("password_hash");
+    hashes.push(HASH.to_string());
+    let mut emails = values("email");
+    emails.push("user1@example.com".into());
+    assert!(
+        logs.contains("\"decision\":\"applied\""),
+        "the run logged events"
+    );
+    assert!(logs.contains("s***@example.com"), "emails appear masked");
+    let mut shown = logs.clone();
+    for args in [
+        &["dlq", "list"][..],
+        &["dlq", "list", "--json"],
+        &["dlq", "show", "1"],
+    ] {
+        let out = env.binary().args(args).output().unwrap();
+        shown += &String::from_utf8_lossy(&out.stdout);
+    }
+    for n in 1..=6 {
+        let out = env
+            .binary()
+            .args(["dlq", "show", &n.to_string(), "--json"])
+            .output()
+            .unwrap();
+        shown += &String::from_utf8_lossy(&out.stdout);
+    }
+    for hash in &hashes {
+        assert!(!shown.contains(hash.as_str()), "a hash leaked");
+    }
+    for email in &emails {
+        assert!(
+            !logs.contains(email.as_str()),
+            "{email} unmasked in the logs"
+        );
+    }
+    assert!(!shown.contains("guest:guest"), "the broker password leaked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_pii_shows_emails_as_they_are() {
+    let env = Env::new().await;
+    let logs = run_over_fixtures(&env, true).await;
+    assert!(logs.contains("\"email\":\"user1@example.com\""), "{logs}");
+    assert!(!logs.contains(HASH));
+}
