@@ -362,6 +362,17 @@ impl fmt::Debug for Settings {
     }
 }
 
+/// An email as logs show it without `LOG_PII`: the first character and the domain.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +453,12 @@ mod tests {
     }
 
     #[test]
+    fn emails_are_masked_to_first_letter_and_domain() {
+        assert_eq!(mask_email("student@example.com"), "s***@example.com");
+        assert_eq!(mask_email("not an email"), "***");
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let s = load(BASE).unwrap();
         let shown = format!("{s:?}");
@@ -453,16 +470,5 @@ mod tests {
         );
         assert_eq!(mask_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(mask_url("postgres://a:b@c@h/db"), "postgres://a:***@h/db");
-    }
-}
-
-/// An email as logs show it without `LOG_PII`: the first character and the domain.
-pub fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            let first: String = local.chars().take(1).collect();
-            format!("{first}***@{domain}")
-        }
-        None => "***".into(),
     }
 }
