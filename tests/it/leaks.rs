@@ -35,7 +35,7 @@ fn values(key: &str) -> Vec<String> {
 }
 
 async fn run_over_fixtures(env: &Env, log_pii: bool) -> String {
-    let mut child = env
+    let child = env
         .binary()
         .env("RUST_LOG", "debug")
         .env("LOG_PII", log_pii.to_string())
