@@ -13,6 +13,9 @@ pub enum Failure {
     /// The database refused this one change (a constraint or trigger of the backend's,
     /// say): retried in case an operator fixes the cause, then dead-lettered.
     Refused(String),
+    /// `EVENT_SIGNING_KEYS` is set and the signature is missing or wrong: dead-lettered at
+    /// once, since no retry can make it right.
+    BadSignature(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +36,7 @@ pub enum DeadKind {
     Permanent,
     RetriesExhausted,
     EmailConflict,
+    BadSignature,
 }
 
 impl DeadKind {
@@ -41,6 +45,7 @@ impl DeadKind {
             DeadKind::Permanent => "permanent",
             DeadKind::RetriesExhausted => "retries_exhausted",
             DeadKind::EmailConflict => "email_conflict",
+            DeadKind::BadSignature => "bad_signature",
         }
     }
 }
@@ -56,6 +61,10 @@ pub fn disposition(
         Failure::Permanent(reason) => Disposition::DeadLetter {
             kind: DeadKind::Permanent,
             reason: reason.clone(),
+        },
+        Failure::BadSignature(reason) => Disposition::DeadLetter {
+            kind: DeadKind::BadSignature,
+            reason: reason.to_string(),
         },
         Failure::EmailConflict if attempts >= max_attempts => Disposition::DeadLetter {
             kind: DeadKind::EmailConflict,
@@ -99,6 +108,19 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_bad_signature_is_dead_lettered_at_once_as_its_own_kind() {
+        let d = disposition(&Failure::BadSignature("no x-signature header"), 1, 5, 3);
+        assert_eq!(
+            d,
+            Disposition::DeadLetter {
+                kind: DeadKind::BadSignature,
+                reason: "no x-signature header".into()
+            }
+        );
+        assert_eq!(DeadKind::BadSignature.as_str(), "bad_signature");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ops;
 pub mod pipeline;
 pub mod settings;
+pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod worker;

@@ -10,6 +10,7 @@ use crate::event::{self, Decoded, EventKind};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
+use crate::signature::{self, SIGNATURE_HEADER};
 use crate::store::{Audit, Commit, DeadLetterEntry, EventMeta, EventResult, Store};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
@@ -150,6 +151,14 @@ impl Pipeline {
         for (i, (d, received)) in batch.iter().enumerate() {
             let key = routing_key(d);
             self.metrics.received(&key);
+            if !self.settings.event_signing_keys.is_empty() {
+                let header = broker::header_str(&d.properties, SIGNATURE_HEADER);
+                let keys = &self.settings.event_signing_keys;
+                if let Err(bad) = signature::verify(keys, &d.data, header.as_deref()) {
+                    fates.push(Some(Fate::Failed(Failure::BadSignature(bad.text()), None)));
+                    continue;
+                }
+            }
             match event::decode(&d.data, &key, max_body) {
                 Ok(Decoded::Event(e)) => {
                     planned.push(decide::plan(&e, &self.membership));
@@ -520,5 +529,6 @@ fn failure_text(f: &Failure) -> String {
     match f {
         Failure::Permanent(why) | Failure::Refused(why) => why.clone(),
         Failure::EmailConflict => "email_conflict: email held by another active user".into(),
+        Failure::BadSignature(why) => why.to_string(),
     }
 }

@@ -48,6 +48,8 @@ pub struct Settings {
     pub audit_retention_days: u32,
     /// Emails appear in logs as they are only when true; masked (`a***@example.com`) otherwise.
     pub log_pii: bool,
+    /// HMAC-SHA256 keys; when any is set, every message must carry a valid `x-signature`.
+    pub event_signing_keys: Vec<SecretString>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +155,22 @@ impl Settings {
                 ));
             }
         };
+        let event_signing_keys: Vec<SecretString> = text("event_signing_keys")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(|k| SecretString::from(k.to_string()))
+            .collect();
+        if event_signing_keys
+            .iter()
+            .any(|k| k.expose_secret().len() < 16)
+        {
+            return Err(err(
+                "EVENT_SIGNING_KEYS",
+                "each key needs at least 16 characters",
+            ));
+        }
         let log_pii = match required("log_pii", "LOG_PII")?.to_lowercase().as_str() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" => false,
@@ -264,6 +282,7 @@ impl Settings {
                 "AUDIT_RETENTION_DAYS",
             )? as u32,
             log_pii,
+            event_signing_keys,
         })
     }
 
@@ -358,6 +377,7 @@ impl fmt::Debug for Settings {
             .field("deactivation_brake_window", &self.deactivation_brake_window)
             .field("audit_retention_days", &self.audit_retention_days)
             .field("log_pii", &self.log_pii)
+            .field("event_signing_keys", &self.event_signing_keys.len())
             .finish_non_exhaustive()
     }
 }

@@ -4,6 +4,7 @@
 use crate::broker::{BrokerError, Session, Topology};
 use crate::event::{self, Decoded};
 use crate::settings::Settings;
+use crate::signature::SIGNATURE_HEADER;
 use lapin::BasicProperties;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -83,9 +84,16 @@ pub async fn send(settings: &Settings, body: &[u8]) -> Result<String, SendError>
     }
     let topo = Topology::new(settings);
     let session = Session::open(settings, &topo).await?;
-    let props = BasicProperties::default()
+    let mut props = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2);
+    // Signed with the first key when the consumers require signatures.
+    if let Some(key) = settings.event_signing_keys.first() {
+        let mut headers = lapin::types::FieldTable::default();
+        let signed = crate::signature::sign(key, body);
+        headers.insert(SIGNATURE_HEADER.into(), crate::broker::text(&signed));
+        props = props.with_headers(headers);
+    }
     let sent = session
         .publish_confirmed(&topo.exchange, &routing_key, body, props)
         .await;

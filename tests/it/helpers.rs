@@ -254,6 +254,11 @@ pub struct Publisher {
 
 impl Publisher {
     pub async fn publish(&self, routing_key: &str, body: &[u8]) {
+        self.publish_with(routing_key, body, BasicProperties::default())
+            .await
+    }
+
+    pub async fn publish_with(&self, routing_key: &str, body: &[u8], props: BasicProperties) {
         let confirm = self
             .ch
             .basic_publish(
@@ -261,7 +266,7 @@ impl Publisher {
                 routing_key.into(),
                 BasicPublishOptions::default(),
                 body,
-                BasicProperties::default().with_delivery_mode(2),
+                props.with_delivery_mode(2),
             )
             .await
             .unwrap()

@@ -12,3 +12,4 @@ mod leaks;
 mod lifecycle;
 mod ops;
 mod process;
+mod signed;

@@ -1,0 +1,112 @@
+//! Signed events (EVENT_SIGNING_KEYS) against the real services.
+
+use crate::helpers::*;
+use lapin::BasicProperties;
+use lapin::types::FieldTable;
+use std::time::Duration;
+use user_sync::signature::{SIGNATURE_HEADER, sign};
+
+const WAIT: Duration = Duration::from_secs(30);
+const OLD: &str = "old-key-0123456789abcdef";
+const NEW: &str = "new-key-0123456789abcdef";
+
+fn signed_with(signature: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(SIGNATURE_HEADER.into(), user_sync::broker::text(signature));
+    BasicProperties::default().with_headers(headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_events_signed_with_a_configured_key_are_applied() {
+    let env = Env::new()
+        .await
+        .set("event_signing_keys", &format!("{NEW}, {OLD}"));
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let body = |user| {
+        event(
+            "user.created",
+            user,
+            "2024-01-01T00:00:00Z",
+            "student",
+            &["lms"],
+        )
+        .to_string()
+    };
+    // Signed with either key (rotation): applied.
+    for (user, key) in [(1, OLD), (2, NEW)] {
+        let b = body(user);
+        let sig = sign(&key.to_string().into(), b.as_bytes());
+        p.publish_with("user.created", b.as_bytes(), signed_with(&sig))
+            .await;
+    }
+    // Unsigned, signed with another key, and a signature of another body: dead-lettered.
+    p.publish("user.created", body(3).as_bytes()).await;
+    let stranger = sign(
+        &"some-other-key-0123456".to_string().into(),
+        body(4).as_bytes(),
+    );
+    p.publish_with("user.created", body(4).as_bytes(), signed_with(&stranger))
+        .await;
+    let replayed = sign(&NEW.to_string().into(), body(1).as_bytes());
+    p.publish_with("user.created", body(5).as_bytes(), signed_with(&replayed))
+        .await;
+
+    let store = env.store();
+    wait_for("signed applied", WAIT, || async {
+        row(&store, 1).await.is_some() && row(&store, 2).await.is_some()
+    })
+    .await;
+    let dlq = format!("{}.dlq", env.broker.queue);
+    wait_for("bad ones dead-lettered", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 3)
+    })
+    .await;
+    for user in 3..=5 {
+        assert!(row(&store, user).await.is_none(), "user {user} not applied");
+    }
+    let (_, metrics) = http_get(worker.http, "/metrics").await;
+    assert!(
+        metrics.contains("user_sync_dead_letters_total{kind=\"bad_signature\"} 3"),
+        "{metrics}"
+    );
+    let letters = env.dead_letters().await;
+    let errors: Vec<String> = letters
+        .iter()
+        .filter_map(|d| header(d, "x-error"))
+        .collect();
+    assert!(
+        errors.contains(&"no x-signature header".to_string()),
+        "{errors:?}"
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|d| header(d, "x-error-kind").as_deref() == Some("bad_signature"))
+    );
+
+    // `user-sync send` signs with the first key, so smoke tests keep working.
+    let out = env
+        .binary()
+        .args([
+            "send",
+            "--email",
+            "smoke@example.com",
+            "--role",
+            "teacher",
+            "--user-id",
+        ])
+        .arg(uid(6).to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("sent event applied", WAIT, || async {
+        row(&store, 6).await.is_some()
+    })
+    .await;
+    worker.stop().await;
+}
