@@ -5,6 +5,7 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
@@ -33,6 +34,8 @@ pub enum BrokerError {
     Url(String),
     #[error("broker: publish to {0} was not confirmed")]
     NotConfirmed(String),
+    #[error("broker: {0}")]
+    Tls(String),
 }
 
 /// Names derived from the settings: the main queue and its satellites.
@@ -79,14 +82,28 @@ pub struct Session {
     pub publish: Channel,
 }
 
-pub async fn connect(url: &secrecy::SecretString) -> Result<Connection, BrokerError> {
+/// Connects with the settings' URL; `amqps://` verifies the broker's certificate against
+/// the system's roots, or against `RABBITMQ_CA_FILE` when set.
+pub async fn connect(settings: &Settings) -> Result<Connection, BrokerError> {
+    let url = &settings.rabbitmq_url;
     let masked = mask_url(url.expose_secret());
     let mut uri =
         AMQPUri::from_str(url.expose_secret()).map_err(|_| BrokerError::Url(masked.clone()))?;
     uri.query.heartbeat.get_or_insert(HEARTBEAT_S);
+    let tls = match &settings.rabbitmq_ca_file {
+        Some(path) => OwnedTLSConfig {
+            identity: None,
+            cert_chain: Some(std::fs::read_to_string(path).map_err(|e| {
+                BrokerError::Tls(format!("RABBITMQ_CA_FILE {}: {e}", path.display()))
+            })?),
+        },
+        None => OwnedTLSConfig::default(),
+    };
+    let runtime = lapin::runtime::default_runtime()?;
     // No auto-recover: our supervisor owns reconnection (lapin's recovery can wedge
     // silently after a second fault, PITFALLS.md), so a lost connection surfaces as an error.
-    let connect = Connection::connect_uri(uri, ConnectionProperties::default());
+    let connect =
+        Connection::connect_uri_with_config(uri, ConnectionProperties::default(), tls, runtime);
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(conn) => Ok(conn?),
         Err(_) => Err(BrokerError::Timeout(masked)),
@@ -96,7 +113,7 @@ pub async fn connect(url: &secrecy::SecretString) -> Result<Connection, BrokerEr
 impl Session {
     /// Connects, declares the topology and opens the consuming and publishing channels.
     pub async fn open(settings: &Settings, topo: &Topology) -> Result<Self, BrokerError> {
-        let connection = connect(&settings.rabbitmq_url).await?;
+        let connection = connect(settings).await?;
         declare(&connection, topo).await?;
         let consume = connection.create_channel().await?;
         let publish = connection.create_channel().await?;

@@ -27,6 +27,9 @@ pub struct Settings {
     pub rabbitmq_exchange: String,
     pub rabbitmq_queue: String,
     pub rabbitmq_queue_type: QueueType,
+    /// PEM file of the CA that signed the broker's certificate (`amqps://`), instead of
+    /// the system's roots.
+    pub rabbitmq_ca_file: Option<std::path::PathBuf>,
     pub service_name: String,
     pub database_url: SecretString,
     pub database_schema: String,
@@ -228,6 +231,7 @@ impl Settings {
             rabbitmq_exchange,
             rabbitmq_queue,
             rabbitmq_queue_type,
+            rabbitmq_ca_file: text("rabbitmq_ca_file").map(std::path::PathBuf::from),
             service_name,
             database_url: database_url.into(),
             database_schema,
@@ -365,6 +369,7 @@ impl fmt::Debug for Settings {
             .field("rabbitmq_exchange", &self.rabbitmq_exchange)
             .field("rabbitmq_queue", &self.rabbitmq_queue)
             .field("rabbitmq_queue_type", &self.rabbitmq_queue_type)
+            .field("rabbitmq_ca_file", &self.rabbitmq_ca_file)
             .field("service_name", &self.service_name)
             .field("database_url", &mask_url(self.database_url.expose_secret()))
             .field("database_schema", &self.database_schema)

@@ -29,7 +29,7 @@ pub async fn status(settings: &Settings) -> Result<BrakeStatus, BrakeError> {
     let last = store.brake_last().await?;
     store.pool().close().await;
     let topo = Topology::new(settings);
-    let conn = broker::connect(&settings.rabbitmq_url).await?;
+    let conn = broker::connect(settings).await?;
     let ch = conn.create_channel().await.map_err(BrokerError::from)?;
     let opts = lapin::options::QueueDeclareOptions {
         passive: true,

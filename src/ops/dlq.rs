@@ -83,7 +83,7 @@ pub fn list_table(letters: &[DeadLetter]) -> String {
 }
 
 async fn browse_channel(settings: &Settings) -> Result<(lapin::Connection, Channel), BrokerError> {
-    let conn = broker::connect(&settings.rabbitmq_url).await?;
+    let conn = broker::connect(settings).await?;
     let ch = conn.create_channel().await?;
     Ok((conn, ch))
 }

@@ -59,7 +59,7 @@ pub async fn explain(settings: &Settings, query: &str) -> Result<Explained, Expl
     let dead_letters = match dlq::find(settings, &ids, email, DLQ_SCAN).await {
         Ok(found) => Some(found),
         Err(BrokerError::Amqp(_) | BrokerError::Timeout(_) | BrokerError::Url(_)) => None,
-        Err(BrokerError::NotConfirmed(_)) => None,
+        Err(BrokerError::NotConfirmed(_) | BrokerError::Tls(_)) => None,
     };
     Ok(Explained {
         query: query.trim().to_string(),

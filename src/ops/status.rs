@@ -95,7 +95,7 @@ pub async fn status(settings: &Settings) -> Status {
 
 async fn queues(settings: &Settings) -> Result<Vec<QueueStatus>, broker::BrokerError> {
     let topo = Topology::new(settings);
-    let conn = broker::connect(&settings.rabbitmq_url).await?;
+    let conn = broker::connect(settings).await?;
     let mut names = vec![(topo.queue.clone(), "main".to_string())];
     for (q, delay) in &topo.retry_queues {
         names.push((q.clone(), format!("retry after {} ms", delay.as_millis())));

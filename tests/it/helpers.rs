@@ -177,6 +177,21 @@ impl Env {
         cmd
     }
 
+    /// Starts the real binary with its output captured; returns once it consumes.
+    pub async fn spawn_consuming(&self, cmd: &mut std::process::Command) -> std::process::Child {
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let queue = self.broker.queue.clone();
+        wait_for("binary consuming", Duration::from_secs(30), || async {
+            queue_counts(&queue).await.is_some_and(|(_, c)| c == 1)
+        })
+        .await;
+        child
+    }
+
     /// Starts the real worker (`build` + `run`) in this process.
     pub async fn start(&self) -> Worker {
         let shutdown = CancellationToken::new();
@@ -291,6 +306,21 @@ impl Publisher {
             services,
         )
         .await;
+    }
+
+    /// User 1 active, then user 2 created with user 1's email: an email conflict that
+    /// never resolves by itself (retried, then dead-lettered).
+    pub async fn email_clash(&self) {
+        self.create_student(1, &["lms"]).await;
+        let mut clash = event(
+            "user.created",
+            2,
+            "2024-01-02T00:00:00Z",
+            "student",
+            &["lms"],
+        );
+        clash["user"]["email"] = "user1@example.com".into();
+        self.publish_json(&clash).await;
     }
 
     pub async fn publish_json(&self, event: &serde_json::Value) {

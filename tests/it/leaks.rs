@@ -4,7 +4,7 @@
 
 use crate::fixtures::{dir, routing_key};
 use crate::helpers::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 /// Every string value of `key` anywhere in the fixtures (bodies that are not JSON aside).
@@ -35,35 +35,18 @@ fn values(key: &str) -> Vec<String> {
 }
 
 async fn run_over_fixtures(env: &Env, log_pii: bool) -> String {
-    let child = env
-        .binary()
-        .env("RUST_LOG", "debug")
-        .env("LOG_PII", log_pii.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = env.binary();
+    cmd.env("RUST_LOG", "debug")
+        .env("LOG_PII", log_pii.to_string());
+    let child = env.spawn_consuming(&mut cmd).await;
     let queue = env.broker.queue.clone();
-    wait_for("binary consuming", Duration::from_secs(30), || async {
-        queue_counts(&queue).await.is_some_and(|(_, c)| c == 1)
-    })
-    .await;
     let p = env.publisher().await;
     let invalid = dir("invalid");
     for (_, body) in dir("valid").iter().chain(&invalid) {
         p.publish(&routing_key(body), body).await;
     }
     // An email conflict too: its retries and dead letter carry an error text.
-    p.create_student(1, &["lms"]).await;
-    let mut clash = event(
-        "user.created",
-        2,
-        "2024-01-02T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    clash["user"]["email"] = "user1@example.com".into();
-    p.publish_json(&clash).await;
+    p.email_clash().await;
     let dlq = format!("{queue}.dlq");
     let want = invalid.len() as u32 + 1;
     wait_for(

@@ -13,3 +13,4 @@ mod lifecycle;
 mod ops;
 mod process;
 mod signed;
+mod tls;

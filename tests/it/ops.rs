@@ -173,16 +173,7 @@ async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
     let worker = env.start().await;
     let p = env.publisher().await;
     // User 2 takes user 1's email while user 1 is active: retried, then dead-lettered.
-    p.create_student(1, &["lms"]).await;
-    let mut clash = event(
-        "user.created",
-        2,
-        "2024-01-02T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    clash["user"]["email"] = "user1@example.com".into();
-    p.publish_json(&clash).await;
+    p.email_clash().await;
     let dlq = format!("{}.dlq", env.broker.queue);
     wait_for("dead-lettered", WAIT, || async {
         queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)

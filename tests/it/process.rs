@@ -1,7 +1,7 @@
 //! The real binary: configuration errors and a clean SIGTERM.
 
 use crate::helpers::*;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -28,17 +28,10 @@ fn missing_or_malformed_configuration_names_the_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_consuming_and_exits_zero() {
     let env = Env::new().await;
-    let mut child = env
-        .binary()
-        .env("LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cmd = env.binary();
+    cmd.env("LOG_FORMAT", "json");
+    let mut child = env.spawn_consuming(&mut cmd).await;
     let queue = env.broker.queue.clone();
-    wait_for("binary consuming", Duration::from_secs(30), || async {
-        queue_counts(&queue).await.is_some_and(|(_, c)| c == 1)
-    })
-    .await;
     let p = env.publisher().await;
     p.create_student(1, &["lms"]).await;
     let store = env.store();

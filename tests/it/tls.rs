@@ -1,0 +1,128 @@
+//! AMQP over TLS: a TLS-terminating proxy on 127.0.0.1, with a certificate made for the
+//! test, in front of the local broker. user-sync trusts it through RABBITMQ_CA_FILE, and
+//! refuses it, saying why, with another CA.
+
+use crate::helpers::*;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    Ca {
+        cert: params.self_signed(&key).unwrap(),
+        key,
+    }
+}
+
+/// Starts the proxy: TLS with a `localhost` certificate signed by `ca`, forwarding to the
+/// local broker. Returns its port.
+async fn tls_proxy(ca: &Ca) -> u16 {
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca.cert, &ca.key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                if let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+fn write_pem(ca: &Ca) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("usync-ca-{}.pem", uuid::Uuid::new_v4()));
+    std::fs::write(&path, ca.cert.pem()).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
+    let trusted = ca("user-sync test CA");
+    let port = tls_proxy(&trusted).await;
+    let good = write_pem(&trusted);
+    let url = format!("amqps://guest:guest@localhost:{port}/%2f");
+    let env = Env::new()
+        .await
+        .set("rabbitmq_url", &url)
+        .set("rabbitmq_ca_file", good.to_str().unwrap());
+    let worker = env.start().await;
+    env.publisher().await.create_student(1, &["lms"]).await;
+    let store = env.store();
+    wait_for("applied over TLS", Duration::from_secs(20), || async {
+        row(&store, 1).await.is_some()
+    })
+    .await;
+    worker.stop().await;
+
+    let other = write_pem(&ca("some other CA"));
+    let wrong = Env {
+        overrides: [
+            ("rabbitmq_url".to_string(), url.clone()),
+            (
+                "rabbitmq_ca_file".to_string(),
+                other.to_str().unwrap().to_string(),
+            ),
+        ]
+        .into(),
+        ..env
+    };
+    let Err(err) = user_sync::broker::connect(&wrong.settings()).await else {
+        panic!("a certificate from an unknown CA is refused");
+    };
+    let why = err.to_string();
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    assert!(!why.contains("guest:guest"), "{why}");
+    let missing = Env {
+        overrides: [
+            ("rabbitmq_url".to_string(), url),
+            (
+                "rabbitmq_ca_file".to_string(),
+                "/nonexistent/ca.pem".to_string(),
+            ),
+        ]
+        .into(),
+        ..wrong
+    };
+    let err = user_sync::broker::connect(&missing.settings())
+        .await
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("RABBITMQ_CA_FILE"), "{err}");
+    for path in [good, other] {
+        let _ = std::fs::remove_file(path);
+    }
+}
