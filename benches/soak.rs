@@ -131,6 +131,7 @@ async fn main() {
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     let (mut drops, mut outage_at, mut rss_first_minute) = (0u32, None, None);
+    let mut rss_by_minute = Vec::new();
     for (i, (key, body)) in all.iter().enumerate() {
         tick.tick().await;
         publisher.publish(key, body).await;
@@ -140,6 +141,7 @@ async fn main() {
         }
         if elapsed / 60 > drops as u64 {
             drops += 1;
+            rss_by_minute.push(rss_kib(child.id()) / 1024);
             let _ = Command::new("rabbitmqctl")
                 .args(["close_all_connections", "soak: connection drop"])
                 .stdout(Stdio::null())
@@ -212,5 +214,7 @@ async fn main() {
         rss_end as f64 / 1024.0,
         peak as f64 / 1024.0
     );
+    let minutes: Vec<String> = rss_by_minute.iter().map(|m| m.to_string()).collect();
+    println!("| RSS at each minute (MiB) | {} |", minutes.join(", "));
     assert!(converged && dead == 0, "soak failed");
 }

@@ -39,6 +39,8 @@ impl Window {
     }
 
     pub fn record(&mut self, now: Instant, deactivations: u32) {
+        // Forget what has left the window, so memory stays bounded whatever the traffic.
+        self.room(now);
         if deactivations > 0 {
             self.recent.push_back((now, deactivations));
         }

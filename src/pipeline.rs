@@ -402,6 +402,9 @@ impl Pipeline {
     }
 
     fn brake_record(&self, results: &[(usize, EventResult)]) {
+        if self.settings.deactivation_brake == 0 {
+            return;
+        }
         let n = results
             .iter()
             .filter(|(_, r)| *r == EventResult::Done(Outcome::Deactivated))

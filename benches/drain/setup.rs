@@ -80,7 +80,8 @@ pub(crate) fn settings(
 ) -> (Settings, Vec<(String, String)>) {
     let mut vars: HashMap<String, String> = [
         ("service_name", "lms".to_string()),
-        ("database_url", format!("{PG}/{db}")),
+        // Plain TCP, as a sidecar beside its database runs (TLS is for a remote database).
+        ("database_url", format!("{PG}/{db}?sslmode=disable")),
         ("rabbitmq_url", AMQP.to_string()),
         ("rabbitmq_exchange", format!("{queue}.events")),
         ("rabbitmq_queue", queue.to_string()),

@@ -126,3 +126,43 @@ async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
         let _ = std::fs::remove_file(path);
     }
 }
+
+/// Postgres TLS through the URL: `verify-full` against the local server's own (snakeoil,
+/// self-signed, for `localhost`) certificate as the root, and a refusal with another CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_tls_through_sslmode_and_sslrootcert() {
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    if !std::path::Path::new(snakeoil).exists() {
+        eprintln!("skipped: the local Postgres has no snakeoil certificate");
+        return;
+    }
+    let env = Env::new().await;
+    let by_name = env.db.url().replace("127.0.0.1", "localhost");
+    let url = format!("{by_name}?sslmode=verify-full&sslrootcert={snakeoil}");
+    let tls = Env {
+        overrides: [("database_url".to_string(), url)].into(),
+        ..env
+    };
+    let store = tls.store();
+    let encrypted: bool =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(encrypted, "the connection is TLS");
+    store.pool().close().await;
+
+    let other = write_pem(&ca("some other CA"));
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        tls.db.url().replace("127.0.0.1", "localhost"),
+        other.display()
+    );
+    let wrong = Env {
+        overrides: [("database_url".to_string(), url)].into(),
+        ..tls
+    };
+    let err = wrong.store().ping().await.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+    let _ = std::fs::remove_file(other);
+}
