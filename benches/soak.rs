@@ -13,8 +13,8 @@ mod measure;
 #[path = "drain/setup.rs"]
 mod setup;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Connection, ConnectionProperties};
 use setup::{AMQP, QueueWatch, admin, cleanup, events, expected_for, preload, settings, tag};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,15 +63,7 @@ impl Publisher {
                 self.reconnects += 1;
             }
             let ch = self.ch.as_ref().unwrap();
-            let sent = ch
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    key.into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await;
+            let sent = setup::publish(ch, &self.exchange, key, body).await;
             if let Ok(confirm) = sent
                 && confirm.await.is_ok_and(|c| c.is_ack())
             {

@@ -2,11 +2,11 @@
 //! ack-only consumer on the same events, and the binary at a light steady rate.
 
 use crate::measure::{SystemCpu, peak_rss_kib, process_cpu, quantile, self_cpu};
-use crate::setup::{AMQP, QueueWatch, admin, cleanup, preload, settings, tag};
+use crate::setup::{AMQP, QueueWatch, admin, cleanup, preload, publish, settings, tag};
 use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -214,15 +214,7 @@ pub(crate) async fn light_load(events: &Events, expected: &Expected, rate: u32) 
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
     for (key, body) in events {
         tick.tick().await;
-        ch.basic_publish(
-            s.rabbitmq_exchange.as_str().into(),
-            key.as_str().into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default().with_delivery_mode(2),
-        )
-        .await
-        .unwrap();
+        publish(&ch, &s.rabbitmq_exchange, key, body).await.unwrap();
     }
     let mut samples = Vec::with_capacity(events.len());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

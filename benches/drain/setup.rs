@@ -108,6 +108,24 @@ pub(crate) async fn admin(sql: &str) {
     sqlx::query(sql).execute(&mut c).await.unwrap();
 }
 
+/// Publishes one persistent event; the confirm (when the channel is in confirm mode) is
+/// the caller's to await.
+pub(crate) async fn publish(
+    ch: &lapin::Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+) -> lapin::Result<lapin::PublisherConfirm> {
+    ch.basic_publish(
+        exchange.into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+}
+
 /// Declares the topology and publishes the events with publisher confirms.
 pub(crate) async fn preload(s: &Settings, events: &[(String, Vec<u8>)]) {
     let conn = Connection::connect(AMQP, ConnectionProperties::default())
@@ -121,16 +139,7 @@ pub(crate) async fn preload(s: &Settings, events: &[(String, Vec<u8>)]) {
     for chunk in events.chunks(5000) {
         let mut confirms = Vec::with_capacity(chunk.len());
         for (key, body) in chunk {
-            let confirm = ch
-                .basic_publish(
-                    s.rabbitmq_exchange.as_str().into(),
-                    key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    body,
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await
-                .unwrap();
+            let confirm = publish(&ch, &s.rabbitmq_exchange, key, body).await.unwrap();
             confirms.push(confirm);
         }
         for confirm in confirms {
