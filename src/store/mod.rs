@@ -5,6 +5,7 @@ mod audit;
 mod brake;
 mod lookup;
 mod report;
+mod statements;
 mod trail;
 
 pub use apply::{Commit, EventResult};

@@ -1,8 +1,8 @@
 //! The trail entries of one committed attempt: each outcome with its reason and the
 //! fields it changed, and the events the batch superseded.
 
-use super::apply::Advanced;
 use super::audit::{self, Audit, Entry};
+use super::statements::Advanced;
 use crate::decide::{Outcome, Planned, UserBatch};
 use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};

@@ -1,11 +1,14 @@
 //! One batch's path: decode, plan, reduce per user, apply in one transaction, send the
 //! failures on (confirmed), then acknowledge everything with one `multiple` ack.
 
+mod brake;
+mod send;
+
 use crate::backoff::Backoff;
 use crate::brake::Brake;
 use crate::broker::{self, BrokerError, ROUTING_KEY_HEADER, Session, Topology};
 use crate::decide::{self, Intent, Outcome, Planned, UserBatch};
-use crate::error::{Disposition, Failure, disposition};
+use crate::error::Failure;
 use crate::event::{self, Decoded, EventKind};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
@@ -14,13 +17,11 @@ use crate::signature::{self, SIGNATURE_HEADER};
 use crate::store::{Audit, Commit, DeadLetterEntry, EventMeta, EventResult, Store};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
-use lapin::types::AMQPValue;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -317,208 +318,6 @@ impl Pipeline {
             crate::settings::mask_email(&row.email)
         })
     }
-
-    /// Takes out of the batch the deactivations the brake holds (`hold` is called with each
-    /// of their event indices) and engages the brake if it was not. Nothing is held unless
-    /// a deactivation would take the window past `DEACTIVATION_BRAKE`.
-    fn brake_split(
-        &self,
-        planned: &[Planned],
-        users: Vec<UserBatch>,
-        mut hold: impl FnMut(usize),
-    ) -> Vec<UserBatch> {
-        if self.settings.deactivation_brake == 0 {
-            return users;
-        }
-        let deactivating: Vec<usize> = (0..users.len())
-            .filter(|&u| match &planned[users[u].newest].intent {
-                Intent::Deactivate(_) => true,
-                Intent::Upsert(row) => !row.is_active,
-            })
-            .collect();
-        if deactivating.is_empty() {
-            return users;
-        }
-        let (_, held) = self
-            .brake
-            .lock()
-            .expect("brake lock")
-            .admit(std::time::Instant::now(), &deactivating);
-        if held.is_empty() {
-            return users;
-        }
-        if self.brake.lock().expect("brake lock").engaged.is_none() {
-            self.engage_brake(held.len());
-        }
-        let mut kept = Vec::with_capacity(users.len() - held.len());
-        for (u, user) in users.into_iter().enumerate() {
-            if held.binary_search(&u).is_ok() {
-                hold(user.newest);
-                if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
-                    hold(up);
-                }
-            } else {
-                kept.push(user);
-            }
-        }
-        kept
-    }
-
-    /// Marks the brake engaged; the log entry (written in the background: the decision
-    /// must not wait on the database) lets `user-sync brake release` reach every replica.
-    fn engage_brake(&self, held: usize) {
-        let limit = self.settings.deactivation_brake;
-        let window = self.settings.deactivation_brake_window.as_secs();
-        tracing::error!(
-            threshold = limit,
-            window_s = window,
-            held,
-            queue = %self.topo.hold,
-            "MASS DEACTIVATION BRAKE ENGAGED: more than {limit} deactivations within {window} s; \
-             deactivations are parked until `user-sync brake release`"
-        );
-        self.metrics.set_brake(true);
-        self.brake.lock().expect("brake lock").engaged = Some(0);
-        let (store, brake) = (self.store.clone(), self.brake.clone());
-        let detail = format!("more than {limit} deactivations within {window} s");
-        tokio::spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-            loop {
-                match store.brake_engaged(limit, &detail).await {
-                    Ok(id) => {
-                        let mut b = brake.lock().expect("brake lock");
-                        if b.engaged.is_some() {
-                            b.engaged = Some(id);
-                        }
-                        return;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "brake engaged; recording it failed, retrying")
-                    }
-                }
-                tokio::time::sleep(backoff.next_delay()).await;
-            }
-        });
-    }
-
-    fn brake_record(&self, results: &[(usize, EventResult)]) {
-        if self.settings.deactivation_brake == 0 {
-            return;
-        }
-        let n = results
-            .iter()
-            .filter(|(_, r)| *r == EventResult::Done(Outcome::Deactivated))
-            .count();
-        let mut brake = self.brake.lock().expect("brake lock");
-        brake.window.record(std::time::Instant::now(), n as u32);
-    }
-
-    /// While engaged, asks the brake log whether an operator released it (called before
-    /// each batch and once a second while idle).
-    pub async fn poll_brake(&self) {
-        let engaged = self.brake.lock().expect("brake lock").engaged;
-        let Some(id) = engaged.filter(|id| *id > 0) else {
-            return;
-        };
-        if let Ok(Some(last)) = self.store.brake_last().await
-            && !last.engaged
-            && last.id > id
-        {
-            let mut brake = self.brake.lock().expect("brake lock");
-            brake.engaged = None;
-            brake.window.clear();
-            self.metrics.set_brake(false);
-            tracing::warn!("deactivation brake released by an operator; deactivations flow again");
-        }
-    }
-
-    /// At start: a brake engaged before a restart stays engaged, unless the threshold was
-    /// raised above the one it engaged at (or the brake turned off).
-    pub async fn restore_brake(&self) -> Result<(), sqlx::Error> {
-        let Some(last) = self.store.brake_last().await? else {
-            return Ok(());
-        };
-        if !last.engaged {
-            return Ok(());
-        }
-        let limit = self.settings.deactivation_brake;
-        let was = last.threshold.unwrap_or(0);
-        if limit == 0 || i64::from(limit) > was {
-            let why = format!("restarted with DEACTIVATION_BRAKE raised from {was} to {limit}");
-            self.store.brake_released(&why).await?;
-            tracing::warn!(
-                hold = %self.topo.hold,
-                "{why}: brake released; deactivations parked before stay in the hold queue until `user-sync brake release`"
-            );
-        } else {
-            self.brake.lock().expect("brake lock").engaged = Some(last.id);
-            self.metrics.set_brake(true);
-            tracing::error!(
-                threshold = was,
-                "MASS DEACTIVATION BRAKE still engaged from before the restart; run `user-sync brake release` after checking"
-            );
-        }
-        Ok(())
-    }
-
-    /// Sends a failed delivery to its retry tier or the dead-letter queue, confirmed.
-    async fn send_on(
-        &self,
-        session: &Session,
-        d: &Delivery,
-        failure: &Failure,
-        who: Option<(uuid::Uuid, EventKind)>,
-    ) -> Result<Option<String>, Stop> {
-        let attempts = broker::header_int(&d.properties, ATTEMPTS_HEADER).unwrap_or(0) as u32 + 1;
-        let first_failed =
-            broker::header_str(&d.properties, FIRST_FAILED_HEADER).unwrap_or_else(|| {
-                OffsetDateTime::now_utc()
-                    .format(&Rfc3339)
-                    .unwrap_or_default()
-            });
-        let routing_key = routing_key(d);
-        let tiers = self.topo.retry_queues.len();
-        let (user_id, event_type) = match who {
-            Some((id, kind)) => (id.to_string(), kind.as_str()),
-            None => (String::new(), ""),
-        };
-        match disposition(failure, attempts, self.settings.max_attempts, tiers) {
-            Disposition::Retry { tier } => {
-                let (queue, delay) = &self.topo.retry_queues[tier];
-                self.metrics.outcome("retried");
-                tracing::info!(%user_id, event_type, decision = "retried", attempts, delay_ms = delay.as_millis() as u64, error = %failure_text(failure), "event");
-                let props = broker::with_headers(
-                    &d.properties,
-                    &[
-                        (ATTEMPTS_HEADER, AMQPValue::LongLongInt(attempts.into())),
-                        (FIRST_FAILED_HEADER, broker::text(&first_failed)),
-                        (ROUTING_KEY_HEADER, broker::text(&routing_key)),
-                        ("x-error", broker::text(&failure_text(failure))),
-                    ],
-                );
-                session.publish_confirmed("", queue, &d.data, props).await?;
-                Ok(None)
-            }
-            Disposition::DeadLetter { kind, reason } => {
-                self.metrics.dead_lettered(kind.as_str());
-                tracing::warn!(%user_id, event_type, decision = "dead-lettered", kind = kind.as_str(), attempts, error = %reason, "event");
-                let props = broker::with_headers(
-                    &d.properties,
-                    &[
-                        ("x-error", broker::text(&reason)),
-                        ("x-error-kind", broker::text(kind.as_str())),
-                        (ATTEMPTS_HEADER, AMQPValue::LongLongInt(attempts.into())),
-                        (FIRST_FAILED_HEADER, broker::text(&first_failed)),
-                    ],
-                );
-                // Through the fanout exchange in front of the DLQ, so the routing key is kept.
-                session
-                    .publish_confirmed(&self.topo.dlx, &routing_key, &d.data, props)
-                    .await?;
-                Ok(Some(format!("{}: {reason}", kind.as_str())))
-            }
-        }
-    }
 }
 
 /// The routing key the event was published with: retries come back under our queue's
@@ -526,12 +325,4 @@ impl Pipeline {
 fn routing_key(d: &Delivery) -> String {
     broker::header_str(&d.properties, ROUTING_KEY_HEADER)
         .unwrap_or_else(|| d.routing_key.as_str().to_string())
-}
-
-fn failure_text(f: &Failure) -> String {
-    match f {
-        Failure::Permanent(why) | Failure::Refused(why) => why.clone(),
-        Failure::EmailConflict => "email_conflict: email held by another active user".into(),
-        Failure::BadSignature(why) => why.to_string(),
-    }
 }
