@@ -2,7 +2,9 @@
 -- in the transaction of the change it explains. No field values: which fields changed
 -- (as bits), never a password hash.
 CREATE TABLE audit_log (
-    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    -- Orders a user's rows; no primary-key index of its own: every index costs each of the
+    -- one-per-event inserts on the hot path, and nothing looks a row up by id alone.
+    id           bigint GENERATED ALWAYS AS IDENTITY,
     auth_user_id uuid NOT NULL,
     event_id     text,
     event_type   text NOT NULL,

@@ -241,8 +241,8 @@ impl Store {
         let mut total = 0;
         loop {
             let n = sqlx::query(
-                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log \
-                 WHERE recorded_at < now() - make_interval(days => $1) LIMIT $2)",
+                "DELETE FROM audit_log WHERE ctid = ANY(ARRAY(SELECT ctid FROM audit_log \
+                 WHERE recorded_at < now() - make_interval(days => $1) LIMIT $2))",
             )
             .bind(days as i32)
             .bind(PRUNE_BATCH)
