@@ -104,6 +104,10 @@ async fn main() {
     cmd.env_clear()
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null());
+    // Passed through, to compare allocator settings (e.g. MALLOC_ARENA_MAX=2).
+    if let Ok(arenas) = std::env::var("MALLOC_ARENA_MAX") {
+        cmd.env("MALLOC_ARENA_MAX", arenas);
+    }
     for (k, v) in &vars {
         cmd.env(k.to_uppercase(), v);
     }
