@@ -26,6 +26,31 @@ async fn active(store: &user_sync::store::Store) -> i64 {
         .unwrap()
 }
 
+/// Creates `n` students, waits until all are active, deletes them all, and waits until
+/// `held` deletions sit in the hold queue; returns its name.
+async fn create_then_delete(env: &Env, p: &Publisher, n: u32, held: u32) -> String {
+    for i in 0..n {
+        p.publish_json(&student(i, "user.created", "2024-01-01T00:00:00Z"))
+            .await;
+    }
+    let store = env.store();
+    wait_for("all active", WAIT, || async {
+        active(&store).await == n as i64
+    })
+    .await;
+    for i in 0..n {
+        p.publish_json(&student(i, "user.deleted", "2024-02-01T00:00:00Z"))
+            .await;
+    }
+    let hold = format!("{}.hold", env.broker.queue);
+    wait_for("deletions held", WAIT, || async {
+        queue_counts(&hold).await.is_some_and(|(m, _)| m == held)
+    })
+    .await;
+    store.pool().close().await;
+    hold
+}
+
 fn brake_cmd(env: &Env, args: &[&str]) -> (i32, String) {
     let out = env.binary().arg("brake").args(args).output().unwrap();
     let text =
@@ -38,21 +63,8 @@ async fn the_501st_deactivation_is_held_until_released_and_nothing_is_lost() {
     let env = Env::new().await; // DEACTIVATION_BRAKE defaults to 500 in 300 s
     let worker = env.start().await;
     let p = env.publisher().await;
-    for n in 0..510 {
-        p.publish_json(&student(n, "user.created", "2024-01-01T00:00:00Z"))
-            .await;
-    }
     let store = env.store();
-    wait_for("510 active", WAIT, || async { active(&store).await == 510 }).await;
-    for n in 0..510 {
-        p.publish_json(&student(n, "user.deleted", "2024-02-01T00:00:00Z"))
-            .await;
-    }
-    let hold = format!("{}.hold", env.broker.queue);
-    wait_for("10 held", WAIT, || async {
-        queue_counts(&hold).await.is_some_and(|(n, _)| n == 10)
-    })
-    .await;
+    let hold = create_then_delete(&env, &p, 510, 10).await;
     assert_eq!(active(&store).await, 10, "exactly 500 deactivated");
     let (code, body) = http_get(worker.http, "/readyz").await;
     assert_eq!(code, 503);
@@ -95,21 +107,8 @@ async fn an_engaged_brake_survives_a_restart_unless_the_threshold_was_raised() {
     let env = Env::new().await.set("deactivation_brake", "3");
     let worker = env.start().await;
     let p = env.publisher().await;
-    for n in 0..5 {
-        p.publish_json(&student(n, "user.created", "2024-01-01T00:00:00Z"))
-            .await;
-    }
     let store = env.store();
-    wait_for("5 active", WAIT, || async { active(&store).await == 5 }).await;
-    for n in 0..5 {
-        p.publish_json(&student(n, "user.deleted", "2024-02-01T00:00:00Z"))
-            .await;
-    }
-    let hold = format!("{}.hold", env.broker.queue);
-    wait_for("2 held", WAIT, || async {
-        queue_counts(&hold).await.is_some_and(|(n, _)| n == 2)
-    })
-    .await;
+    create_then_delete(&env, &p, 5, 2).await;
     // The engagement is logged in the background; wait until it is, then restart.
     wait_for("engagement logged", WAIT, || async {
         store.brake_last().await.unwrap().is_some_and(|e| e.engaged)
