@@ -28,13 +28,7 @@ fn env_num(name: &str, default: u64) -> u64 {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
+    measure::status_kib(pid, "VmRSS:")
 }
 
 /// A publisher that survives the broker closing its connection: it reconnects and

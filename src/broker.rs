@@ -259,6 +259,30 @@ pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerErr
     Ok(())
 }
 
+/// (messages ready, consumers) of a queue by passive declare, without creating it; `None`
+/// if it does not exist. A passive declare of a missing queue closes its channel, so each
+/// look gets a channel of its own.
+pub async fn queue_counts(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<(u32, u32)>, BrokerError> {
+    let ch = conn.create_channel().await?;
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch
+        .queue_declare(name.into(), opts, FieldTable::default())
+        .await
+    {
+        Ok(q) => {
+            let _ = ch.close(200, "looked".into()).await;
+            Ok(Some((q.message_count(), q.consumer_count())))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
 fn queue_type_arg(args: &mut FieldTable, queue_type: QueueType) {
     // Quorum: replicated and durable, the safe home for events we must not lose. Classic
     // is left without the argument so queues made by older deployments compare equal.

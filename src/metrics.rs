@@ -48,7 +48,6 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("user_sync");
         let received = Family::<EventType, Counter>::default();
         let outcomes = Family::<OutcomeLabel, Counter>::default();
         let dead_letters = Family::<KindLabel, Counter>::default();
@@ -56,7 +55,7 @@ impl Metrics {
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
         // 0.5 ms to ~4 s: light load commits in about a millisecond, a held batch in seconds.
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        let m = Self {
+        let mut m = Self {
             received,
             outcomes,
             dead_letters,
@@ -67,9 +66,9 @@ impl Metrics {
             paused: Gauge::default(),
             brake_engaged: Gauge::default(),
             last_applied: Gauge::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("user_sync"),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "events_received",
             "Deliveries taken from the queue, by event type (unknown or unreadable: other)",
@@ -121,7 +120,7 @@ impl Metrics {
             "Unix time at which the last change was committed",
             m.last_applied.clone(),
         );
-        Self { registry, ..m }
+        m
     }
 
     /// The Prometheus/OpenMetrics text exposition.

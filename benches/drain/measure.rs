@@ -80,15 +80,19 @@ pub(crate) fn self_cpu() -> f64 {
     stat("self").map_or(0.0, |(_, own, _)| own)
 }
 
-pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+/// A `kB` line of `/proc/{pid}/status` (`VmHWM:` peak RSS, `VmRSS:` current), 0 if gone.
+pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+            let line = s.lines().find(|l| l.starts_with(field))?;
+            line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+pub(crate) fn peak_rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmHWM:")
 }
 
 /// The value at quantile `q` (0..=1) of sorted samples, nearest rank.

@@ -30,15 +30,9 @@ pub async fn status(settings: &Settings) -> Result<BrakeStatus, BrakeError> {
     store.pool().close().await;
     let topo = Topology::new(settings);
     let conn = broker::connect(settings).await?;
-    let ch = conn.create_channel().await.map_err(BrokerError::from)?;
-    let opts = lapin::options::QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let held = ch
-        .queue_declare(topo.hold.as_str().into(), opts, Default::default())
-        .await
-        .map_or(0, |q| q.message_count());
+    let held = broker::queue_counts(&conn, &topo.hold)
+        .await?
+        .map_or(0, |(ready, _)| ready);
     let _ = conn.close(200, "status".into()).await;
     Ok(BrakeStatus {
         engaged: last.is_some_and(|l| l.engaged),

@@ -4,8 +4,6 @@
 use crate::broker::{self, Topology};
 use crate::settings::Settings;
 use crate::store::{Store, UserCounts};
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -104,27 +102,12 @@ async fn queues(settings: &Settings) -> Result<Vec<QueueStatus>, broker::BrokerE
     names.push((topo.hold.clone(), "held by the brake".into()));
     let mut out = Vec::new();
     for (queue, role) in names {
-        // A passive declare of a missing queue closes its channel: one channel each.
-        let ch = conn.create_channel().await?;
-        let opts = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
-        let found = ch
-            .queue_declare(queue.as_str().into(), opts, FieldTable::default())
-            .await;
-        let (messages, consumers) = match found {
-            Ok(q) => (Some(q.message_count()), Some(q.consumer_count())),
-            Err(_) => (None, None),
-        };
-        if messages.is_some() {
-            let _ = ch.close(200, "status".into()).await;
-        }
+        let counts = broker::queue_counts(&conn, &queue).await?;
         out.push(QueueStatus {
             queue,
             role,
-            messages,
-            consumers,
+            messages: counts.map(|c| c.0),
+            consumers: counts.map(|c| c.1),
         });
     }
     let _ = conn.close(200, "status".into()).await;

@@ -29,15 +29,15 @@ impl Pipeline {
         if deactivating.is_empty() {
             return users;
         }
-        let (_, held) = self
-            .brake
-            .lock()
-            .expect("brake lock")
-            .admit(std::time::Instant::now(), &deactivating);
+        let (held, was_engaged) = {
+            let mut brake = self.brake.lock().expect("brake lock");
+            let (_, held) = brake.admit(std::time::Instant::now(), &deactivating);
+            (held, brake.engaged.is_some())
+        };
         if held.is_empty() {
             return users;
         }
-        if self.brake.lock().expect("brake lock").engaged.is_none() {
+        if !was_engaged {
             self.engage_brake(held.len());
         }
         let mut kept = Vec::with_capacity(users.len() - held.len());

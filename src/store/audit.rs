@@ -36,7 +36,7 @@ pub(crate) struct Entry {
     pub changed: i16,
 }
 
-fn at(t: OffsetDateTime) -> String {
+pub(super) fn at(t: OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
@@ -128,36 +128,33 @@ pub(crate) async fn status_timestamps(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Writes the entries in one statement.
-pub(crate) async fn write(
-    tx: &mut PgConnection,
-    planned: &[Planned],
-    audit: &Audit<'_>,
-    entries: &[Entry],
+/// One trail row with its values, whatever produced it.
+struct TrailRow<'a> {
+    user: Uuid,
+    event_id: Option<&'a str>,
+    event_type: &'a str,
+    event_ts: OffsetDateTime,
+    received_at: OffsetDateTime,
+    decision: &'a str,
+    reason: Option<&'a str>,
+    changed: i16,
+}
+
+/// The one INSERT of the trail, set-based.
+async fn insert<'e, 'r>(
+    db: impl sqlx::PgExecutor<'e>,
+    rows: &[TrailRow<'r>],
 ) -> Result<(), sqlx::Error> {
-    if entries.is_empty() {
+    if rows.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = entries.iter().map(|e| planned[e.planned].user_id).collect();
-    let event_ids: Vec<Option<&str>> = entries
-        .iter()
-        .map(|e| audit.meta[e.planned].event_id.as_deref())
-        .collect();
-    let types: Vec<&str> = entries
-        .iter()
-        .map(|e| audit.meta[e.planned].event_type)
-        .collect();
-    let ts: Vec<OffsetDateTime> = entries
-        .iter()
-        .map(|e| planned[e.planned].key.timestamp)
-        .collect();
-    let received: Vec<OffsetDateTime> = entries
-        .iter()
-        .map(|e| audit.meta[e.planned].received_at)
-        .collect();
-    let decisions: Vec<&str> = entries.iter().map(|e| e.decision).collect();
-    let reasons: Vec<Option<&str>> = entries.iter().map(|e| e.reason.as_deref()).collect();
-    let changed: Vec<i16> = entries.iter().map(|e| e.changed).collect();
+    let col = |f: fn(&TrailRow<'r>) -> Option<&'r str>| -> Vec<Option<&'r str>> {
+        rows.iter().map(f).collect()
+    };
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.user).collect();
+    let ts: Vec<OffsetDateTime> = rows.iter().map(|r| r.event_ts).collect();
+    let received: Vec<OffsetDateTime> = rows.iter().map(|r| r.received_at).collect();
+    let changed: Vec<i16> = rows.iter().map(|r| r.changed).collect();
     sqlx::query(
         "INSERT INTO audit_log (auth_user_id, event_id, event_type, event_ts, received_at, \
            decision, reason, changed) \
@@ -166,16 +163,42 @@ pub(crate) async fn write(
            AS x(u, i, t, ts, r, d, why, c)",
     )
     .bind(&ids)
-    .bind(&event_ids)
-    .bind(&types)
+    .bind(col(|r| r.event_id))
+    .bind(col(|r| Some(r.event_type)))
     .bind(&ts)
     .bind(&received)
-    .bind(&decisions)
-    .bind(&reasons)
+    .bind(col(|r| Some(r.decision)))
+    .bind(col(|r| r.reason))
     .bind(&changed)
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
     Ok(())
+}
+
+/// Writes an attempt's entries, in its transaction.
+pub(crate) async fn write(
+    tx: &mut PgConnection,
+    planned: &[Planned],
+    audit: &Audit<'_>,
+    entries: &[Entry],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<TrailRow> = entries
+        .iter()
+        .map(|e| {
+            let meta = &audit.meta[e.planned];
+            TrailRow {
+                user: planned[e.planned].user_id,
+                event_id: meta.event_id.as_deref(),
+                event_type: meta.event_type,
+                event_ts: planned[e.planned].key.timestamp,
+                received_at: meta.received_at,
+                decision: e.decision,
+                reason: e.reason.as_deref(),
+                changed: e.changed,
+            }
+        })
+        .collect();
+    insert(&mut *tx, &rows).await
 }
 
 /// A dead letter whose user is known, for the trail (no table change to share a
@@ -209,31 +232,20 @@ const PRUNE_BATCH: i64 = 5_000;
 
 impl Store {
     pub async fn audit_dead_letters(&self, entries: &[DeadLetterEntry]) -> Result<(), sqlx::Error> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<Uuid> = entries.iter().map(|e| e.user_id).collect();
-        let event_ids: Vec<Option<&str>> = entries.iter().map(|e| e.event_id.as_deref()).collect();
-        let types: Vec<&str> = entries.iter().map(|e| e.event_type).collect();
-        let ts: Vec<OffsetDateTime> = entries.iter().map(|e| e.event_ts).collect();
-        let received: Vec<OffsetDateTime> = entries.iter().map(|e| e.received_at).collect();
-        let reasons: Vec<&str> = entries.iter().map(|e| e.reason.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO audit_log (auth_user_id, event_id, event_type, event_ts, received_at, \
-               decision, reason) \
-             SELECT u, i, t, ts, r, 'dead-lettered', why \
-             FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
-                         $5::timestamptz[], $6::text[]) AS x(u, i, t, ts, r, why)",
-        )
-        .bind(&ids)
-        .bind(&event_ids)
-        .bind(&types)
-        .bind(&ts)
-        .bind(&received)
-        .bind(&reasons)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let rows: Vec<TrailRow> = entries
+            .iter()
+            .map(|e| TrailRow {
+                user: e.user_id,
+                event_id: e.event_id.as_deref(),
+                event_type: e.event_type,
+                event_ts: e.event_ts,
+                received_at: e.received_at,
+                decision: "dead-lettered",
+                reason: Some(&e.reason),
+                changed: 0,
+            })
+            .collect();
+        insert(self.pool(), &rows).await
     }
 
     /// Deletes trail rows older than `days`, a few thousand per statement; returns how many.

@@ -6,7 +6,6 @@ use super::statements::Advanced;
 use crate::decide::{Outcome, Planned, UserBatch};
 use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 /// What one attempt did, as its trail needs it.
@@ -74,11 +73,7 @@ impl AttemptView<'_> {
             });
         }
         for (id, &n) in &newest {
-            let ts = self.planned[n]
-                .key
-                .timestamp
-                .format(&Rfc3339)
-                .unwrap_or_default();
+            let ts = audit::at(self.planned[n].key.timestamp);
             for &l in losers.get(id).into_iter().flatten() {
                 entries.push(Entry {
                     planned: l,
