@@ -1,8 +1,6 @@
 //! Failure classes and the one place that maps a message's failure to ack, retry or
 //! dead-letter.
 
-use crate::store::EventResult;
-
 /// Why one message could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
@@ -78,20 +76,6 @@ pub fn disposition(
             tier: (attempts.saturating_sub(1) as usize).min(tiers.saturating_sub(1)),
         },
     }
-}
-
-/// A database error caused by one change rather than by the database: integrity
-/// violations (class 23) and data exceptions (class 22). Everything else (connections,
-/// pool timeouts, deadlocks, serialisation failures, a shutting-down server) is about the
-/// database and is retried for the whole batch.
-pub fn per_event(e: &sqlx::Error) -> Option<EventResult> {
-    let db = e.as_database_error()?;
-    let code = db.code()?;
-    if code == "23505" && db.constraint() == Some("users_active_email_key") {
-        return Some(EventResult::EmailConflict);
-    }
-    (code.starts_with("23") || code.starts_with("22"))
-        .then(|| EventResult::Rejected(format!("database refused the change (SQLSTATE {code})")))
 }
 
 #[cfg(test)]

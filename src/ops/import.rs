@@ -8,8 +8,9 @@
 use crate::decide::{self, Planned};
 use crate::event::{self, Decoded};
 use crate::membership::Membership;
+use crate::pipeline::{Trail, apply_isolated};
 use crate::settings::Settings;
-use crate::store::{Audit, Commit, EventMeta, EventResult, Store};
+use crate::store::{Commit, EventMeta, EventResult, Store};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -161,9 +162,6 @@ pub async fn import(
     for chunk in events.chunks(opts.batch_size.max(1)) {
         let planned: Vec<Planned> = chunk.iter().map(|(_, p)| p.clone()).collect();
         let (users, losers) = decide::reduce(&planned);
-        for _ in &losers {
-            *summary.outcomes.entry("stale").or_default() += 1;
-        }
         let now = OffsetDateTime::now_utc();
         let meta: Vec<EventMeta> = planned
             .iter()
@@ -173,15 +171,11 @@ pub async fn import(
                 received_at: now,
             })
             .collect();
-        let audit = (settings.audit_retention_days > 0).then(|| Audit {
+        let trail = (settings.audit_retention_days > 0).then(|| Trail {
             service: &settings.service_name,
             meta: &meta,
-            losers: &losers,
         });
-        for (i, result) in store
-            .apply_as(&planned, &users, commit, audit.as_ref())
-            .await?
-        {
+        for (i, result) in apply_isolated(&store, &planned, &users, &losers, commit, trail).await? {
             match result {
                 EventResult::Done(o) => *summary.outcomes.entry(o.as_str()).or_default() += 1,
                 EventResult::EmailConflict => summary.email_conflicts.push(chunk[i].0),

@@ -2,19 +2,22 @@
 //! failures on (confirmed), then acknowledge everything with one `multiple` ack.
 
 mod brake;
+mod isolate;
 mod send;
+
+pub use isolate::{Trail, apply_isolated};
 
 use crate::backoff::Backoff;
 use crate::brake::Brake;
 use crate::broker::{self, BrokerError, ROUTING_KEY_HEADER, Session, Topology};
-use crate::decide::{self, Intent, Outcome, Planned, UserBatch};
+use crate::decide::{self, Intent, Planned, UserBatch};
 use crate::error::Failure;
 use crate::event::{self, Decoded, EventKind};
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::signature::{self, SIGNATURE_HEADER};
-use crate::store::{Audit, Commit, DeadLetterEntry, EventMeta, EventResult, Store};
+use crate::store::{Commit, DeadLetterEntry, EventMeta, EventResult, Store};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use std::sync::Arc;
@@ -182,24 +185,16 @@ impl Pipeline {
         }
 
         let (users, losers) = decide::reduce(&planned);
-        for &l in &losers {
-            let (i, kind) = origin[l];
-            fates[i] = Some(Fate::Done(
-                Outcome::Stale.as_str(),
-                Some((planned[l].user_id, kind)),
-            ));
-        }
         let users = self.brake_split(&planned, users, |p| {
             let (i, kind) = origin[p];
             fates[i] = Some(Fate::Held(planned[p].user_id, kind));
         });
-        let audit = (self.settings.audit_retention_days > 0).then(|| Audit {
+        let trail = (self.settings.audit_retention_days > 0).then(|| Trail {
             service: &self.settings.service_name,
             meta: &meta,
-            losers: &losers,
         });
         let results = self
-            .apply_holding(&planned, &users, audit.as_ref(), shutdown)
+            .apply_holding(&planned, &users, &losers, trail, shutdown)
             .await?;
         self.brake_record(&results);
         for (p, result) in results {
@@ -278,17 +273,14 @@ impl Pipeline {
         &self,
         planned: &[Planned],
         users: &[UserBatch],
-        audit: Option<&Audit<'_>>,
+        losers: &[usize],
+        trail: Option<Trail<'_>>,
         shutdown: &CancellationToken,
     ) -> Result<Vec<(usize, EventResult)>, Stop> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let started = Instant::now();
         loop {
-            match self
-                .store
-                .apply_as(planned, users, Commit::Yes, audit)
-                .await
-            {
+            match apply_isolated(&self.store, planned, users, losers, Commit::Yes, trail).await {
                 Ok(results) => {
                     self.mark_resumed();
                     return Ok(results);

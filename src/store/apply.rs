@@ -7,11 +7,16 @@
 
 use super::Store;
 use super::audit::{self, Audit};
+use super::classify::{Fault, classify};
 use super::statements::{adopt, advance_watermarks, email_conflicts, update_status, upsert};
 use super::trail::AttemptView;
 use crate::decide::{Intent, Outcome, Planned, Row, UserBatch, deactivate_outcome, upsert_outcome};
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
+
+/// Deadlocks and serialization failures retried at once within one `apply`; past this the
+/// error is returned and the worker pauses, since something keeps taking our rows.
+const MAX_CONTENTION_RETRIES: u32 = 20;
 
 /// What became of one planned change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,9 +51,9 @@ enum Attempt {
 impl Store {
     /// Applies a reduced batch (see `decide::reduce`); returns a result for every event
     /// index the `users` name. A failure that belongs to one user splits the batch until
-    /// that user stands alone, so the rest commit. An error that is not about one user
-    /// (connection lost, pool timeout) is returned as is; what committed before it is
-    /// safe to apply again.
+    /// that user stands alone, so the rest commit; contention is tried again at once. An
+    /// outage (see `classify`) is returned as is; what committed before it is safe to
+    /// apply again.
     pub async fn apply(
         &self,
         planned: &[Planned],
@@ -84,6 +89,7 @@ impl Store {
             }
         };
         let mut work: Vec<Vec<usize>> = vec![(0..users.len()).collect()];
+        let mut contended = 0;
         while let Some(set) = work.pop() {
             if set.is_empty() {
                 continue;
@@ -98,17 +104,25 @@ impl Store {
                     }
                     work.push(set.into_iter().filter(|u| !conflicts.contains(u)).collect());
                 }
-                Err(e) => match crate::error::per_event(&e) {
-                    Some(result) if set.len() == 1 => {
+                Err(e) => match classify(&e) {
+                    Fault::Outage => return Err(e),
+                    // Another writer held a row we needed; nothing of ours was wrong, and
+                    // the rolled-back attempt left nothing behind: the same set again.
+                    Fault::Contention if contended < MAX_CONTENTION_RETRIES => {
+                        contended += 1;
+                        tracing::debug!(error = %e, contended, "contention; trying again");
+                        work.push(set);
+                    }
+                    Fault::Contention => return Err(e),
+                    Fault::Event(result) if set.len() == 1 => {
                         fail_user(&mut results, &users[set[0]], result)
                     }
-                    Some(_) => {
+                    Fault::Event(_) => {
                         let mut left = set;
                         let right = left.split_off(left.len() / 2);
                         work.push(right);
                         work.push(left);
                     }
-                    None => return Err(e),
                 },
             }
         }

@@ -3,6 +3,7 @@
 mod apply;
 mod audit;
 mod brake;
+mod classify;
 mod lookup;
 mod report;
 mod statements;

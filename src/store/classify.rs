@@ -1,0 +1,89 @@
+//! Whose fault a database error is: the database's (pause and wait), nobody's (try the
+//! same transaction again at once), or one change's (isolate it, retry it, dead-letter it).
+
+use super::apply::EventResult;
+
+/// What an error while applying a batch calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// The server or the connection is unusable for every event alike: pause, hold the
+    /// batch, never dead-letter.
+    Outage,
+    /// A deadlock or serialization failure between concurrent writers (two replicas
+    /// swapping emails): the same transaction succeeds when tried again.
+    Contention,
+    /// Something about the rows of this batch: split it until the event stands alone.
+    Event(EventResult),
+}
+
+/// Classifies by SQLSTATE. Only states that name the server or the session pause the
+/// worker: a trigger's `RAISE EXCEPTION` (P0001), a row-level-security denial (42501), a
+/// statement timeout (57014) or any code not listed here is tried on smaller sets until one
+/// event is found to carry it, so one refused row never stalls the users behind it.
+pub(crate) fn classify(e: &sqlx::Error) -> Fault {
+    let Some(db) = e.as_database_error() else {
+        // I/O, TLS, a pool timeout, a protocol error: the connection, not the data.
+        return Fault::Outage;
+    };
+    let Some(code) = db.code() else {
+        return Fault::Outage;
+    };
+    match code.as_ref() {
+        "40P01" | "40001" => Fault::Contention,
+        "23505" if db.constraint() == Some("users_active_email_key") => {
+            Fault::Event(EventResult::EmailConflict)
+        }
+        c if server_state(c) => Fault::Outage,
+        c => {
+            let on = db
+                .constraint()
+                .map(|k| format!(", constraint {k}"))
+                .unwrap_or_default();
+            Fault::Event(EventResult::Rejected(format!(
+                "database refused the change (SQLSTATE {c}{on})"
+            )))
+        }
+    }
+}
+
+/// SQLSTATEs about the server's condition, which every event would meet alike: a connection
+/// exception (08), insufficient resources (53: disk, memory, connections), operator
+/// intervention other than a cancelled statement (57P01-57P05: shutdown, crash, not yet
+/// accepting), a read-only transaction (25006: a failover left us on a standby), a system
+/// or configuration file error (58), an internal error (XX), an authorization failure (28),
+/// a database, schema, table, column or function that does not exist (the schema is not
+/// what the statements expect: a migration is missing, not an event wrong).
+fn server_state(code: &str) -> bool {
+    const CLASSES: [&str; 6] = ["08", "53", "58", "XX", "28", "57P"];
+    CLASSES.iter().any(|c| code.starts_with(c))
+        || matches!(
+            code,
+            "25006" | "3D000" | "3F000" | "42P01" | "42703" | "42883"
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_states_pause_and_row_errors_are_isolated() {
+        for outage in [
+            "08006", "53100", "57P01", "57P03", "25006", "XX000", "28P01", "42P01",
+        ] {
+            assert!(server_state(outage), "{outage}");
+        }
+        for row in ["P0001", "42501", "57014", "23514", "22008", "40P01"] {
+            assert!(!server_state(row), "{row}");
+        }
+    }
+
+    #[test]
+    fn an_error_without_a_database_behind_it_is_an_outage() {
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), Fault::Outage);
+        assert_eq!(
+            classify(&sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into())),
+            Fault::Outage
+        );
+    }
+}
