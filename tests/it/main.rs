@@ -11,6 +11,7 @@ mod import;
 mod isolation;
 mod leaks;
 mod lifecycle;
+mod model;
 mod ops;
 mod process;
 mod signed;
