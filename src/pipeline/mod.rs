@@ -189,7 +189,9 @@ impl Pipeline {
                 Some((planned[l].user_id, kind)),
             ));
         }
-        let users = self.brake_split(&planned, users, |p| {
+        let released_at = self.released(&batch, shutdown).await?;
+        let released = |p: usize| released_at[origin[p].0];
+        let users = self.brake_split(&planned, users, released, |p| {
             let (i, kind) = origin[p];
             fates[i] = Some(Fate::Held(planned[p].user_id, kind));
         });
@@ -201,7 +203,7 @@ impl Pipeline {
         let results = self
             .apply_holding(&planned, &users, audit.as_ref(), shutdown)
             .await?;
-        self.brake_record(&results);
+        self.brake_record(&results, released);
         for (p, result) in results {
             let (i, kind) = origin[p];
             let who = Some((planned[p].user_id, kind));
