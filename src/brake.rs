@@ -5,8 +5,12 @@
 //! deletes every user then costs a page, not a school's worth of lockouts.
 //!
 //! The window counts this process's deactivations: with several replicas, each has its own.
+//! Deactivations an operator released (stamped with a release's token, see
+//! `ops::brake::release`) pass the brake and do not count in the window: they were approved,
+//! and counting them would park again every one past the threshold, so a large release
+//! would never end.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
@@ -57,6 +61,8 @@ pub struct Brake {
     pub window: Window,
     /// The `brake_log` id of the engagement in force.
     pub engaged: Option<i64>,
+    /// Tokens of releases found in `brake_log`, so each is looked up once.
+    pub releases: HashSet<String>,
 }
 
 impl Brake {
@@ -64,6 +70,7 @@ impl Brake {
         Self {
             window: Window::new(limit, span),
             engaged: None,
+            releases: HashSet::new(),
         }
     }
 

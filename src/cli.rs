@@ -55,7 +55,10 @@ pub enum BrakeCommand {
         #[arg(long)]
         json: bool,
     },
-    Release,
+    Release {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -99,6 +102,8 @@ pub enum DlqCommand {
         kind: Option<String>,
         #[arg(long)]
         limit: Option<usize>,
+        #[arg(long)]
+        json: bool,
     },
     /// Delete every dead letter.
     Purge {
@@ -165,15 +170,20 @@ pub async fn dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
             Ok(None) => return fail(format!("no dead letter at position {position}")),
             Err(e) => return fail(e),
         },
-        DlqCommand::Replay { kind, limit } => {
-            match dlq::replay(settings, kind.as_deref(), limit).await {
-                Ok(r) => println!(
-                    "replayed {} dead letter(s) to the main queue; {} of other kinds left in place",
-                    r.replayed, r.kept
-                ),
-                Err(e) => return fail(e),
-            }
-        }
+        DlqCommand::Replay {
+            kind,
+            limit,
+            json: j,
+        } => match dlq::replay(settings, kind.as_deref(), limit).await {
+            Ok(r) if j => println!("{}", json(&r)),
+            Ok(r) => println!(
+                "replayed {} dead letter(s) to the main queue; {} of other kinds left in place; {}",
+                r.replayed,
+                r.kept,
+                r.came_back_text()
+            ),
+            Err(e) => return fail(e),
+        },
         DlqCommand::Purge { yes: false } => {
             return fail("purge deletes every dead letter for good; add --yes");
         }
@@ -258,15 +268,20 @@ pub async fn brake(settings: &Settings, command: BrakeCommand) -> ExitCode {
             ),
             Err(e) => return fail(e),
         },
-        BrakeCommand::Release => match brake::release(settings).await {
+        BrakeCommand::Release { json: j } => match brake::release(settings).await {
+            Ok(r) if j => println!("{}", json(&r)),
             Ok(r) => println!(
-                "{}; moved {} held deactivation(s) back to the queue",
+                "{}; moved {} held deactivation(s) back to the queue; {}",
                 if r.was_engaged {
                     "brake released"
                 } else {
                     "the brake was not engaged"
                 },
-                r.moved
+                r.moved,
+                match r.came_back {
+                    Some(n) => format!("{n} parked again"),
+                    None => "no worker consumes the queue yet".into(),
+                }
             ),
             Err(e) => return fail(e),
         },

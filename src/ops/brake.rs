@@ -1,6 +1,6 @@
 //! `user-sync brake`: see whether the mass-deactivation brake holds, and release it.
 
-use super::dlq::move_back;
+use super::dlq::{Moving, move_back};
 use crate::broker::{self, BrokerError, Session, Topology};
 use crate::settings::Settings;
 use crate::store::Store;
@@ -47,27 +47,44 @@ pub struct Released {
     pub was_engaged: bool,
     /// Held deactivations moved back to the main queue, to be applied now.
     pub moved: usize,
+    /// What the hold queue gained while settling (see `dlq::Replayed::came_back`): no moved
+    /// deactivation is parked again, so only new ones beyond the threshold count here.
+    pub came_back: Option<u32>,
 }
 
-/// Releases the brake for every replica (through the brake log), then moves the held
-/// deactivations back to the main queue. The log entry comes first, so that a worker
-/// never parks a moved message again.
+/// Releases the brake for every replica and moves the deactivations held when it starts
+/// back to the main queue, each stamped with a token recorded in the brake log. A worker
+/// admits a stamped deactivation past the brake, and does not count it in its window, only
+/// when the log holds the token: the operator approved exactly these. Without that, a
+/// release of more deactivations than the threshold would see the surplus parked again,
+/// and move it back and forth for ever. The log entry comes first, so every replica knows
+/// the token before any stamped copy reaches it.
 pub async fn release(settings: &Settings) -> Result<Released, BrakeError> {
     let store = Store::new(settings)?;
     store.migrate().await?;
     let was_engaged = store.brake_last().await?.is_some_and(|l| l.engaged);
-    if was_engaged {
-        store.brake_released("released by an operator").await?;
-    }
+    let token = uuid::Uuid::new_v4().to_string();
+    let detail = if was_engaged {
+        "released by an operator"
+    } else {
+        "held deactivations released by an operator; the brake was not engaged"
+    };
+    store.brake_released(detail, Some(&token)).await?;
     store.pool().close().await;
-    // A worker reads the log before each batch, so it sees the release before any moved
-    // message reaches it.
     let topo = Topology::new(settings);
     let session = Session::open(settings, &topo).await?;
-    let moved = move_back(&session, &topo, &topo.hold, None, None).await;
+    let moving = Moving {
+        from: &topo.hold,
+        kind: None,
+        limit: None,
+        stamp: Some(&token),
+    };
+    let moved = move_back(&session, &topo, &moving).await;
     session.close().await;
+    let moved = moved?;
     Ok(Released {
         was_engaged,
-        moved: moved?.replayed,
+        moved: moved.replayed,
+        came_back: moved.came_back,
     })
 }

@@ -1,27 +1,45 @@
 //! `user-sync dlq`: look into the dead-letter queue without consuming it, move messages
 //! back to the main queue once their cause is fixed, or purge it.
 //!
-//! Browsing takes messages with `basic.get` and never acknowledges them; closing the
-//! channel returns them all to the queue. Replay publishes a copy to the main queue and
-//! acknowledges the dead letter only after the broker confirmed the copy, so a replay that
-//! dies midway duplicates at most one message (harmless: events are idempotent) and loses none.
+//! Browsing turns the queue over once: each dead letter is taken with `basic.get`, a copy
+//! (same body, routing key and headers) is published to the queue's tail and confirmed,
+//! and only then is the original acknowledged. Handing unacknowledged messages back would
+//! be simpler, but a quorum queue counts every such return against its `delivery-limit`,
+//! and the DLQ has no dead-letter target: browsing would delete dead letters. A full turn
+//! keeps the order; a letter dead-lettered during the turn lands among the copies, and a
+//! browse that dies midway leaves at most one duplicate.
+//!
+//! Replay publishes a copy to the main queue and acknowledges the dead letter only after
+//! the broker confirmed the copy, so a replay that dies midway duplicates at most one
+//! message (harmless: events are idempotent) and loses none. It takes at most the letters
+//! present when it starts: those that fail again go back to the DLQ's tail within
+//! milliseconds, and a loop until the queue is empty would never end.
 
-use crate::broker::{self, BrokerError, ROUTING_KEY_HEADER, Session, Topology};
+use crate::broker::{self, BrokerError, RELEASE_HEADER, ROUTING_KEY_HEADER, Session, Topology};
 use crate::settings::Settings;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
 use lapin::types::AMQPValue;
 use lapin::{BasicProperties, Channel};
 use serde::Serialize;
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Headers that describe a failed attempt; a replayed message starts afresh without them.
-const ATTEMPT_HEADERS: [&str; 5] = [
+/// A brake release's token goes too: a replay is not the operator's release of the brake.
+const ATTEMPT_HEADERS: [&str; 6] = [
     "x-attempts",
     "x-first-failed-at",
     "x-error",
     "x-error-kind",
     "x-death",
+    RELEASE_HEADER,
 ];
+
+/// After moving messages back, how long the source queue's depth must stay still (with
+/// the main queue drained) before what came back is counted, and the most we wait.
+const SETTLE_QUIET: Duration = Duration::from_secs(1);
+const SETTLE_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeadLetter {
@@ -88,6 +106,60 @@ async fn browse_channel(settings: &Settings) -> Result<(lapin::Connection, Chann
     Ok((conn, ch))
 }
 
+/// Messages ready in a queue; 0 if it does not exist.
+async fn ready(conn: &lapin::Connection, queue: &str) -> Result<u32, BrokerError> {
+    Ok(broker::queue_counts(conn, queue)
+        .await?
+        .map_or(0, |(ready, _)| ready))
+}
+
+/// Puts a dead letter back at the DLQ's tail: a confirmed copy through the DLQ's fanout
+/// exchange (so its routing key stays), then the original is acknowledged.
+async fn to_tail(
+    session: &Session,
+    topo: &Topology,
+    m: &BasicGetMessage,
+) -> Result<(), BrokerError> {
+    let props = broker::republished(&m.delivery.properties);
+    let key = m.delivery.routing_key.as_str();
+    session
+        .publish_confirmed(&topo.dlx, key, &m.delivery.data, props)
+        .await?;
+    ack(m).await
+}
+
+async fn ack(m: &BasicGetMessage) -> Result<(), BrokerError> {
+    if m.delivery.acker.ack(BasicAckOptions::default()).await? {
+        Ok(())
+    } else {
+        Err(BrokerError::NotConfirmed("ack".into()))
+    }
+}
+
+/// Turns the DLQ over once (see the module's notes), showing each letter to `visit` with
+/// its position.
+async fn turn_over(
+    settings: &Settings,
+    mut visit: impl FnMut(usize, &BasicGetMessage),
+) -> Result<(), BrokerError> {
+    let topo = Topology::new(settings);
+    let session = Session::open_undeclared(settings).await?;
+    let turned = async {
+        let present = ready(&session.connection, &topo.dlq).await?;
+        for position in 1..=present as usize {
+            let Some(m) = get(&session.consume, &topo.dlq).await? else {
+                break;
+            };
+            visit(position, &m);
+            to_tail(&session, &topo, &m).await?;
+        }
+        Ok(())
+    }
+    .await;
+    session.close().await;
+    turned
+}
+
 async fn get(ch: &Channel, queue: &str) -> Result<Option<BasicGetMessage>, BrokerError> {
     Ok(ch
         .basic_get(queue.into(), BasicGetOptions { no_ack: false })
@@ -130,18 +202,13 @@ async fn browse(
     limit: usize,
     keep: impl Fn(&BasicGetMessage) -> bool,
 ) -> Result<Vec<DeadLetter>, BrokerError> {
-    let topo = Topology::new(settings);
-    let (conn, ch) = browse_channel(settings).await?;
     let mut out = Vec::new();
-    for position in 1..=limit {
-        match get(&ch, &topo.dlq).await? {
-            Some(m) if keep(&m) => out.push(DeadLetter::read(position, &m)),
-            Some(_) => {}
-            None => break,
+    turn_over(settings, |position, m| {
+        if position <= limit && keep(m) {
+            out.push(DeadLetter::read(position, m));
         }
-    }
-    let _ = ch.close(200, "browsed".into()).await;
-    let _ = conn.close(200, "browsed".into()).await;
+    })
+    .await?;
     Ok(out)
 }
 
@@ -154,37 +221,34 @@ pub struct Shown {
 }
 
 pub async fn show(settings: &Settings, position: usize) -> Result<Option<Shown>, BrokerError> {
-    let topo = Topology::new(settings);
-    let (conn, ch) = browse_channel(settings).await?;
     let mut found = None;
-    for n in 1..=position {
-        match get(&ch, &topo.dlq).await? {
-            Some(m) if n == position => {
-                let headers = m
-                    .delivery
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .map(|h| {
-                        h.inner()
-                            .iter()
-                            .map(|(k, v)| (k.to_string(), redact(&header_text(v))))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                found = Some(Shown {
-                    letter: DeadLetter::read(n, &m),
-                    headers,
-                    body: redact_body(&m.delivery.data),
-                });
-            }
-            Some(_) => {}
-            None => break,
+    turn_over(settings, |n, m| {
+        if n == position {
+            found = Some(shown(n, m));
         }
-    }
-    let _ = ch.close(200, "browsed".into()).await;
-    let _ = conn.close(200, "browsed".into()).await;
+    })
+    .await?;
     Ok(found)
+}
+
+fn shown(position: usize, m: &BasicGetMessage) -> Shown {
+    let headers = m
+        .delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| {
+            h.inner()
+                .iter()
+                .map(|(k, v)| (k.to_string(), redact(&header_text(v))))
+                .collect()
+        })
+        .unwrap_or_default();
+    Shown {
+        letter: DeadLetter::read(position, m),
+        headers,
+        body: redact_body(&m.delivery.data),
+    }
 }
 
 pub fn show_text(s: &Shown) -> String {
@@ -209,8 +273,24 @@ fn header_text(v: &AMQPValue) -> String {
 #[derive(Debug, Serialize, PartialEq, Eq)]
 pub struct Replayed {
     pub replayed: usize,
-    /// Looked at but left in the dead-letter queue (another kind).
+    /// Looked at but left in the dead-letter queue (another kind), moved to its tail.
     pub kept: usize,
+    /// How many messages the source queue gained while moving and settling (until it stayed
+    /// still for a second with the main queue drained, at most 10 s): copies that failed,
+    /// or were parked, again straight away, plus anything new that arrived meanwhile.
+    /// Retries that fail later are not seen. `None`: nothing consumes the main queue, so
+    /// nothing could have come back yet.
+    pub came_back: Option<u32>,
+}
+
+impl Replayed {
+    /// The tail of the commands' report line.
+    pub fn came_back_text(&self) -> String {
+        match self.came_back {
+            Some(n) => format!("{n} came straight back"),
+            None => "no worker consumes the main queue yet, so none came back".into(),
+        }
+    }
 }
 
 /// Moves dead letters (of `kind`, if given; at most `limit`) back to the main queue with
@@ -222,47 +302,104 @@ pub async fn replay(
 ) -> Result<Replayed, BrokerError> {
     let topo = Topology::new(settings);
     let session = Session::open(settings, &topo).await?;
-    let moved = move_back(&session, &topo, &topo.dlq, kind, limit).await;
+    let moving = Moving {
+        from: &topo.dlq,
+        kind,
+        limit,
+        stamp: None,
+    };
+    let moved = move_back(&session, &topo, &moving).await;
     session.close().await;
     moved
 }
 
-/// Moves messages from `from` to the main queue: each copy confirmed before its original
-/// is acknowledged. Shared by `dlq replay` and `brake release`.
+/// What `move_back` moves: from which queue, only which kind (dead letters only), at most
+/// how many, and the brake release token to stamp each copy with.
+pub(crate) struct Moving<'a> {
+    pub from: &'a str,
+    pub kind: Option<&'a str>,
+    pub limit: Option<usize>,
+    pub stamp: Option<&'a str>,
+}
+
+/// Moves messages to the main queue: each copy confirmed before its original is
+/// acknowledged. Takes at most the messages present at the start, so it ends even when
+/// they come straight back. Shared by `dlq replay` and `brake release`.
 pub(crate) async fn move_back(
     session: &Session,
     topo: &Topology,
-    from: &str,
-    kind: Option<&str>,
-    limit: Option<usize>,
+    moving: &Moving<'_>,
 ) -> Result<Replayed, BrokerError> {
+    let present = ready(&session.connection, moving.from).await?;
     let mut done = Replayed {
         replayed: 0,
         kept: 0,
+        came_back: None,
     };
-    while limit.is_none_or(|l| done.replayed < l) {
-        let Some(m) = get(&session.consume, from).await? else {
+    let mut taken = 0;
+    while taken < present && moving.limit.is_none_or(|l| done.replayed < l) {
+        let Some(m) = get(&session.consume, moving.from).await? else {
             break;
         };
+        taken += 1;
         let letter = DeadLetter::read(0, &m);
-        if kind.is_some_and(|k| letter.kind.as_deref() != Some(k)) {
-            // Held unacknowledged until the channel closes, so the loop moves past it.
+        if moving
+            .kind
+            .is_some_and(|k| letter.kind.as_deref() != Some(k))
+        {
+            to_tail(session, topo, &m).await?;
             done.kept += 1;
             continue;
         }
-        let props = fresh_properties(&m.delivery.properties, &letter.routing_key);
+        let props = fresh_properties(&m.delivery.properties, &letter.routing_key, moving.stamp);
         // Straight to our queue through the default exchange, as the retry tiers do: the
         // auth exchange would hand the message to every other service again.
         session
             .publish_confirmed("", &topo.queue, &m.delivery.data, props)
             .await?;
-        m.delivery.acker.ack(BasicAckOptions::default()).await?;
+        ack(&m).await?;
         done.replayed += 1;
     }
+    let left = present.saturating_sub(done.replayed as u32);
+    done.came_back = came_back(session, topo, moving.from, left).await?;
     Ok(done)
 }
 
-fn fresh_properties(p: &BasicProperties, routing_key: &str) -> BasicProperties {
+/// What `from` gained over the `left` messages it kept, once things settled (see
+/// `Replayed::came_back`).
+async fn came_back(
+    session: &Session,
+    topo: &Topology,
+    from: &str,
+    left: u32,
+) -> Result<Option<u32>, BrokerError> {
+    let conn = &session.connection;
+    let consumers = broker::queue_counts(conn, &topo.queue).await?;
+    if consumers.is_none_or(|(_, c)| c == 0) {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + SETTLE_MAX;
+    let (mut depth, mut still_since) = (ready(conn, from).await?, Instant::now());
+    loop {
+        let drained = ready(conn, &topo.queue).await? == 0;
+        if (drained && still_since.elapsed() >= SETTLE_QUIET) || Instant::now() >= deadline {
+            return Ok(Some(depth.saturating_sub(left)));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = ready(conn, from).await?;
+        if now != depth {
+            (depth, still_since) = (now, Instant::now());
+        }
+    }
+}
+
+/// A moved message's properties: the attempt headers dropped, the routing key kept, and
+/// the release token set when a brake release moves it.
+fn fresh_properties(
+    p: &BasicProperties,
+    routing_key: &str,
+    stamp: Option<&str>,
+) -> BasicProperties {
     let mut headers = lapin::types::FieldTable::default();
     if let Some(old) = p.headers() {
         for (k, v) in old.inner() {
@@ -272,7 +409,10 @@ fn fresh_properties(p: &BasicProperties, routing_key: &str) -> BasicProperties {
         }
     }
     headers.insert(ROUTING_KEY_HEADER.into(), broker::text(routing_key));
-    p.clone().with_headers(headers).with_delivery_mode(2)
+    if let Some(token) = stamp {
+        headers.insert(RELEASE_HEADER.into(), broker::text(token));
+    }
+    broker::republished(p).with_headers(headers)
 }
 
 /// Empties the dead-letter queue; returns how many messages it held.
@@ -364,6 +504,30 @@ mod tests {
         assert!(shown.contains("a@example.com"));
         let raw = format!("{{broken json {HASH} tail");
         assert_eq!(redact_body(raw.as_bytes()), "{broken json *** tail");
+    }
+
+    #[test]
+    fn a_moved_copy_starts_afresh_without_the_producers_expiration() {
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert("x-attempts".into(), AMQPValue::LongLongInt(3));
+        headers.insert(RELEASE_HEADER.into(), broker::text("forged"));
+        headers.insert("trace".into(), broker::text("t-1"));
+        let failed = BasicProperties::default()
+            .with_expiration("300".into())
+            .with_headers(headers);
+        let replayed = fresh_properties(&failed, "user.deleted", None);
+        assert_eq!(replayed.expiration(), &None);
+        assert_eq!(broker::header_int(&replayed, "x-attempts"), None);
+        assert_eq!(broker::header_str(&replayed, RELEASE_HEADER), None);
+        assert_eq!(
+            broker::header_str(&replayed, "trace").as_deref(),
+            Some("t-1")
+        );
+        let key = broker::header_str(&replayed, ROUTING_KEY_HEADER);
+        assert_eq!(key.as_deref(), Some("user.deleted"));
+        let released = fresh_properties(&failed, "user.deleted", Some("tok"));
+        let token = broker::header_str(&released, RELEASE_HEADER);
+        assert_eq!(token.as_deref(), Some("tok"));
     }
 
     #[test]

@@ -1,30 +1,97 @@
 //! The mass-deactivation brake's part of a batch (see `crate::brake`): hold what would
 //! cross the threshold, engage and release, restore after a restart.
 
-use super::Pipeline;
+use super::{HOLD_DURING_OUTAGE, Pipeline, Stop};
 use crate::backoff::Backoff;
+use crate::broker::{self, RELEASE_HEADER};
 use crate::decide::{Intent, Outcome, Planned, UserBatch};
 use crate::store::EventResult;
+use lapin::message::Delivery;
 use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 impl Pipeline {
+    /// Which deliveries of the batch an operator released from the hold queue: those whose
+    /// release header names a release recorded in the brake log. The log, not the header
+    /// alone, decides, so a producer cannot wave deactivations past the brake; and it is
+    /// shared, so every replica admits what one release moved back.
+    pub(super) async fn released(
+        &self,
+        batch: &[(Delivery, Instant)],
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<bool>, Stop> {
+        if self.settings.deactivation_brake == 0 {
+            return Ok(vec![false; batch.len()]);
+        }
+        let tokens: Vec<Option<String>> = batch
+            .iter()
+            .map(|(d, _)| broker::header_str(&d.properties, RELEASE_HEADER))
+            .collect();
+        let mut unknown: Vec<String> = {
+            let brake = self.brake.lock().expect("brake lock");
+            let new = |t: &&String| !brake.releases.contains(*t);
+            tokens.iter().flatten().filter(new).cloned().collect()
+        };
+        if !unknown.is_empty() {
+            unknown.sort();
+            unknown.dedup();
+            let recorded = self.recorded_releases(&unknown, shutdown).await?;
+            self.brake
+                .lock()
+                .expect("brake lock")
+                .releases
+                .extend(recorded);
+        }
+        let brake = self.brake.lock().expect("brake lock");
+        Ok(tokens
+            .iter()
+            .map(|t| t.as_ref().is_some_and(|t| brake.releases.contains(t)))
+            .collect())
+    }
+
+    /// Asks the brake log, holding the batch through a database outage as `apply_holding`
+    /// does: a released deactivation must never be parked again for want of an answer.
+    async fn recorded_releases(
+        &self,
+        tokens: &[String],
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<String>, Stop> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let started = Instant::now();
+        loop {
+            match self.store.brake_release_tokens(tokens).await {
+                Ok(found) => return Ok(found),
+                Err(e) => {
+                    self.mark_paused(&e);
+                    if started.elapsed() > HOLD_DURING_OUTAGE {
+                        return Err(Stop::DatabaseDown);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Err(Stop::Shutdown),
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+            }
+        }
+    }
+
     /// Takes out of the batch the deactivations the brake holds (`hold` is called with each
     /// of their event indices) and engages the brake if it was not. Nothing is held unless
-    /// a deactivation would take the window past `DEACTIVATION_BRAKE`.
+    /// a deactivation would take the window past `DEACTIVATION_BRAKE`; deactivations an
+    /// operator released (`released`, by event index) always go ahead.
     pub(super) fn brake_split(
         &self,
         planned: &[Planned],
         users: Vec<UserBatch>,
+        released: impl Fn(usize) -> bool,
         mut hold: impl FnMut(usize),
     ) -> Vec<UserBatch> {
         if self.settings.deactivation_brake == 0 {
             return users;
         }
         let deactivating: Vec<usize> = (0..users.len())
-            .filter(|&u| match &planned[users[u].newest].intent {
-                Intent::Deactivate(_) => true,
-                Intent::Upsert(row) => !row.is_active,
-            })
+            .filter(|&u| !released(users[u].newest) && deactivates(&planned[users[u].newest]))
             .collect();
         if deactivating.is_empty() {
             return users;
@@ -91,13 +158,18 @@ impl Pipeline {
         });
     }
 
-    pub(super) fn brake_record(&self, results: &[(usize, EventResult)]) {
+    /// Counts the batch's deactivations in the window, but for those an operator released.
+    pub(super) fn brake_record(
+        &self,
+        results: &[(usize, EventResult)],
+        released: impl Fn(usize) -> bool,
+    ) {
         if self.settings.deactivation_brake == 0 {
             return;
         }
         let n = results
             .iter()
-            .filter(|(_, r)| *r == EventResult::Done(Outcome::Deactivated))
+            .filter(|(p, r)| *r == EventResult::Done(Outcome::Deactivated) && !released(*p))
             .count();
         let mut brake = self.brake.lock().expect("brake lock");
         brake.window.record(std::time::Instant::now(), n as u32);
@@ -135,7 +207,7 @@ impl Pipeline {
         let was = last.threshold.unwrap_or(0);
         if limit == 0 || i64::from(limit) > was {
             let why = format!("restarted with DEACTIVATION_BRAKE raised from {was} to {limit}");
-            self.store.brake_released(&why).await?;
+            self.store.brake_released(&why, None).await?;
             tracing::warn!(
                 hold = %self.topo.hold,
                 "{why}: brake released; deactivations parked before stay in the hold queue until `user-sync brake release`"
@@ -149,5 +221,12 @@ impl Pipeline {
             );
         }
         Ok(())
+    }
+}
+
+fn deactivates(p: &Planned) -> bool {
+    match &p.intent {
+        Intent::Deactivate(_) => true,
+        Intent::Upsert(row) => !row.is_active,
     }
 }

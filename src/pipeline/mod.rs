@@ -185,7 +185,9 @@ impl Pipeline {
         }
 
         let (users, losers) = decide::reduce(&planned);
-        let users = self.brake_split(&planned, users, |p| {
+        let released_at = self.released(&batch, shutdown).await?;
+        let released = |p: usize| released_at[origin[p].0];
+        let users = self.brake_split(&planned, users, released, |p| {
             let (i, kind) = origin[p];
             fates[i] = Some(Fate::Held(planned[p].user_id, kind));
         });
@@ -196,7 +198,7 @@ impl Pipeline {
         let results = self
             .apply_holding(&planned, &users, &losers, trail, shutdown)
             .await?;
-        self.brake_record(&results);
+        self.brake_record(&results, released);
         for (p, result) in results {
             let (i, kind) = origin[p];
             let who = Some((planned[p].user_id, kind));

@@ -23,12 +23,32 @@ impl Store {
         .await
     }
 
-    pub async fn brake_released(&self, detail: &str) -> Result<i64, sqlx::Error> {
+    /// Records a release; `token` is the one the released deactivations carry, if any.
+    pub async fn brake_released(
+        &self,
+        detail: &str,
+        token: Option<&str>,
+    ) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar(
-            "INSERT INTO brake_log (action, detail) VALUES ('released', $1) RETURNING id",
+            "INSERT INTO brake_log (action, detail, token) VALUES ('released', $1, $2) \
+             RETURNING id",
         )
         .bind(detail)
+        .bind(token)
         .fetch_one(self.pool())
+        .await
+    }
+
+    /// Those of `tokens` that name a recorded release.
+    pub async fn brake_release_tokens(
+        &self,
+        tokens: &[String],
+    ) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT token FROM brake_log WHERE action = 'released' AND token = ANY($1)",
+        )
+        .bind(tokens)
+        .fetch_all(self.pool())
         .await
     }
 

@@ -146,3 +146,168 @@ async fn an_engaged_brake_survives_a_restart_unless_the_threshold_was_raised() {
     .await;
     worker.stop().await;
 }
+
+/// Creates `n` students and deletes them all; returns once every deletion was either
+/// applied or parked (the number parked depends on how the replicas shared them).
+async fn delete_until_settled(env: &Env, p: &Publisher, n: u32) -> u32 {
+    for i in 0..n {
+        p.publish_json(&student(i, "user.created", "2024-01-01T00:00:00Z"))
+            .await;
+    }
+    let store = env.store();
+    wait_for("all active", WAIT, || async {
+        active(&store).await == n as i64
+    })
+    .await;
+    for i in 0..n {
+        p.publish_json(&student(i, "user.deleted", "2024-02-01T00:00:00Z"))
+            .await;
+    }
+    let (queue, hold) = (&env.broker.queue, format!("{}.hold", env.broker.queue));
+    wait_for("every deletion applied or held", WAIT, || async {
+        let held = queue_counts(&hold).await.map_or(0, |c| c.0);
+        let waiting = queue_counts(queue).await.map_or(1, |c| c.0);
+        waiting == 0 && held > 0 && i64::from(held) == active(&store).await
+    })
+    .await;
+    let held = queue_counts(&hold).await.unwrap().0;
+    store.pool().close().await;
+    held
+}
+
+/// Releases within a bounded time (a release that never ends fails here); returns how
+/// many deactivations it moved and how many it saw parked again.
+async fn release_within(env: &Env) -> (u32, u32) {
+    let mut cmd = env.binary();
+    cmd.args(["brake", "release"]);
+    let out = output_within(cmd, Duration::from_secs(45)).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let number_before = |word: &str| -> u32 {
+        let at = text.find(word).unwrap_or_else(|| panic!("{word}: {text}"));
+        let digits = text[..at].trim_end().rsplit(' ').next().unwrap();
+        digits.parse().unwrap_or_else(|_| panic!("{text}"))
+    };
+    let moved = text
+        .split("moved ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next());
+    let moved = moved.and_then(|n| n.parse().ok()).expect(&text);
+    (moved, number_before("parked again"))
+}
+
+async fn all_applied_once(env: &Env, held: u32) {
+    let store = env.store();
+    wait_for("all deactivated", WAIT, || async {
+        active(&store).await == 0
+    })
+    .await;
+    let hold = format!("{}.hold", env.broker.queue);
+    assert_eq!(
+        queue_counts(&hold).await.unwrap().0,
+        0,
+        "nothing parked again"
+    );
+    assert!(env.dead_letters().await.is_empty());
+    let released: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM brake_log WHERE action = 'released'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(released, 1, "one release, {held} deactivations");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_applies_every_held_deactivation_once_when_more_than_the_threshold_were_held() {
+    let env = Env::new().await.set("deactivation_brake", "50");
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let held = delete_until_settled(&env, &p, 200).await;
+    assert_eq!(held, 150);
+    assert_eq!(release_within(&env).await, (150, 0));
+    all_applied_once(&env, held).await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_reaches_two_replicas_and_applies_every_held_deactivation_once() {
+    let env = Env::new()
+        .await
+        .set("deactivation_brake", "50")
+        .set("prefetch", "20")
+        .set("batch_size", "10");
+    let (one, two) = (env.start().await, env.start().await);
+    let queue = env.broker.queue.clone();
+    wait_for("two consumers", WAIT, || async {
+        queue_counts(&queue).await.is_some_and(|(_, c)| c == 2)
+    })
+    .await;
+    let p = env.publisher().await;
+    let held = delete_until_settled(&env, &p, 300).await;
+    assert!(held >= 200, "each replica admits at most 50: {held}");
+    assert_eq!(release_within(&env).await, (held, 0));
+    all_applied_once(&env, held).await;
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_release_header_does_not_pass_the_brake() {
+    let env = Env::new().await.set("deactivation_brake", "1");
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let hold = create_then_delete(&env, &p, 2, 1).await;
+    let forged = lapin::types::FieldTable::from(std::collections::BTreeMap::from([(
+        "x-brake-release".into(),
+        lapin::types::AMQPValue::LongString(uuid::Uuid::new_v4().to_string().into()),
+    )]));
+    let props = lapin::BasicProperties::default().with_headers(forged);
+    p.publish_with(
+        "user.created",
+        student(9, "user.created", "2024-01-01T00:00:00Z")
+            .to_string()
+            .as_bytes(),
+        lapin::BasicProperties::default(),
+    )
+    .await;
+    let store = env.store();
+    wait_for("created", WAIT, || async { active(&store).await == 2 }).await;
+    let deleted = student(9, "user.deleted", "2024-02-01T00:00:00Z").to_string();
+    p.publish_with("user.deleted", deleted.as_bytes(), props)
+        .await;
+    wait_for("the forged one held too", WAIT, || async {
+        queue_counts(&hold).await.is_some_and(|(m, _)| m == 2)
+    })
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_deactivation_outlives_the_producers_expiration() {
+    let env = Env::new().await.set("deactivation_brake", "1");
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let store = env.store();
+    for i in 0..2 {
+        p.publish_json(&student(i, "user.created", "2024-01-01T00:00:00Z"))
+            .await;
+    }
+    wait_for("created", WAIT, || async { active(&store).await == 2 }).await;
+    let ttl = Duration::from_millis(300);
+    for i in 0..2 {
+        let body = student(i, "user.deleted", "2024-02-01T00:00:00Z").to_string();
+        let props = lapin::BasicProperties::default().with_expiration("300".into());
+        p.publish_with("user.deleted", body.as_bytes(), props).await;
+    }
+    let hold = format!("{}.hold", env.broker.queue);
+    wait_for("one held", WAIT, || async {
+        queue_counts(&hold).await.is_some_and(|(m, _)| m == 1)
+    })
+    .await;
+    // What is tested is time passing: the producer's TTL must be long gone.
+    tokio::time::sleep(ttl * 4).await;
+    let held = get_all(&hold).await;
+    assert_eq!(held.len(), 1, "the held deactivation expired");
+    assert_eq!(held[0].properties.expiration(), &None);
+    worker.stop().await;
+}

@@ -455,3 +455,73 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 pub fn header(d: &lapin::message::Delivery, key: &str) -> Option<String> {
     user_sync::broker::header_str(&d.properties, key)
 }
+
+/// Runs a command to its end, failing the test if it takes longer than `limit` (the
+/// process is killed first, so nothing is left running).
+pub async fn output_within(
+    mut cmd: std::process::Command,
+    limit: Duration,
+) -> std::process::Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+    match tokio::time::timeout(limit, waiting).await {
+        Ok(out) => out.unwrap().unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            panic!("command did not finish within {limit:?}");
+        }
+    }
+}
+
+/// A RabbitMQ policy on the queues matching one exact name, cleared on drop.
+pub struct Policy {
+    name: String,
+}
+
+impl Policy {
+    pub async fn set(queue: &str, definition: &str) -> Self {
+        let name = format!("{queue}.policy");
+        let pattern = format!("^{}$", queue.replace('.', "\\."));
+        let ok = std::process::Command::new("rabbitmqctl")
+            .args([
+                "set_policy",
+                "--apply-to",
+                "queues",
+                &name,
+                &pattern,
+                definition,
+            ])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "rabbitmqctl set_policy");
+        let policy = Self { name };
+        let listed = || async {
+            let out = std::process::Command::new("rabbitmqctl")
+                .args(["list_queues", "-q", "name", "policy"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.split_whitespace().eq([queue, policy.name.as_str()]))
+        };
+        wait_for("policy applied", Duration::from_secs(30), listed).await;
+        policy
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.name])
+            .output();
+    }
+}

@@ -294,3 +294,106 @@ async fn send_publishes_an_event_the_worker_applies() {
     assert!(err.contains("--type"), "{err}");
     worker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_outlives_the_producers_expiration() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let ttl = Duration::from_millis(300);
+    let props = lapin::BasicProperties::default().with_expiration("300".into());
+    p.publish_with("user.created", b"[]", props).await;
+    let dlq = format!("{}.dlq", env.broker.queue);
+    wait_for("dead-lettered", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
+    })
+    .await;
+    // What is tested is time passing: the producer's TTL must be long gone.
+    tokio::time::sleep(ttl * 4).await;
+    let letters = env.dead_letters().await;
+    assert_eq!(letters.len(), 1, "the dead letter expired");
+    assert_eq!(letters[0].properties.expiration(), &None);
+    worker.stop().await;
+}
+
+/// Fifty letters that fail again the moment they are replayed.
+async fn fifty_bad_letters(env: &Env, p: &Publisher) -> String {
+    for _ in 0..50 {
+        p.publish("user.created", b"[]").await;
+    }
+    let dlq = format!("{}.dlq", env.broker.queue);
+    wait_for("dead-lettered", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 50)
+    })
+    .await;
+    dlq
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_ends_when_the_cause_is_not_fixed_and_reports_what_came_back() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let dlq = fifty_bad_letters(&env, &p).await;
+
+    // Text first: a replay that never ends fails here.
+    let mut cmd = env.binary();
+    cmd.args(["dlq", "replay"]);
+    let out = output_within(cmd, Duration::from_secs(45)).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("replayed 50") && text.contains("50 came straight back"),
+        "{text}"
+    );
+    wait_for("all back in the DLQ", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 50)
+    })
+    .await;
+
+    let mut cmd = env.binary();
+    cmd.args(["dlq", "replay", "--json"]);
+    let out = output_within(cmd, Duration::from_secs(45)).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(report["replayed"], 50, "{report}");
+    assert_eq!(report["came_back"], 50, "{report}");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsing_the_dlq_spends_no_delivery_attempt() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    p.publish("user.created", b"[]").await;
+    p.publish("user.updated", b"{not json").await;
+    p.email_clash().await;
+    let dlq = format!("{}.dlq", env.broker.queue);
+    wait_for("dead-lettered", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 3)
+    })
+    .await;
+    worker.stop().await;
+    let _policy = Policy::set(&dlq, r#"{"delivery-limit":2}"#).await;
+
+    let (_, first, _) = command(&env, &["dlq", "list", "--json"]);
+    for _ in 0..4 {
+        let (code, again, _) = command(&env, &["dlq", "list", "--json"]);
+        assert_eq!((code, &again), (0, &first), "same letters, same order");
+        let (code, shown, _) = command(&env, &["dlq", "show", "3", "--json"]);
+        assert_eq!(code, 0);
+        assert!(shown.contains("email_conflict"), "{shown}");
+    }
+    let (code, _, _) = command(&env, &["explain", &uid(2).to_string()]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        queue_counts(&dlq).await.unwrap().0,
+        3,
+        "every letter remains"
+    );
+    let letters: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(letters.as_array().unwrap().len(), 3);
+    let (_, last, _) = command(&env, &["dlq", "list", "--json"]);
+    assert_eq!(last, first);
+}
