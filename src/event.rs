@@ -111,7 +111,36 @@ struct WireUser {
     allowed_services_json: Option<Value>,
 }
 
+/// What the worker asks of a body beyond the wire format.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    pub max_body: usize,
+    /// Latest timestamp accepted (now plus `MAX_FUTURE_SKEW_SECS`): an event dated far ahead
+    /// would win every comparison and freeze its user until that date.
+    pub latest: Option<OffsetDateTime>,
+    /// With `EVENT_SIGNING_KEYS` set, the event type must come from the signed body and
+    /// agree with the unsigned routing key, so a captured body cannot be replayed as another
+    /// kind of event.
+    pub signed: bool,
+}
+
+impl Rules {
+    /// The wire format alone: no clock, no signature.
+    pub fn lenient(max_body: usize) -> Self {
+        Rules {
+            max_body,
+            latest: None,
+            signed: false,
+        }
+    }
+}
+
 pub fn decode(body: &[u8], routing_key: &str, max_body: usize) -> Result<Decoded, Rejection> {
+    decode_with(body, routing_key, &Rules::lenient(max_body))
+}
+
+pub fn decode_with(body: &[u8], routing_key: &str, rules: &Rules) -> Result<Decoded, Rejection> {
+    let max_body = rules.max_body;
     if body.len() > max_body {
         return Err(reject(format!(
             "body of {} bytes is over the {max_body}-byte limit",
@@ -126,6 +155,9 @@ pub fn decode(body: &[u8], routing_key: &str, max_body: usize) -> Result<Decoded
         ))
     })?;
 
+    if rules.signed {
+        signed_type_agrees(wire.event_type.as_deref(), routing_key)?;
+    }
     let event_type = wire.event_type.as_deref().unwrap_or(routing_key);
     let kind = match event_type {
         "user.created" => EventKind::Created,
@@ -159,6 +191,11 @@ pub fn decode(body: &[u8], routing_key: &str, max_body: usize) -> Result<Decoded
         Some(Value::Null) | None => return Err(reject("missing timestamp")),
         Some(_) => return Err(reject("timestamp is not a string")),
     };
+    if rules.latest.is_some_and(|latest| timestamp > latest) {
+        return Err(reject(
+            "timestamp is further in the future than MAX_FUTURE_SKEW_SECS",
+        ));
+    }
     let event_id = match wire.event_id {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.len() <= 200 && !s.contains('\0') => Some(s),
@@ -181,6 +218,16 @@ pub fn decode(body: &[u8], routing_key: &str, max_body: usize) -> Result<Decoded
         timestamp,
         user,
     }))
+}
+
+fn signed_type_agrees(body_type: Option<&str>, routing_key: &str) -> Result<(), Rejection> {
+    match body_type {
+        None => Err(reject("signed body has no event_type")),
+        Some(t) if t != routing_key => {
+            Err(reject("routing key differs from the signed event_type"))
+        }
+        Some(_) => Ok(()),
+    }
 }
 
 trait ClassifyMsg {
@@ -290,7 +337,8 @@ fn check_bcrypt(hash: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// RFC 3339 with `Z` or an offset, or naive (meaning UTC), with 0 to 9 fractional digits.
+/// RFC 3339 with `Z` or an offset, or naive (meaning UTC), with 0 to 9 fractional digits,
+/// whose UTC instant lies in years 1 to 9999.
 pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, Rejection> {
     let bad = || reject("timestamp is not an ISO 8601 date-time");
     if s.len() > 64 {
@@ -300,8 +348,20 @@ pub fn parse_timestamp(s: &str) -> Result<OffsetDateTime, Rejection> {
     let ts = OffsetDateTime::parse(&normalised, &Rfc3339)
         .or_else(|_| OffsetDateTime::parse(&format!("{normalised}Z"), &Rfc3339))
         .map_err(|_| bad())?;
+    check_range(ts)?;
     let micros = ts.nanosecond() / 1_000 * 1_000;
     ts.replace_nanosecond(micros).map_err(|_| bad())
+}
+
+/// `9999-12-31T23:59:59-01:00` parses, but its UTC form is in year 10000, which the `time`
+/// crate cannot hold: binding it to Postgres would panic. Years before 1 are refused too:
+/// no real event is dated BC, and RFC 3339 has no notation for them.
+fn check_range(ts: OffsetDateTime) -> Result<(), Rejection> {
+    let utc = ts.checked_to_offset(time::UtcOffset::UTC);
+    match utc {
+        Some(utc) if (1..=9999).contains(&utc.year()) => Ok(()),
+        _ => Err(reject("timestamp is outside years 1-9999 UTC")),
+    }
 }
 
 #[cfg(test)]
@@ -388,6 +448,73 @@ mod tests {
         let Decoded::Event(e) = d else { panic!() };
         assert_eq!(e.kind, EventKind::Deleted);
         assert!(e.user.email.is_none());
+    }
+
+    fn at(ts: &str) -> String {
+        format!(
+            r#"{{"user_id":"550e8400-e29b-41d4-a716-446655440000","timestamp":"{ts}","user":{{"email":"a@example.com"}}}}"#
+        )
+    }
+
+    #[test]
+    fn timestamps_outside_years_1_to_9999_utc_are_rejected_not_bound() {
+        for ts in [
+            "9999-12-31T23:59:59-01:00",
+            "9999-12-31T23:59:59.999999-00:01",
+            "0000-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+00:01",
+            "0000-12-31T23:59:59.999999Z",
+        ] {
+            let r = body(&at(ts)).unwrap_err();
+            assert!(r.0.contains("outside years 1-9999"), "{ts}: {r}");
+        }
+        for ts in [
+            "9999-12-31T23:59:59.999999Z",
+            "9999-12-31T23:59:59+01:00",
+            "0001-01-01T00:00:00Z",
+            "0001-01-01T00:00:00-01:00",
+        ] {
+            assert!(body(&at(ts)).is_ok(), "{ts}");
+        }
+    }
+
+    #[test]
+    fn timestamps_past_the_allowed_skew_are_rejected() {
+        let now = parse_timestamp("2025-06-01T00:00:00Z").unwrap();
+        let rules = Rules {
+            latest: Some(now + time::Duration::days(1)),
+            ..Rules::lenient(DEFAULT_MAX_BODY_BYTES)
+        };
+        let check = |ts: &str| decode_with(at(ts).as_bytes(), "user.deleted", &rules);
+        assert!(check("2025-06-02T00:00:00Z").is_ok());
+        assert!(check("2025-06-01T23:00:00-01:00").is_ok());
+        for ts in ["2025-06-02T00:00:00.000001Z", "9998-01-01T00:00:00Z"] {
+            let r = check(ts).unwrap_err();
+            assert!(r.0.contains("MAX_FUTURE_SKEW_SECS"), "{ts}: {r}");
+        }
+    }
+
+    #[test]
+    fn signed_bodies_must_name_their_type_and_agree_with_the_routing_key() {
+        let rules = Rules {
+            signed: true,
+            ..Rules::lenient(DEFAULT_MAX_BODY_BYTES)
+        };
+        let untyped = at("2024-01-01T00:00:00Z");
+        let typed = untyped.replacen('{', r#"{"event_type":"user.updated","#, 1);
+        let r = decode_with(untyped.as_bytes(), "user.deleted", &rules).unwrap_err();
+        assert!(r.0.contains("no event_type"), "{r}");
+        let r = decode_with(typed.as_bytes(), "user.deleted", &rules).unwrap_err();
+        assert!(r.0.contains("differs"), "{r}");
+        let Ok(Decoded::Event(e)) = decode_with(typed.as_bytes(), "user.updated", &rules) else {
+            panic!("a signed body under its own routing key is accepted");
+        };
+        assert_eq!(e.kind, EventKind::Updated);
+        // Unsigned, the routing key still stands in for a missing type (SPEC 2).
+        let Ok(Decoded::Event(e)) = decode(untyped.as_bytes(), "user.deleted", 1 << 20) else {
+            panic!("unsigned untyped body");
+        };
+        assert_eq!(e.kind, EventKind::Deleted);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod broker;
 pub mod decide;
 pub mod error;
 pub mod event;
+mod headers;
 mod http;
 pub mod membership;
 pub mod metrics;

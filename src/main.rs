@@ -3,11 +3,27 @@ mod cli;
 use clap::Parser;
 use cli::{Cli, Command};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
+use user_sync::StartError;
 use user_sync::settings::Settings;
+
+/// Set by the panic hook: a panic in any task, even one whose handle nobody awaits, makes
+/// the exit non-zero, so a supervisor sees a crash rather than a clean stop.
+static PANICKED: AtomicBool = AtomicBool::new(false);
+
+fn note_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICKED.store(true, Ordering::SeqCst);
+        default(info);
+    }));
+}
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    note_panics();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -68,13 +84,13 @@ async fn run(settings: Settings) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     let mut worker = tokio::spawn(user_sync::run(app, shutdown.clone()));
-    let result = tokio::select! {
-        r = &mut worker => r.unwrap_or(Ok(())),
+    let joined = tokio::select! {
+        r = &mut worker => r,
         _ = shutdown_signal() => {
             tracing::info!("shutdown requested; finishing the batch in hand");
             shutdown.cancel();
             match tokio::time::timeout(drain_timeout, worker).await {
-                Ok(r) => r.unwrap_or(Ok(())),
+                Ok(r) => r,
                 Err(_) => {
                     tracing::error!("drain timed out; unacked deliveries return to the queue");
                     return ExitCode::FAILURE;
@@ -82,10 +98,25 @@ async fn run(settings: Settings) -> ExitCode {
             }
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match exit_code(joined) {
+        ExitCode::SUCCESS if PANICKED.load(Ordering::SeqCst) => {
+            tracing::error!("a task panicked");
+            ExitCode::FAILURE
+        }
+        code => code,
+    }
+}
+
+/// The worker task's end as an exit code: an error or a panic (a `JoinError`) is a failure.
+fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> ExitCode {
+    match joined {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             tracing::error!(error = %e, "user-sync failed");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the worker task panicked or was cancelled");
             ExitCode::FAILURE
         }
     }
@@ -116,5 +147,17 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_worker_task_is_a_failure_exit() {
+        let panicked = tokio::spawn(async { panic!("boom") }).await;
+        assert_eq!(exit_code(panicked.map(|()| Ok(()))), ExitCode::FAILURE);
+        assert_eq!(exit_code(Ok(Ok(()))), ExitCode::SUCCESS);
     }
 }

@@ -41,6 +41,8 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     pub max_attempts: u32,
     pub max_body_bytes: usize,
+    /// How far ahead of our clock an event's timestamp may be before it is rejected.
+    pub max_future_skew: Duration,
     pub http_addr: SocketAddr,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
@@ -92,6 +94,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("retry_delays_ms", "1000,10000,60000"),
     ("max_attempts", "5"),
     ("max_body_bytes", "262144"),
+    // Generous for any clock drift; short enough that a mistyped year is refused.
+    ("max_future_skew_secs", "86400"),
     ("http_addr", "0.0.0.0:8080"),
     ("log_format", "json"),
     ("log_pii", "false"),
@@ -261,6 +265,12 @@ impl Settings {
                 64 << 20,
                 "MAX_BODY_BYTES",
             )? as usize,
+            max_future_skew: Duration::from_secs(in_range(
+                number("max_future_skew_secs", "MAX_FUTURE_SKEW_SECS")?,
+                0,
+                10 * 365 * 24 * 3600,
+                "MAX_FUTURE_SKEW_SECS",
+            )?),
             http_addr,
             log_format,
             shutdown_timeout: Duration::from_millis(number(
@@ -342,24 +352,85 @@ fn check_schema(v: &str) -> Result<(), SettingsError> {
     }
 }
 
-/// A URL with its password replaced, for logs and errors.
+/// A URL with its secrets replaced, for logs and errors: the password of the userinfo and
+/// everything from the value of a query parameter that names a password, secret or token.
+///
+/// A password may hold `/`, `?`, `#`, `&` or `@` unescaped, which URL parsers read
+/// differently, so both readings are masked: the userinfo runs to the last `@` of the URL,
+/// and a secret query value runs to its end.
 pub fn mask_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+        return if url.contains(['@', '?', ':']) {
+            "***".into()
+        } else {
+            url.to_string()
+        };
     };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.into()
-            };
-            format!("{scheme}://{masked}@{host}{path}")
-        }
-        None => url.to_string(),
+    let mut hidden: Vec<(usize, usize)> = Vec::new();
+    if let Some(at) = rest.rfind('@')
+        && let Some(colon) = rest[..at].find(':')
+    {
+        hidden.push((colon + 1, at));
     }
+    if let Some(value) = secret_query_value(rest) {
+        hidden.push((value, rest.len()));
+    }
+    hidden.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (start, end) in hidden {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut out = format!("{scheme}://");
+    let mut shown = 0;
+    for (start, end) in merged {
+        out.push_str(&rest[shown..start]);
+        out.push_str("***");
+        shown = end;
+    }
+    out.push_str(&rest[shown..]);
+    out
+}
+
+/// Where the value of the first secret-naming query parameter starts, if any.
+fn secret_query_value(rest: &str) -> Option<usize> {
+    let query = rest.find('?')? + 1;
+    let mut offset = query;
+    for pair in rest[query..].split('&') {
+        if let Some((key, _)) = pair.split_once('=')
+            && is_secret_key(key)
+        {
+            return Some(offset + key.len() + 1);
+        }
+        offset += pair.len() + 1;
+    }
+    None
+}
+
+/// Keys are compared percent-decoded, as the URL parsers of sqlx and lapin read them.
+fn is_secret_key(key: &str) -> bool {
+    let mut decoded = Vec::with_capacity(key.len());
+    let b = key.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                decoded.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    let key = String::from_utf8_lossy(&decoded).to_lowercase();
+    ["pass", "secret", "token"].iter().any(|s| key.contains(s))
 }
 
 impl fmt::Debug for Settings {
@@ -378,6 +449,7 @@ impl fmt::Debug for Settings {
             .field("batch_max_wait", &self.batch_max_wait)
             .field("retry_delays", &self.retry_delays)
             .field("max_attempts", &self.max_attempts)
+            .field("max_future_skew", &self.max_future_skew)
             .field("deactivation_brake", &self.deactivation_brake)
             .field("deactivation_brake_window", &self.deactivation_brake_window)
             .field("audit_retention_days", &self.audit_retention_days)
@@ -402,6 +474,7 @@ pub fn mask_email(email: &str) -> String {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use std::str::FromStr;
 
     fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
         let map: HashMap<String, String> = pairs
@@ -428,6 +501,7 @@ mod tests {
         assert_eq!(s.all_access_roles, ["teacher", "curator", "admin"]);
         assert_eq!(s.retry_delays.len(), 3);
         assert_eq!(s.max_attempts, 5);
+        assert_eq!(s.max_future_skew, Duration::from_secs(86_400));
     }
 
     #[test]
@@ -447,6 +521,9 @@ mod tests {
         let mut bad = BASE.to_vec();
         bad.push(("rabbitmq_queue_type", "stream"));
         assert_eq!(load(&bad).unwrap_err().var, "RABBITMQ_QUEUE_TYPE");
+        let mut bad = BASE.to_vec();
+        bad.push(("max_future_skew_secs", "-1"));
+        assert_eq!(load(&bad).unwrap_err().var, "MAX_FUTURE_SKEW_SECS");
     }
 
     #[test]
@@ -481,6 +558,126 @@ mod tests {
     fn emails_are_masked_to_first_letter_and_domain() {
         assert_eq!(mask_email("student@example.com"), "s***@example.com");
         assert_eq!(mask_email("not an email"), "***");
+    }
+
+    /// Secret pieces are at least four characters and appear nowhere else in the URL, so a
+    /// partial leak (the part after an unescaped `/`, `&` or `@`) is caught too.
+    const URLS: &[(&str, &[&str])] = &[
+        ("postgres://u:Zq7wKp3v@127.0.0.1:1/db", &["Zq7wKp3v"]),
+        (
+            "postgres://u@127.0.0.1:1/db?password=Zq7wKp3v",
+            &["Zq7wKp3v"],
+        ),
+        (
+            "postgresql://u@127.0.0.1:1/db?sslmode=prefer&password=Zq7wKp3v&application_name=x",
+            &["Zq7wKp3v"],
+        ),
+        (
+            "postgres://u@127.0.0.1:1/db?sslpassword=Zq7wKp3v&sslmode=prefer",
+            &["Zq7wKp3v"],
+        ),
+        ("postgres://u:Zq7w/Kp3v@127.0.0.1:1/db", &["Zq7w", "Kp3v"]),
+        ("postgres://u:Zq7w@Kp3v@127.0.0.1:1/db", &["Zq7w", "Kp3v"]),
+        ("postgres://u:Zq7w:Kp3v@127.0.0.1:1/db", &["Zq7w", "Kp3v"]),
+        ("postgres://u:Zq7w?Kp3v@127.0.0.1:1/db", &["Zq7w", "Kp3v"]),
+        ("postgres://u:Zq7w#Kp3v@127.0.0.1:1/db", &["Zq7w", "Kp3v"]),
+        (
+            "postgres://u:Zq7w%2FKp3v%40@127.0.0.1:1/db",
+            &["Zq7w", "Kp3v"],
+        ),
+        (
+            "postgres://u@127.0.0.1:1/db?password=Zq7w&Kp3v",
+            &["Zq7w", "Kp3v"],
+        ),
+        (
+            "postgres://u@127.0.0.1:1/db?password=Zq7w#Kp3v",
+            &["Zq7w", "Kp3v"],
+        ),
+        (
+            "postgres://127.0.0.1:1/db?password=Zq7w@Kp3v",
+            &["Zq7w", "Kp3v"],
+        ),
+        (
+            "postgres://127.0.0.1:1/db?password=Zq7w:Kp3v@x",
+            &["Zq7w", "Kp3v"],
+        ),
+        (
+            "postgres://127.0.0.1:1/db?%70assword=Zq7wKp3v",
+            &["Zq7wKp3v"],
+        ),
+        ("amqp://u:Zq7w/Kp3v@127.0.0.1:1/%2f", &["Zq7w", "Kp3v"]),
+        ("amqp://u:Zq7w%2FKp3v@127.0.0.1:1/%2f", &["Zq7w", "Kp3v"]),
+        ("amqps://u:Zq7w@Kp3v@127.0.0.1:1/vhost", &["Zq7w", "Kp3v"]),
+        ("amqp://u:Zq7w?Kp3v#@127.0.0.1:1", &["Zq7w", "Kp3v"]),
+    ];
+
+    fn leaks<'a>(text: &str, secrets: &[&'a str]) -> Option<&'a str> {
+        secrets.iter().copied().find(|s| text.contains(s))
+    }
+
+    fn with_url(url: &str) -> Settings {
+        let key = if url.starts_with("amqp") {
+            "rabbitmq_url"
+        } else {
+            "database_url"
+        };
+        let mut pairs = BASE.to_vec();
+        pairs.retain(|(k, _)| *k != key);
+        pairs.push((key, url));
+        load(&pairs).unwrap()
+    }
+
+    #[test]
+    fn no_url_form_shows_its_secret_in_mask_url_or_debug() {
+        for (url, secrets) in URLS {
+            let masked = mask_url(url);
+            assert_eq!(leaks(&masked, secrets), None, "{url} -> {masked}");
+            let shown = format!("{:?}", with_url(url));
+            assert_eq!(leaks(&shown, secrets), None, "{url} -> {shown}");
+        }
+        for plain in [
+            "postgres://h/db",
+            "postgresql://u@h:5432/db?sslmode=verify-full",
+            "amqp://guest@h/%2f",
+            "amqps://h:5671/vh?heartbeat=15",
+        ] {
+            assert_eq!(mask_url(plain), plain);
+        }
+        assert_eq!(
+            mask_url("postgres://u@h/db?sslmode=require&password=x"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
+        assert_eq!(
+            mask_url("postgres://u@h/db?password=x&sslmode=require"),
+            "postgres://u@h/db?password=***"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_url_form_shows_its_secret_in_connection_errors() {
+        for (url, secrets) in URLS {
+            let settings = with_url(url);
+            let text = if url.starts_with("amqp") {
+                let e = crate::broker::connect(&settings)
+                    .await
+                    .expect_err("nothing listens on port 1");
+                format!("{e} {e:?}")
+            } else {
+                // The pool would wait out its acquire timeout; a direct connection shows
+                // the error it wraps, at once.
+                use sqlx::ConnectOptions;
+                let parsed = crate::store::Store::new(&settings)
+                    .and_then(|_| sqlx::postgres::PgConnectOptions::from_str(url));
+                let e = match parsed {
+                    Err(e) => e,
+                    Ok(opts) => opts.connect().await.expect_err("nothing listens on port 1"),
+                };
+                format!("{e} {e:?}")
+            };
+            assert_eq!(leaks(&text, secrets), None, "{url} -> {text}");
+        }
+        let timeout = crate::broker::BrokerError::Timeout(mask_url(URLS[15].0));
+        assert_eq!(leaks(&timeout.to_string(), URLS[15].1), None);
     }
 
     #[test]

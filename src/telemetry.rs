@@ -6,7 +6,14 @@ use tracing_subscriber::EnvFilter;
 /// `RUST_LOG` filters (default `info`, with the chatty adapters' internals at `warn`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,sqlx=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,sqlx=warn"))
+        // sqlx warns of an unknown DATABASE_URL query parameter with its value: with a `&`
+        // left unescaped in `password=`, that is the rest of the password.
+        .add_directive(
+            "sqlx_postgres::options::parse=error"
+                .parse()
+                .expect("static"),
+        );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);

@@ -28,9 +28,6 @@ use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-const ATTEMPTS_HEADER: &str = "x-attempts";
-const FIRST_FAILED_HEADER: &str = "x-first-failed-at";
-
 /// How long a batch is held while the database is unreachable before its deliveries are
 /// handed back to the queue. Far below the broker's 30-minute consumer timeout.
 const HOLD_DURING_OUTAGE: Duration = Duration::from_secs(20);
@@ -144,7 +141,6 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         self.poll_brake().await;
-        let max_body = self.settings.max_body_bytes;
         tracing::debug!(deliveries = batch.len(), "batch");
         self.metrics.batch(batch.len());
         let mut fates: Vec<Option<Fate>> = Vec::with_capacity(batch.len());
@@ -152,6 +148,7 @@ impl Pipeline {
         let mut origin: Vec<(usize, EventKind)> = Vec::new();
         let mut meta: Vec<EventMeta> = Vec::new();
         let now = (OffsetDateTime::now_utc(), Instant::now());
+        let rules = self.decode_rules(now.0);
         for (i, (d, received)) in batch.iter().enumerate() {
             let key = routing_key(d);
             self.metrics.received(&key);
@@ -163,7 +160,7 @@ impl Pipeline {
                     continue;
                 }
             }
-            match event::decode(&d.data, &key, max_body) {
+            match event::decode_with(&d.data, &key, &rules) {
                 Ok(Decoded::Event(e)) => {
                     planned.push(decide::plan(&e, &self.membership));
                     origin.push((i, e.kind));
@@ -301,6 +298,14 @@ impl Pipeline {
         }
     }
 
+    fn decode_rules(&self, now: OffsetDateTime) -> event::Rules {
+        event::Rules {
+            max_body: self.settings.max_body_bytes,
+            latest: Some(now + self.settings.max_future_skew),
+            signed: !self.settings.event_signing_keys.is_empty(),
+        }
+    }
+
     /// The email for a log line: as it is with `LOG_PII=true`, masked otherwise.
     fn shown_email(&self, p: &Planned) -> Option<String> {
         let Intent::Upsert(row) = &p.intent else {
@@ -314,9 +319,7 @@ impl Pipeline {
     }
 }
 
-/// The routing key the event was published with: retries come back under our queue's
-/// name and carry the original in a header.
+/// The routing key the event was published with (see `headers` for when the header counts).
 fn routing_key(d: &Delivery) -> String {
-    broker::header_str(&d.properties, ROUTING_KEY_HEADER)
-        .unwrap_or_else(|| d.routing_key.as_str().to_string())
+    crate::headers::Route::of(d).routing_key()
 }

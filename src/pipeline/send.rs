@@ -1,9 +1,10 @@
 //! Where a failed delivery goes: its retry tier or the dead-letter queue, confirmed.
 
-use super::{ATTEMPTS_HEADER, FIRST_FAILED_HEADER, Pipeline, Stop, routing_key};
-use crate::broker::{self, ROUTING_KEY_HEADER, Session};
+use super::{Pipeline, Stop};
+use crate::broker::{self, Session};
 use crate::error::{Disposition, Failure, disposition};
 use crate::event::EventKind;
+use crate::headers::{ATTEMPTS, FIRST_FAILED_AT, ROUTING_KEY, Route};
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
 use time::OffsetDateTime;
@@ -18,14 +19,14 @@ impl Pipeline {
         failure: &Failure,
         who: Option<(uuid::Uuid, EventKind)>,
     ) -> Result<Option<String>, Stop> {
-        let attempts = broker::header_int(&d.properties, ATTEMPTS_HEADER).unwrap_or(0) as u32 + 1;
-        let first_failed =
-            broker::header_str(&d.properties, FIRST_FAILED_HEADER).unwrap_or_else(|| {
-                OffsetDateTime::now_utc()
-                    .format(&Rfc3339)
-                    .unwrap_or_default()
-            });
-        let routing_key = routing_key(d);
+        let route = Route::of(d);
+        let attempts = route.attempts().saturating_add(1);
+        let first_failed = route.first_failed_at().unwrap_or_else(|| {
+            OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default()
+        });
+        let routing_key = route.routing_key();
         let tiers = self.topo.retry_queues.len();
         let (user_id, event_type) = match who {
             Some((id, kind)) => (id.to_string(), kind.as_str()),
@@ -39,9 +40,9 @@ impl Pipeline {
                 let props = broker::with_headers(
                     &d.properties,
                     &[
-                        (ATTEMPTS_HEADER, AMQPValue::LongLongInt(attempts.into())),
-                        (FIRST_FAILED_HEADER, broker::text(&first_failed)),
-                        (ROUTING_KEY_HEADER, broker::text(&routing_key)),
+                        (ATTEMPTS, AMQPValue::LongLongInt(attempts.into())),
+                        (FIRST_FAILED_AT, broker::text(&first_failed)),
+                        (ROUTING_KEY, broker::text(&routing_key)),
                         ("x-error", broker::text(&failure_text(failure))),
                     ],
                 );
@@ -56,8 +57,11 @@ impl Pipeline {
                     &[
                         ("x-error", broker::text(&reason)),
                         ("x-error-kind", broker::text(kind.as_str())),
-                        (ATTEMPTS_HEADER, AMQPValue::LongLongInt(attempts.into())),
-                        (FIRST_FAILED_HEADER, broker::text(&first_failed)),
+                        (ATTEMPTS, AMQPValue::LongLongInt(attempts.into())),
+                        (FIRST_FAILED_AT, broker::text(&first_failed)),
+                        // Replaces a producer's own x-routing-key, which `dlq replay`
+                        // would otherwise take for the original.
+                        (ROUTING_KEY, broker::text(&routing_key)),
                     ],
                 );
                 // Through the fanout exchange in front of the DLQ, so the routing key is kept.

@@ -8,6 +8,7 @@ mod faults;
 mod fixtures;
 mod helpers;
 mod import;
+mod input;
 mod isolation;
 mod leaks;
 mod lifecycle;

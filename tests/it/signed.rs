@@ -110,3 +110,62 @@ async fn only_events_signed_with_a_configured_key_are_applied() {
     .await;
     worker.stop().await;
 }
+
+/// The HMAC covers the body; the routing key does not. A captured signed body republished
+/// under another routing key must not take that key's effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_body_replayed_under_another_routing_key_changes_nothing() {
+    let env = Env::new().await.set("event_signing_keys", NEW);
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let key = NEW.to_string().into();
+    let created = event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+    .to_string();
+    p.publish_with(
+        "user.created",
+        created.as_bytes(),
+        signed_with(&sign(&key, created.as_bytes())),
+    )
+    .await;
+    let store = env.store();
+    wait_for("created", WAIT, || async { row(&store, 1).await.is_some() }).await;
+
+    let typed = event(
+        "user.updated",
+        1,
+        "2024-02-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    let mut untyped = typed.clone();
+    untyped.as_object_mut().unwrap().remove("event_type");
+    untyped["timestamp"] = "2024-03-01T00:00:00Z".into();
+    for body in [typed.to_string(), untyped.to_string()] {
+        let sig = sign(&key, body.as_bytes());
+        p.publish_with("user.deleted", body.as_bytes(), signed_with(&sig))
+            .await;
+    }
+    let dlq = format!("{}.dlq", env.broker.queue);
+    wait_for("both replays dead-lettered", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 2)
+    })
+    .await;
+    assert_eq!(row(&store, 1).await.map(|r| (r.0, r.1)), Some((true, None)));
+    for letter in env.dead_letters().await {
+        assert_eq!(
+            header(&letter, "x-error-kind").as_deref(),
+            Some("permanent")
+        );
+        assert_eq!(
+            header(&letter, "x-routing-key").as_deref(),
+            Some("user.deleted")
+        );
+    }
+    worker.stop().await;
+}

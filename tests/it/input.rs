@@ -1,0 +1,155 @@
+//! Input that must not steer the worker: timestamps it cannot store, and headers a
+//! producer sets that only the service's own copies may carry.
+
+use crate::helpers::*;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldTable};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn with_header(key: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(key.into(), value);
+    BasicProperties::default().with_headers(headers)
+}
+
+async fn dead_lettered(env: &Env, n: u32) {
+    let dlq = format!("{}.dlq", env.broker.queue);
+    wait_for("dead letters", WAIT, || async {
+        queue_counts(&dlq).await.is_some_and(|(got, _)| got == n)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unstorable_and_far_future_timestamps_are_dead_lettered_and_the_worker_goes_on() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    p.create_student(1, &["lms"]).await;
+    // Its UTC form is in year 10000; binding it used to panic the worker.
+    p.send(
+        "user.created",
+        2,
+        "9999-12-31T23:59:59-01:00",
+        "student",
+        &["lms"],
+    )
+    .await;
+    p.send(
+        "user.created",
+        3,
+        "0000-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+    .await;
+    // Within the calendar, but it would freeze user 1 until 9998.
+    p.send("user.deleted", 1, "9998-01-01T00:00:00Z", "student", &[])
+        .await;
+    let mut later = event(
+        "user.updated",
+        1,
+        "2024-02-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    later["user"]["email"] = "later1@example.com".into();
+    p.publish_json(&later).await;
+
+    dead_lettered(&env, 3).await;
+    let store = env.store();
+    wait_for("the next event applied", WAIT, || async {
+        row(&store, 1)
+            .await
+            .is_some_and(|r| r.0 && r.2.as_deref() == Some("later1@example.com"))
+    })
+    .await;
+    for letter in env.dead_letters().await {
+        assert_eq!(
+            header(&letter, "x-error-kind").as_deref(),
+            Some("permanent")
+        );
+    }
+    assert!(row(&store, 2).await.is_none() && row(&store, 3).await.is_none());
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producers_x_routing_key_is_not_honoured() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    p.create_student(1, &["lms"]).await;
+    let mut update = event(
+        "user.updated",
+        1,
+        "2024-02-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    update.as_object_mut().unwrap().remove("event_type");
+    update["user"]["email"] = "renamed1@example.com".into();
+    p.publish_with(
+        "user.updated",
+        update.to_string().as_bytes(),
+        with_header("x-routing-key", user_sync::broker::text("user.deleted")),
+    )
+    .await;
+    let store = env.store();
+    wait_for(
+        "applied as the update it was published as",
+        WAIT,
+        || async {
+            row(&store, 1)
+                .await
+                .is_some_and(|r| r.0 && r.2.as_deref() == Some("renamed1@example.com"))
+        },
+    )
+    .await;
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_attempt_counts_are_retried_exactly_max_attempts_times() {
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    p.create_student(1, &["lms"]).await;
+    let hostile = [
+        AMQPValue::LongLongInt(i64::MAX),
+        AMQPValue::LongLongInt(-5),
+        user_sync::broker::text("abc"),
+    ];
+    for (user, attempts) in (2..).zip(hostile) {
+        // An email conflict that never resolves: retried, then dead-lettered.
+        let mut clash = event(
+            "user.created",
+            user,
+            "2024-01-02T00:00:00Z",
+            "student",
+            &["lms"],
+        );
+        clash["user"]["email"] = "user1@example.com".into();
+        p.publish_with(
+            "user.created",
+            clash.to_string().as_bytes(),
+            with_header("x-attempts", attempts),
+        )
+        .await;
+    }
+    dead_lettered(&env, 3).await;
+    let max_attempts = env.settings().max_attempts as i64;
+    for letter in env.dead_letters().await {
+        assert_eq!(
+            header(&letter, "x-error-kind").as_deref(),
+            Some("email_conflict")
+        );
+        assert_eq!(
+            user_sync::broker::header_int(&letter.properties, "x-attempts"),
+            Some(max_attempts)
+        );
+    }
+    worker.stop().await;
+}
