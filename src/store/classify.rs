@@ -2,6 +2,7 @@
 //! same transaction again at once), or one change's (isolate it, retry it, dead-letter it).
 
 use super::apply::EventResult;
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
 
 /// What an error while applying a batch calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +26,12 @@ pub(crate) fn classify(e: &sqlx::Error) -> Fault {
         // I/O, TLS, a pool timeout, a protocol error: the connection, not the data.
         return Fault::Outage;
     };
-    let Some(code) = db.code() else {
+    // FATAL and PANIC end the session: refused at connect (a database not accepting
+    // connections, too many clients) or terminated by the server. Never one row's doing.
+    let ends_session = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+    let Some(code) = db.code().filter(|_| !ends_session) else {
         return Fault::Outage;
     };
     match code.as_ref() {
