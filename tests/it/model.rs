@@ -1,9 +1,11 @@
 //! Model-based test with failure injection: random histories of several users published
 //! in any order with duplicates, through one or two real workers at any batch size, with
 //! events that fail (an email another user keeps for good or frees later, a row the
-//! backend's trigger refuses, poison bodies). Whatever happens, the table must equal the
-//! model (timestamp order over the events that were not dead-lettered), nothing may be
-//! acknowledged unapplied, and every failure must end in the DLQ with its reason.
+//! backend's trigger refuses, poison bodies, timestamps out of range), signing on or off,
+//! and the mass-deactivation brake engaging and being released. Whatever happens, the
+//! table must equal the model (timestamp order over the events that were not
+//! dead-lettered), nothing may be acknowledged unapplied, and every failure must end in
+//! the DLQ with its reason.
 
 use crate::helpers::*;
 use proptest::prelude::*;
@@ -75,13 +77,46 @@ fn arb_poison() -> impl Strategy<Value = Message> {
         Message::Poison("user.created", b"{not json".to_vec()),
         Message::Poison(
             "user.updated",
-            br#"{"user_id":"not-a-uuid","timestamp":"2024-01-01T00:00:00Z"}"#.to_vec(),
+            br#"{"event_type":"user.updated","user_id":"not-a-uuid","timestamp":"2024-01-01T00:00:00Z"}"#.to_vec(),
         ),
+        Message::Poison("user.deleted", out_of_range("9999-12-31T23:59:59-01:00")),
+        Message::Poison("user.deleted", out_of_range("9998-01-01T00:00:00Z")),
     ])
 }
 
-/// A history, the order it is published in (indices, some twice), batch size, replicas.
-fn arb_case() -> impl Strategy<Value = (Vec<Message>, Vec<usize>, usize, usize)> {
+/// A deletion of user 1 whose timestamp cannot be stored, or lies far in the future.
+fn out_of_range(ts: &str) -> Vec<u8> {
+    let mut e = event("user.deleted", 1, ts, "student", &[]);
+    e.as_object_mut().unwrap().remove("event_id");
+    e.to_string().into_bytes()
+}
+
+/// How one case runs: batch size, replicas, the brake's threshold (0: off), signing.
+#[derive(Debug, Clone, Copy)]
+struct Setup {
+    batch: usize,
+    replicas: usize,
+    brake: u32,
+    signed: bool,
+}
+
+fn arb_setup() -> impl Strategy<Value = Setup> {
+    (
+        1usize..12,
+        1usize..=2,
+        prop::sample::select(vec![0u32, 0, 1, 3]),
+        any::<bool>(),
+    )
+        .prop_map(|(batch, replicas, brake, signed)| Setup {
+            batch,
+            replicas,
+            brake,
+            signed,
+        })
+}
+
+/// A history and the order it is published in (indices, some twice).
+fn arb_case() -> impl Strategy<Value = (Vec<Message>, Vec<usize>, Setup)> {
     let history = (
         prop::collection::vec(arb_event(), 4..28),
         prop::collection::vec(arb_poison(), 0..3),
@@ -100,7 +135,7 @@ fn arb_case() -> impl Strategy<Value = (Vec<Message>, Vec<usize>, usize, usize)>
             let all: Vec<usize> = (0..n).chain(extra).collect();
             Just(all).prop_shuffle()
         });
-        (Just(history), order, 1usize..12, 1usize..=2)
+        (Just(history), order, arb_setup())
     })
 }
 
@@ -115,24 +150,42 @@ fn planned(e: &serde_json::Value) -> Planned {
 
 /// Deliveries whose fate is final (anything but a retry), summed over the workers.
 async fn settled(workers: &[Worker]) -> f64 {
+    outcomes(workers, |outcome| outcome != "retried").await
+}
+
+async fn final_count(workers: &[Worker], outcome: &str) -> f64 {
+    outcomes(workers, |o| o == outcome).await
+}
+
+async fn outcomes(workers: &[Worker], counted: impl Fn(&str) -> bool) -> f64 {
     let mut total = 0.0;
     for w in workers {
         let (_, text) = http_get(w.http, "/metrics").await;
-        total += text
-            .lines()
-            .filter(|l| l.starts_with("user_sync_events_total{") && !l.contains("\"retried\""))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("user_sync_events_total{outcome=\"") else {
+                continue;
+            };
+            let (outcome, value) = rest.split_once("\"} ").unwrap();
+            if counted(outcome) {
+                total += value.parse::<f64>().unwrap();
+            }
+        }
     }
     total
 }
 
-async fn run_case(history: &[Message], order: &[usize], batch: usize, replicas: usize) {
-    let env = Env::new()
+const KEY: &str = "model-test-signing-key";
+
+async fn run_case(history: &[Message], order: &[usize], setup: Setup) {
+    let mut env = Env::new()
         .await
-        .set("batch_size", &batch.to_string())
+        .set("batch_size", &setup.batch.to_string())
         .set("max_attempts", "4")
-        .set("retry_delays_ms", "50,100");
+        .set("retry_delays_ms", "50,100")
+        .set("deactivation_brake", &setup.brake.to_string());
+    if setup.signed {
+        env = env.set("event_signing_keys", KEY);
+    }
     let store = env.store();
     store.migrate().await.unwrap();
     for sql in [
@@ -153,29 +206,64 @@ async fn run_case(history: &[Message], order: &[usize], batch: usize, replicas: 
         .unwrap();
 
     let mut workers = Vec::new();
-    for _ in 0..replicas {
+    for _ in 0..setup.replicas {
         workers.push(env.start().await);
     }
     let p = env.publisher().await;
     for &i in order {
-        p.publish(history[i].routing_key(), &history[i].body())
-            .await;
+        let body = history[i].body();
+        let mut props = lapin::BasicProperties::default();
+        if setup.signed {
+            let mut headers = lapin::types::FieldTable::default();
+            let signature = user_sync::signature::sign(&KEY.to_string().into(), &body);
+            headers.insert(
+                user_sync::signature::SIGNATURE_HEADER.into(),
+                user_sync::broker::text(&signature),
+            );
+            props = props.with_headers(headers);
+        }
+        p.publish_with(history[i].routing_key(), &body, props).await;
     }
-    let published = order.len() as f64;
-    let mut last = 0.0;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while last != published {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "settled {last} of {published} deliveries"
+    let mut expected = order.len() as f64;
+    settle(&workers, expected).await;
+    if setup.brake > 0 && final_count(&workers, "held").await > 0.0 {
+        let released = user_sync::ops::brake::release(&env.settings())
+            .await
+            .unwrap();
+        expected += released.moved as f64;
+        eprintln!(
+            "model: {setup:?}: released {} held deactivations",
+            released.moved
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        last = settled(&workers).await;
+        settle(&workers, expected).await;
+        assert_eq!(
+            queue_counts(&format!("{}.hold", env.broker.queue))
+                .await
+                .map(|c| c.0),
+            Some(0),
+            "a release leaves nothing parked"
+        );
     }
     for w in workers {
         w.stop().await;
     }
     check(&env, history, order, squatter_plan).await;
+}
+
+/// Waits until the workers have given `expected` deliveries a final fate.
+async fn settle(workers: &[Worker], expected: f64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let settled = settled(workers).await;
+        if settled == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "settled {settled} of {expected} deliveries"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The table against the model, and every dead letter against its cause.
@@ -245,14 +333,16 @@ fn random_histories_with_failures_end_in_the_model_and_the_dlq() {
         .enable_all()
         .build()
         .unwrap();
+    // 24 cases keep CI near half a minute; MODEL_CASES=500 for a deeper hunt.
+    let cases = std::env::var("MODEL_CASES").map_or(24, |n| n.parse().expect("MODEL_CASES"));
     let mut runner = TestRunner::new(Config {
-        cases: 12,
+        cases,
         failure_persistence: None,
         ..Config::default()
     });
     runner
-        .run(&arb_case(), |(history, order, batch, replicas)| {
-            rt.block_on(run_case(&history, &order, batch, replicas));
+        .run(&arb_case(), |(history, order, setup)| {
+            rt.block_on(run_case(&history, &order, setup));
             Ok(())
         })
         .unwrap();
