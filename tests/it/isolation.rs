@@ -326,3 +326,57 @@ async fn an_import_applies_the_older_record_when_the_newer_one_of_the_user_fails
     assert_eq!(summary.outcomes.get("stale"), None, "{summary:?}");
     assert_eq!(hash_of(&store, 1).await.as_deref(), Some(new_hash.as_str()));
 }
+
+/// A row-level-security policy of the backend's denies one row (42501): that row fails,
+/// the other commits. Superusers bypass policies, so the store connects as a role of the
+/// test's own, dropped at the end.
+#[tokio::test]
+async fn a_row_level_security_denial_is_that_rows_failure() {
+    let env = Env::new().await;
+    let admin = env.store();
+    admin.migrate().await.unwrap();
+    let role = format!("{}_writer", env.db.name);
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA user_sync TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA user_sync TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA user_sync TO {role}"),
+        "ALTER TABLE users ENABLE ROW LEVEL SECURITY".into(),
+        "CREATE POLICY everyone ON users USING (true) WITH CHECK (first_name <> 'Blocked')".into(),
+    ] {
+        sqlx::query(&sql).execute(admin.pool()).await.unwrap();
+    }
+    let url = format!("postgres://{role}@127.0.0.1:5432/{}", env.db.name);
+    let mut vars: std::collections::HashMap<String, String> = env.vars().into_iter().collect();
+    vars.insert("database_url".into(), url);
+    let settings = user_sync::settings::Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let store = Store::new(&settings).unwrap();
+    let mut blocked = event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    blocked["user"]["first_name"] = "Blocked".into();
+    let batch = [
+        blocked,
+        event(
+            "user.created",
+            2,
+            "2024-01-01T00:00:00Z",
+            "student",
+            &["lms"],
+        ),
+    ];
+    let results = apply_batch(&store, &batch).await;
+    store.pool().close().await;
+    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        let _ = sqlx::query(&sql).execute(admin.pool()).await;
+    }
+    assert!(
+        matches!(&results[0].1, EventResult::Rejected(why) if why.contains("42501")),
+        "{results:?}"
+    );
+    assert_eq!(results[1].1, EventResult::Done(decide::Outcome::Applied));
+}
