@@ -1,6 +1,7 @@
 //! One integration binary against the real local RabbitMQ and Postgres. Every test makes
 //! its own database and broker names, so the tests run in parallel and leave nothing.
 
+mod attack;
 mod audit;
 mod brake;
 mod convergence;
