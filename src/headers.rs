@@ -60,6 +60,14 @@ impl<'a> Route<'a> {
             .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX))
     }
 
+    /// The `brake release` that moved this copy back, if it is one of our copies: a
+    /// producer's delivery never passes the brake on a token it carries.
+    pub(crate) fn release_token(&self) -> Option<String> {
+        self.ours()
+            .then(|| broker::header_str(self.props, broker::RELEASE_HEADER))
+            .flatten()
+    }
+
     /// When the first delivery failed, if it is one of our copies and the header is a
     /// timestamp.
     pub(crate) fn first_failed_at(&self) -> Option<String> {

@@ -136,14 +136,18 @@ pub async fn import(
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    // The worker's rules but the signature: a record dated far ahead would freeze its user.
+    let rules = event::Rules {
+        max_body: settings.max_body_bytes,
+        latest: Some(OffsetDateTime::now_utc() + settings.max_future_skew),
+        signed: false,
+    };
     let mut events: Vec<(usize, Planned)> = Vec::new();
     for (line, record) in records(text)? {
         summary.records += 1;
         let decoded = record
             .and_then(|r| as_event(&r, as_of.as_deref()))
-            .and_then(|body| {
-                event::decode(&body, "user.created", settings.max_body_bytes).map_err(|r| r.0)
-            });
+            .and_then(|body| event::decode_with(&body, "user.created", &rules).map_err(|r| r.0));
         match decoded {
             Ok(Decoded::Event(e)) => events.push((line, decide::plan(&e, &membership))),
             Ok(Decoded::Unknown { .. }) => unreachable!("imports are user.created"),

@@ -3,13 +3,15 @@
 
 use super::{HOLD_DURING_OUTAGE, Pipeline, Stop};
 use crate::backoff::Backoff;
-use crate::broker::{self, RELEASE_HEADER};
 use crate::decide::{Intent, Outcome, Planned, UserBatch};
+use crate::headers::Route;
 use crate::store::EventResult;
 use lapin::message::Delivery;
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 impl Pipeline {
     /// Which deliveries of the batch an operator released from the hold queue: those whose
@@ -26,7 +28,7 @@ impl Pipeline {
         }
         let tokens: Vec<Option<String>> = batch
             .iter()
-            .map(|(d, _)| broker::header_str(&d.properties, RELEASE_HEADER))
+            .map(|(d, _)| Route::of(d).release_token())
             .collect();
         let mut unknown: Vec<String> = {
             let brake = self.brake.lock().expect("brake lock");
@@ -80,21 +82,40 @@ impl Pipeline {
     /// of their event indices) and engages the brake if it was not. Nothing is held unless
     /// a deactivation would take the window past `DEACTIVATION_BRAKE`; deactivations an
     /// operator released (`released`, by event index) always go ahead.
+    ///
+    /// A user counts as deactivating when any of its events in the batch deactivates, not
+    /// only the newest: should the newest fail, `apply_isolated` applies the older ones,
+    /// and a deletion among them must have passed the brake. A held user's events are all
+    /// parked, its superseded ones (`losers`) too, so none is acknowledged as stale in
+    /// favour of an event that may never be applied.
     pub(super) fn brake_split(
         &self,
         planned: &[Planned],
         users: Vec<UserBatch>,
+        losers: Vec<usize>,
         released: impl Fn(usize) -> bool,
         mut hold: impl FnMut(usize),
-    ) -> Vec<UserBatch> {
+    ) -> (Vec<UserBatch>, Vec<usize>) {
         if self.settings.deactivation_brake == 0 {
-            return users;
+            return (users, losers);
+        }
+        let mut events_of: HashMap<Uuid, Vec<usize>> = HashMap::new();
+        let named = users
+            .iter()
+            .flat_map(|u| std::iter::once(u.newest).chain(u.upsert.filter(|up| *up != u.newest)));
+        for i in named.chain(losers.iter().copied()) {
+            events_of.entry(planned[i].user_id).or_default().push(i);
         }
         let deactivating: Vec<usize> = (0..users.len())
-            .filter(|&u| !released(users[u].newest) && deactivates(&planned[users[u].newest]))
+            .filter(|&u| {
+                let events = &events_of[&planned[users[u].newest].user_id];
+                events
+                    .iter()
+                    .any(|&i| !released(i) && deactivates(&planned[i]))
+            })
             .collect();
         if deactivating.is_empty() {
-            return users;
+            return (users, losers);
         }
         let (held, was_engaged) = {
             let mut brake = self.brake.lock().expect("brake lock");
@@ -102,23 +123,27 @@ impl Pipeline {
             (held, brake.engaged.is_some())
         };
         if held.is_empty() {
-            return users;
+            return (users, losers);
         }
         if !was_engaged {
             self.engage_brake(held.len());
         }
         let mut kept = Vec::with_capacity(users.len() - held.len());
+        let mut parked = std::collections::HashSet::new();
         for (u, user) in users.into_iter().enumerate() {
             if held.binary_search(&u).is_ok() {
-                hold(user.newest);
-                if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
-                    hold(up);
-                }
+                let id = planned[user.newest].user_id;
+                events_of[&id].iter().for_each(|&i| hold(i));
+                parked.insert(id);
             } else {
                 kept.push(user);
             }
         }
-        kept
+        let losers = losers
+            .into_iter()
+            .filter(|&l| !parked.contains(&planned[l].user_id))
+            .collect();
+        (kept, losers)
     }
 
     /// Marks the brake engaged; the log entry (written in the background: the decision

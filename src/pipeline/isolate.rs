@@ -2,9 +2,9 @@
 //! as applying the batch's events in timestamp order, the failed ones skipped. Shared by
 //! the worker and `import`.
 
-use crate::decide::{Intent, Outcome, Planned, UserBatch};
+use crate::decide::{self, Outcome, Planned, UserBatch};
 use crate::store::{Audit, Commit, EventMeta, EventResult, Store};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, VecDeque};
 use uuid::Uuid;
 
 /// The audit trail's inputs, when it is on.
@@ -15,14 +15,24 @@ pub struct Trail<'a> {
     pub meta: &'a [EventMeta],
 }
 
+/// A run of one user's events, consecutive in timestamp order.
+struct Span {
+    events: Vec<usize>,
+    /// Known to fail when applied as one reduced batch.
+    fails: bool,
+}
+
 /// Applies `users` (from `decide::reduce`, minus any the brake holds) and returns a result
 /// for every index they name and for every index in `losers`.
 ///
 /// A user's batch keeps only its newest events, the older ones being superseded. When the
 /// newest fails (its email is taken, a trigger refuses it), the older ones were not
-/// superseded after all: that user's events are applied again one at a time, oldest first,
-/// so an earlier deletion or password change still lands. Failed users go round by round
-/// (the k-th event of every such user in one transaction), not one transaction per event.
+/// superseded after all. That user's events are then applied as consecutive spans in
+/// timestamp order, each reduced like a batch: a span that fails is split (first without
+/// its newest event, the likely culprit, then in halves) until the failing event stands
+/// alone and is skipped. Applying spans oldest first is applying the events in timestamp
+/// order, and the cost is a few transactions per failure, not one per event. The spans of
+/// all failing users go round by round, one transaction per round.
 pub async fn apply_isolated(
     store: &Store,
     planned: &[Planned],
@@ -39,69 +49,134 @@ pub async fn apply_isolated(
     let first = store
         .apply_as(planned, users, commit, audit.as_ref())
         .await?;
-    let failed: HashSet<Uuid> = first
-        .iter()
-        .filter(|(_, r)| !matches!(r, EventResult::Done(_)))
-        .map(|(i, _)| planned[*i].user_id)
-        .collect();
+    let mut spans = failed_spans(planned, users, losers, &first);
     let stale = EventResult::Done(Outcome::Stale);
     let mut results: Vec<(usize, EventResult)> = first
         .into_iter()
-        .filter(|(i, _)| !failed.contains(&planned[*i].user_id))
         .chain(losers.iter().map(|&l| (l, stale.clone())))
-        .filter(|(i, _)| !failed.contains(&planned[*i].user_id))
+        .filter(|(i, r)| match spans.get(&planned[*i].user_id) {
+            None => true,
+            // A user with one event keeps its failure; there is nothing to isolate.
+            Some(q) => q[0].events.len() == 1 && !matches!(r, EventResult::Done(_)),
+        })
         .collect();
-    if failed.is_empty() {
-        return Ok(results);
-    }
-    let audit = trail.map(|t| Audit {
-        service: t.service,
-        meta: t.meta,
-        losers: &[],
-    });
-    let queues = one_by_one(planned, users, losers, &failed);
-    for round in 0.. {
-        let singles: Vec<UserBatch> = queues
-            .values()
-            .filter_map(|q| q.get(round))
-            .map(|&i| single(planned, i))
+    spans.retain(|_, q| q[0].events.len() > 1);
+    while !spans.is_empty() {
+        let round: Vec<(Uuid, Vec<usize>)> = spans
+            .iter_mut()
+            .map(|(user, q)| (*user, next_span(q)))
             .collect();
-        if singles.is_empty() {
-            break;
-        }
+        let (batch, round_losers) = reduce_spans(planned, &round);
+        let audit = trail.map(|t| Audit {
+            service: t.service,
+            meta: t.meta,
+            losers: &round_losers,
+        });
         let outcomes = store
-            .apply_as(planned, &singles, commit, audit.as_ref())
+            .apply_as(planned, &batch, commit, audit.as_ref())
             .await?;
-        results.extend(outcomes);
+        for (user, events) in round {
+            let mine: Vec<(usize, EventResult)> = outcomes
+                .iter()
+                .filter(|(i, _)| planned[*i].user_id == user)
+                .cloned()
+                .collect();
+            let q = spans.get_mut(&user).expect("a user of the round");
+            let failed = mine.iter().any(|(_, r)| !matches!(r, EventResult::Done(_)));
+            if failed && events.len() > 1 {
+                q.push_front(Span {
+                    events,
+                    fails: true,
+                });
+                continue;
+            }
+            let named: Vec<usize> = mine.iter().map(|(i, _)| *i).collect();
+            results.extend(mine);
+            let superseded = events.into_iter().filter(|i| !named.contains(i));
+            results.extend(superseded.map(|i| (i, stale.clone())));
+            if q.is_empty() {
+                spans.remove(&user);
+            }
+        }
     }
     Ok(results)
 }
 
-/// Each failed user's events, oldest first, keyed (and so locked) in user order.
-fn one_by_one(
+/// Every failed user's events of the batch, oldest first, as one span known to fail.
+fn failed_spans(
     planned: &[Planned],
     users: &[UserBatch],
     losers: &[usize],
-    failed: &HashSet<Uuid>,
-) -> BTreeMap<Uuid, Vec<usize>> {
-    let mut queues: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
+    first: &[(usize, EventResult)],
+) -> BTreeMap<Uuid, VecDeque<Span>> {
+    let mut spans: BTreeMap<Uuid, VecDeque<Span>> = first
+        .iter()
+        .filter(|(_, r)| !matches!(r, EventResult::Done(_)))
+        .map(|(i, _)| (planned[*i].user_id, VecDeque::new()))
+        .collect();
+    let mut events: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
     let named = users
         .iter()
         .flat_map(|u| std::iter::once(u.newest).chain(u.upsert.filter(|up| *up != u.newest)));
     for i in named.chain(losers.iter().copied()) {
-        if failed.contains(&planned[i].user_id) {
-            queues.entry(planned[i].user_id).or_default().push(i);
+        if spans.contains_key(&planned[i].user_id) {
+            events.entry(planned[i].user_id).or_default().push(i);
         }
     }
-    for q in queues.values_mut() {
-        q.sort_by_key(|&i| planned[i].key);
+    for (user, mut events) in events {
+        events.sort_by_key(|&i| planned[i].key);
+        spans
+            .get_mut(&user)
+            .expect("a failed user")
+            .push_back(Span {
+                events,
+                fails: true,
+            });
     }
-    queues
+    spans
 }
 
-fn single(planned: &[Planned], i: usize) -> UserBatch {
-    UserBatch {
-        newest: i,
-        upsert: matches!(planned[i].intent, Intent::Upsert(_)).then_some(i),
+/// The next span to try: a span known to fail is split first, without its newest event
+/// the first time (the event that failed in the batch is most often the newest), in
+/// halves after that.
+fn next_span(q: &mut VecDeque<Span>) -> Vec<usize> {
+    loop {
+        let span = q.pop_front().expect("a user with spans left");
+        if !span.fails {
+            return span.events;
+        }
+        let mut older = span.events;
+        let first_split = q.is_empty();
+        let cut = if first_split {
+            older.len() - 1
+        } else {
+            older.len() / 2
+        };
+        let newer = older.split_off(cut);
+        q.push_front(Span {
+            events: newer,
+            fails: false,
+        });
+        q.push_front(Span {
+            events: older,
+            fails: false,
+        });
     }
+}
+
+/// One round's spans reduced as one batch: the user batches (in user order, the order the
+/// store locks rows in) and the superseded events, as indices into `planned`.
+fn reduce_spans(planned: &[Planned], round: &[(Uuid, Vec<usize>)]) -> (Vec<UserBatch>, Vec<usize>) {
+    let mut batch = Vec::new();
+    let mut losers = Vec::new();
+    for (_, events) in round {
+        let span: Vec<Planned> = events.iter().map(|&i| planned[i].clone()).collect();
+        let (users, span_losers) = decide::reduce(&span);
+        batch.extend(users.into_iter().map(|u| UserBatch {
+            newest: events[u.newest],
+            upsert: u.upsert.map(|up| events[up]),
+        }));
+        losers.extend(span_losers.into_iter().map(|l| events[l]));
+    }
+    (batch, losers)
 }

@@ -184,7 +184,7 @@ impl Pipeline {
         let (users, losers) = decide::reduce(&planned);
         let released_at = self.released(&batch, shutdown).await?;
         let released = |p: usize| released_at[origin[p].0];
-        let users = self.brake_split(&planned, users, released, |p| {
+        let (users, losers) = self.brake_split(&planned, users, losers, released, |p| {
             let (i, kind) = origin[p];
             fates[i] = Some(Fate::Held(planned[p].user_id, kind));
         });

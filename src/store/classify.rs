@@ -11,7 +11,8 @@ pub(crate) enum Fault {
     /// batch, never dead-letter.
     Outage,
     /// A deadlock or serialization failure between concurrent writers (two replicas
-    /// swapping emails): the same transaction succeeds when tried again.
+    /// swapping emails), or a lock wait cut short: the same transaction succeeds when
+    /// tried again.
     Contention,
     /// Something about the rows of this batch: split it until the event stands alone.
     Event(EventResult),
@@ -35,7 +36,9 @@ pub(crate) fn classify(e: &sqlx::Error) -> Fault {
         return Fault::Outage;
     };
     match code.as_ref() {
-        "40P01" | "40001" => Fault::Contention,
+        // 55P03: a lock_timeout ran out while another session (a migration, VACUUM FULL)
+        // held the table; nothing about the event, and waiting is the cure.
+        "40P01" | "40001" | "55P03" => Fault::Contention,
         "23505" if db.constraint() == Some("users_active_email_key") => {
             Fault::Event(EventResult::EmailConflict)
         }

