@@ -1,4 +1,5 @@
-//! The RabbitMQ adapter: connection, topology (SPEC section 6) and confirmed publishing.
+//! The RabbitMQ adapter: connection, topology (docs/contract.md#broker-topology) and
+//! confirmed publishing.
 
 use crate::settings::{QueueType, Settings, mask_url};
 use lapin::options::{
@@ -105,7 +106,8 @@ pub async fn connect(settings: &Settings) -> Result<Connection, BrokerError> {
     };
     let runtime = lapin::runtime::default_runtime()?;
     // No auto-recover: our supervisor owns reconnection (lapin's recovery can wedge
-    // silently after a second fault, PITFALLS.md), so a lost connection surfaces as an error.
+    // silently after a second fault, docs/facts.md#auto-recover-can-stall-silently), so a lost
+    // connection surfaces as an error.
     let connect =
         Connection::connect_uri_with_config(uri, ConnectionProperties::default(), tls, runtime);
     match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {

@@ -1,4 +1,4 @@
-//! The convergence rule (SPEC section 4) as pure functions.
+//! The convergence rule (docs/contract.md#convergence) as pure functions.
 //!
 //! An event is reduced to a [`Planned`] change ordered by its [`EventKey`]; a change applies
 //! only when its key is greater than the user's watermark. The store enforces the same

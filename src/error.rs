@@ -4,7 +4,8 @@
 /// Why one message could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
-    /// Can never succeed (SPEC section 2): dead-lettered at once.
+    /// Can never succeed (docs/contract.md#permanent-dead-lettered-at-once): dead-lettered
+    /// at once.
     Permanent(String),
     /// Another active user holds the email; a later event may free it.
     EmailConflict,

@@ -1,4 +1,5 @@
-//! The wire format (SPEC section 2): `decode(bytes, routing_key) -> Event` with no I/O.
+//! The wire format (docs/contract.md#wire-format): `decode(bytes, routing_key) -> Event`
+//! with no I/O.
 //!
 //! Every producer quirk is absorbed here so that the rest of the service sees one clean shape.
 
@@ -14,8 +15,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EventKind {
-    // The declaration order is the tie-break on equal timestamps (SPEC 4): deleted beats
-    // updated beats created.
+    // The declaration order is the tie-break on equal timestamps: deleted beats updated
+    // beats created (docs/contract.md#ordering-events).
     Created,
     Updated,
     Deleted,
@@ -510,7 +511,8 @@ mod tests {
             panic!("a signed body under its own routing key is accepted");
         };
         assert_eq!(e.kind, EventKind::Updated);
-        // Unsigned, the routing key still stands in for a missing type (SPEC 2).
+        // Unsigned, the routing key still stands in for a missing type
+        // (docs/contract.md#wire-format).
         let Ok(Decoded::Event(e)) = decode(untyped.as_bytes(), "user.deleted", 1 << 20) else {
             panic!("unsigned untyped body");
         };

@@ -1,4 +1,4 @@
-//! Who belongs to this service (SPEC section 3).
+//! Who belongs to this service (docs/contract.md#who-belongs).
 
 /// Staff roles belong everywhere; every other role, `student` included, belongs only where
 /// the service is listed in the user's allowed services. Both comparisons ignore case.

@@ -1,4 +1,5 @@
-//! Typed settings from defaults, an optional TOML file and the environment (SPEC section 8).
+//! Typed settings from defaults, an optional TOML file and the environment
+//! (docs/contract.md#settings).
 //!
 //! Every value is read as text and parsed here, so that an error names the environment
 //! variable an operator has to fix, in one line.

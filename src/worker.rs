@@ -37,8 +37,9 @@ impl From<lapin::Error> for SessionEnd {
 ///
 /// A supervised loop rather than lapin's `enable_auto_recover()`: recovery there is young
 /// and was seen here to stay "reconnecting" forever after a second fault in quick
-/// succession (PITFALLS.md, lapin#312). A fresh connection per session is simple to reason
-/// about, and unacked deliveries of a lost session return to the queue by themselves.
+/// succession (docs/facts.md#auto-recover-can-stall-silently, lapin#312). A fresh
+/// connection per session is simple to reason about, and unacked deliveries of a lost
+/// session return to the queue by themselves.
 pub async fn run(pipeline: Pipeline, shutdown: CancellationToken) {
     let settings = pipeline.settings().clone();
     let topo = Topology::new(&settings);

@@ -48,7 +48,8 @@ async fn main() {
     let unix = "postgres://postgres@localhost/postgres?host=/var/run/postgresql";
     println!("| sqlx | transport | statements per transaction | seconds | rows/s |");
     println!("|---|---|---:|---:|---:|");
-    // 1 statement per transaction is the pattern PITFALLS.md saw stall; 3 is like ours.
+    // 1 statement per transaction is the pattern an earlier probe saw stall
+    // (docs/facts.md#why-sqlx-086-tcp_nodelay); 3 is like ours.
     for statements in [1, 3] {
         for round in 0..2 {
             let figures = [
