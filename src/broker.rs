@@ -16,14 +16,6 @@ use std::time::Duration;
 
 pub const ROUTING_KEYS: [&str; 3] = ["user.created", "user.updated", "user.deleted"];
 
-/// Header that carries the original routing key through the retry queues, which hand
-/// messages back through the default exchange under the queue's own name.
-pub const ROUTING_KEY_HEADER: &str = "x-routing-key";
-
-/// Header that `brake release` stamps on each deactivation it moves back: the token of the
-/// release it recorded in the brake log.
-pub const RELEASE_HEADER: &str = "x-brake-release";
-
 /// Missed heartbeats are how a half-open TCP connection is noticed: 15 s instead of the
 /// server's 60 s default finds a dead peer in about 30 s rather than two minutes.
 const HEARTBEAT_S: u16 = 15;
@@ -343,28 +335,6 @@ fn is_precondition_failed(e: &lapin::Error) -> bool {
     matches!(e.kind(), lapin::ErrorKind::ProtocolError(err) if err.get_id() == 406)
 }
 
-/// Reads a string header, whatever AMQP string type the publisher chose.
-pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
-    match props.headers().as_ref()?.inner().get(key)? {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-        _ => None,
-    }
-}
-
-/// Reads an integer header.
-pub fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
-    match props.headers().as_ref()?.inner().get(key)? {
-        AMQPValue::LongLongInt(v) => Some(*v),
-        AMQPValue::LongInt(v) => Some((*v).into()),
-        AMQPValue::LongUInt(v) => Some((*v).into()),
-        AMQPValue::ShortInt(v) => Some((*v).into()),
-        AMQPValue::ShortShortInt(v) => Some((*v).into()),
-        AMQPValue::ShortShortUInt(v) => Some((*v).into()),
-        _ => None,
-    }
-}
-
 /// The original properties with `extra` headers set: dead letters and retries keep the
 /// publisher's content type, message id and headers.
 pub fn with_headers(props: &BasicProperties, extra: &[(&str, AMQPValue)]) -> BasicProperties {
@@ -439,6 +409,9 @@ mod tests {
     fn a_copy_with_headers_has_no_expiration_either() {
         let copy = with_headers(&producers(), &[("x-error", text("boom"))]);
         assert_eq!(copy.expiration(), &None);
-        assert_eq!(header_str(&copy, "x-error").as_deref(), Some("boom"));
+        assert_eq!(
+            crate::headers::header_str(&copy, "x-error").as_deref(),
+            Some("boom")
+        );
     }
 }

@@ -7,15 +7,28 @@
 //! ignored: an `x-routing-key` there could turn an update into a deletion, and an
 //! `x-attempts` could skip the retries.
 
-use crate::broker;
 use lapin::BasicProperties;
 use lapin::message::Delivery;
+use lapin::types::AMQPValue;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-pub(crate) use crate::broker::ROUTING_KEY_HEADER as ROUTING_KEY;
-pub(crate) const ATTEMPTS: &str = "x-attempts";
-pub(crate) const FIRST_FAILED_AT: &str = "x-first-failed-at";
+/// The original routing key, carried through the retry queues, which hand messages back
+/// through the default exchange under the queue's own name.
+pub const ROUTING_KEY: &str = "x-routing-key";
+/// Failed deliveries of this message so far.
+pub const ATTEMPTS: &str = "x-attempts";
+pub const FIRST_FAILED_AT: &str = "x-first-failed-at";
+/// On a dead letter: the reason in words (never a field value) and its kind.
+pub const ERROR: &str = "x-error";
+pub const ERROR_KIND: &str = "x-error-kind";
+/// RabbitMQ's own record of a message's dead-lettering.
+pub const DEATH: &str = "x-death";
+/// The producer's HMAC of the body, when events are signed.
+pub const SIGNATURE: &str = "x-signature";
+/// Stamped by `brake release` on each deactivation it moves back: the token of the release
+/// it recorded in the brake log.
+pub const RELEASE: &str = "x-brake-release";
 
 /// How one delivery reached us: what its own headers may be trusted for.
 pub(crate) struct Route<'a> {
@@ -46,7 +59,7 @@ impl<'a> Route<'a> {
     /// name and carry the original in `x-routing-key`.
     pub(crate) fn routing_key(&self) -> String {
         self.ours()
-            .then(|| broker::header_str(self.props, ROUTING_KEY))
+            .then(|| header_str(self.props, ROUTING_KEY))
             .flatten()
             .unwrap_or_else(|| self.routing_key.to_string())
     }
@@ -55,7 +68,7 @@ impl<'a> Route<'a> {
     /// (negative, huge, not a number), the answer stays within 0..=u32::MAX.
     pub(crate) fn attempts(&self) -> u32 {
         self.ours()
-            .then(|| broker::header_int(self.props, ATTEMPTS))
+            .then(|| header_int(self.props, ATTEMPTS))
             .flatten()
             .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX))
     }
@@ -64,7 +77,7 @@ impl<'a> Route<'a> {
     /// producer's delivery never passes the brake on a token it carries.
     pub(crate) fn release_token(&self) -> Option<String> {
         self.ours()
-            .then(|| broker::header_str(self.props, broker::RELEASE_HEADER))
+            .then(|| header_str(self.props, RELEASE))
             .flatten()
     }
 
@@ -72,9 +85,31 @@ impl<'a> Route<'a> {
     /// timestamp.
     pub(crate) fn first_failed_at(&self) -> Option<String> {
         self.ours()
-            .then(|| broker::header_str(self.props, FIRST_FAILED_AT))
+            .then(|| header_str(self.props, FIRST_FAILED_AT))
             .flatten()
             .filter(|s| s.len() <= 64 && OffsetDateTime::parse(s, &Rfc3339).is_ok())
+    }
+}
+
+/// Reads a string header, whatever AMQP string type the publisher chose.
+pub fn header_str(props: &BasicProperties, key: &str) -> Option<String> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// Reads an integer header.
+pub fn header_int(props: &BasicProperties, key: &str) -> Option<i64> {
+    match props.headers().as_ref()?.inner().get(key)? {
+        AMQPValue::LongLongInt(v) => Some(*v),
+        AMQPValue::LongInt(v) => Some((*v).into()),
+        AMQPValue::LongUInt(v) => Some((*v).into()),
+        AMQPValue::ShortInt(v) => Some((*v).into()),
+        AMQPValue::ShortShortInt(v) => Some((*v).into()),
+        AMQPValue::ShortShortUInt(v) => Some((*v).into()),
+        _ => None,
     }
 }
 
@@ -95,7 +130,7 @@ mod tests {
 
     #[test]
     fn a_producer_cannot_choose_the_routing_key() {
-        let p = props(&[(ROUTING_KEY, broker::text("user.deleted"))]);
+        let p = props(&[(ROUTING_KEY, crate::broker::text("user.deleted"))]);
         assert_eq!(
             Route::new(AUTH, "user.updated", &p).routing_key(),
             "user.updated"
@@ -111,7 +146,7 @@ mod tests {
             AMQPValue::LongLongInt(i64::MAX),
             AMQPValue::LongLongInt(-5),
             AMQPValue::LongInt(i32::MIN),
-            broker::text("abc"),
+            crate::broker::text("abc"),
             AMQPValue::Boolean(true),
         ];
         for v in values {
@@ -128,7 +163,7 @@ mod tests {
 
     #[test]
     fn first_failed_at_is_ours_and_a_timestamp() {
-        let good = props(&[(FIRST_FAILED_AT, broker::text("2024-01-01T00:00:00Z"))]);
+        let good = props(&[(FIRST_FAILED_AT, crate::broker::text("2024-01-01T00:00:00Z"))]);
         assert_eq!(
             Route::new("", "q", &good).first_failed_at().as_deref(),
             Some("2024-01-01T00:00:00Z")
@@ -137,7 +172,7 @@ mod tests {
             Route::new(AUTH, "user.created", &good).first_failed_at(),
             None
         );
-        let junk = props(&[(FIRST_FAILED_AT, broker::text("yesterday"))]);
+        let junk = props(&[(FIRST_FAILED_AT, crate::broker::text("yesterday"))]);
         assert_eq!(Route::new("", "q", &junk).first_failed_at(), None);
     }
 }

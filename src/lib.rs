@@ -10,7 +10,7 @@ pub mod broker;
 pub mod decide;
 pub mod error;
 pub mod event;
-mod headers;
+pub mod headers;
 mod http;
 pub mod membership;
 pub mod metrics;
@@ -87,21 +87,20 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
         http_stop.clone(),
     ));
     tracing::info!(%addr, "http listening");
-    let pipeline =
-        pipeline::Pipeline::new(app.settings.clone(), app.store.clone(), app.metrics.clone());
+    let worker = assemble(&app.settings, &app.store, &app.metrics);
     let result = async {
-        if !pipeline.wait_for_database(&shutdown).await {
+        if !worker.pause.wait_for_database(&app.store, &shutdown).await {
             return Ok(());
         }
         app.store.migrate().await.map_err(StartError::Migrate)?;
-        pipeline.restore_brake().await?;
+        worker.brake.restore().await?;
         tracing::info!(settings = ?app.settings, "user-sync started");
         let pruner = tokio::spawn(prune_audit(
             app.store.clone(),
             app.settings.audit_retention_days,
             shutdown.clone(),
         ));
-        worker::run(pipeline, shutdown).await;
+        worker.run(shutdown).await;
         let _ = pruner.await;
         Ok(())
     }
@@ -112,6 +111,27 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
     app.store.pool().close().await;
     tracing::info!("user-sync stopped");
     result
+}
+
+/// The supervisor and what it owns, from the assembled service.
+fn assemble(settings: &Arc<Settings>, store: &Store, metrics: &Arc<Metrics>) -> worker::Worker {
+    let (settings, store, metrics) = (settings.clone(), store.clone(), metrics.clone());
+    let hold = broker::Topology::new(&settings).hold;
+    let brake = brake::Brake::new(&settings, store.clone(), metrics.clone(), &hold);
+    let pipeline = pipeline::Pipeline::new(
+        settings.clone(),
+        store.clone(),
+        metrics.clone(),
+        brake.clone(),
+    );
+    worker::Worker {
+        pause: worker::Pause::new(metrics.clone()),
+        settings,
+        store,
+        metrics,
+        brake,
+        pipeline,
+    }
 }
 
 /// How often old audit rows are pruned.

@@ -143,8 +143,8 @@ impl Metrics {
         self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    pub fn dead_lettered(&self, kind: &'static str) {
-        self.outcome("dead-lettered");
+    /// The kind of a dead letter; its outcome is counted by `outcome` like any other.
+    pub fn dead_letter_kind(&self, kind: &'static str) {
         self.dead_letters.get_or_create(&KindLabel { kind }).inc();
     }
 

@@ -7,7 +7,6 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
-pub const SIGNATURE_HEADER: &str = "x-signature";
 const PREFIX: &str = "sha256=";
 
 /// Why a message's signature was not accepted (the dead letter's `x-error`).

@@ -15,7 +15,8 @@
 //! present when it starts: those that fail again go back to the DLQ's tail within
 //! milliseconds, and a loop until the queue is empty would never end.
 
-use crate::broker::{self, BrokerError, RELEASE_HEADER, ROUTING_KEY_HEADER, Session, Topology};
+use crate::broker::{self, BrokerError, Session, Topology};
+use crate::headers;
 use crate::settings::Settings;
 use lapin::message::BasicGetMessage;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueuePurgeOptions};
@@ -28,12 +29,12 @@ use tokio::time::Instant;
 /// Headers that describe a failed attempt; a replayed message starts afresh without them.
 /// A brake release's token goes too: a replay is not the operator's release of the brake.
 const ATTEMPT_HEADERS: [&str; 6] = [
-    "x-attempts",
-    "x-first-failed-at",
-    "x-error",
-    "x-error-kind",
-    "x-death",
-    RELEASE_HEADER,
+    headers::ATTEMPTS,
+    headers::FIRST_FAILED_AT,
+    headers::ERROR,
+    headers::ERROR_KIND,
+    headers::DEATH,
+    headers::RELEASE,
 ];
 
 /// After moving messages back, how long the source queue's depth must stay still (with
@@ -61,12 +62,12 @@ impl DeadLetter {
             .and_then(|v| v.get("user_id")?.as_str().map(str::to_string));
         DeadLetter {
             position,
-            routing_key: broker::header_str(p, ROUTING_KEY_HEADER)
+            routing_key: headers::header_str(p, headers::ROUTING_KEY)
                 .unwrap_or_else(|| m.delivery.routing_key.as_str().to_string()),
-            kind: broker::header_str(p, "x-error-kind"),
-            error: broker::header_str(p, "x-error"),
-            attempts: broker::header_int(p, "x-attempts"),
-            first_failed_at: broker::header_str(p, "x-first-failed-at"),
+            kind: headers::header_str(p, headers::ERROR_KIND),
+            error: headers::header_str(p, headers::ERROR),
+            attempts: headers::header_int(p, headers::ATTEMPTS),
+            first_failed_at: headers::header_str(p, headers::FIRST_FAILED_AT),
             user_id,
         }
     }
@@ -408,9 +409,9 @@ fn fresh_properties(
             }
         }
     }
-    headers.insert(ROUTING_KEY_HEADER.into(), broker::text(routing_key));
+    headers.insert(headers::ROUTING_KEY.into(), broker::text(routing_key));
     if let Some(token) = stamp {
-        headers.insert(RELEASE_HEADER.into(), broker::text(token));
+        headers.insert(headers::RELEASE.into(), broker::text(token));
     }
     broker::republished(p).with_headers(headers)
 }
@@ -546,24 +547,24 @@ mod tests {
     #[test]
     fn a_moved_copy_starts_afresh_without_the_producers_expiration() {
         let mut headers = lapin::types::FieldTable::default();
-        headers.insert("x-attempts".into(), AMQPValue::LongLongInt(3));
-        headers.insert(RELEASE_HEADER.into(), broker::text("forged"));
+        headers.insert(crate::headers::ATTEMPTS.into(), AMQPValue::LongLongInt(3));
+        headers.insert(headers::RELEASE.into(), broker::text("forged"));
         headers.insert("trace".into(), broker::text("t-1"));
         let failed = BasicProperties::default()
             .with_expiration("300".into())
             .with_headers(headers);
         let replayed = fresh_properties(&failed, "user.deleted", None);
         assert_eq!(replayed.expiration(), &None);
-        assert_eq!(broker::header_int(&replayed, "x-attempts"), None);
-        assert_eq!(broker::header_str(&replayed, RELEASE_HEADER), None);
+        assert_eq!(headers::header_int(&replayed, headers::ATTEMPTS), None);
+        assert_eq!(headers::header_str(&replayed, headers::RELEASE), None);
         assert_eq!(
-            broker::header_str(&replayed, "trace").as_deref(),
+            headers::header_str(&replayed, "trace").as_deref(),
             Some("t-1")
         );
-        let key = broker::header_str(&replayed, ROUTING_KEY_HEADER);
+        let key = headers::header_str(&replayed, headers::ROUTING_KEY);
         assert_eq!(key.as_deref(), Some("user.deleted"));
         let released = fresh_properties(&failed, "user.deleted", Some("tok"));
-        let token = broker::header_str(&released, RELEASE_HEADER);
+        let token = headers::header_str(&released, headers::RELEASE);
         assert_eq!(token.as_deref(), Some("tok"));
     }
 

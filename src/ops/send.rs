@@ -4,7 +4,6 @@
 use crate::broker::{BrokerError, Session, Topology};
 use crate::event::{self, Decoded};
 use crate::settings::Settings;
-use crate::signature::SIGNATURE_HEADER;
 use lapin::BasicProperties;
 use serde_json::json;
 use time::OffsetDateTime;
@@ -91,7 +90,10 @@ pub async fn send(settings: &Settings, body: &[u8]) -> Result<String, SendError>
     if let Some(key) = settings.event_signing_keys.first() {
         let mut headers = lapin::types::FieldTable::default();
         let signed = crate::signature::sign(key, body);
-        headers.insert(SIGNATURE_HEADER.into(), crate::broker::text(&signed));
+        headers.insert(
+            crate::headers::SIGNATURE.into(),
+            crate::broker::text(&signed),
+        );
         props = props.with_headers(headers);
     }
     let sent = session

@@ -609,7 +609,8 @@ fn the_future_skew_boundary_is_inclusive() {
 /// `email_conflict`, not as a bad signature or a type mismatch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause() {
-    use user_sync::signature::{SIGNATURE_HEADER, sign};
+    use user_sync::headers;
+    use user_sync::signature::sign;
     const KEY: &str = "attack-key-0123456789abcdef";
     let env = Env::new().await.set("event_signing_keys", KEY);
     let worker = env.start().await;
@@ -620,7 +621,7 @@ async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause(
             let body = e.to_string();
             let sig = sign(&KEY.to_string().into(), body.as_bytes());
             let mut h = lapin::types::FieldTable::default();
-            h.insert(SIGNATURE_HEADER.into(), user_sync::broker::text(&sig));
+            h.insert(headers::SIGNATURE.into(), user_sync::broker::text(&sig));
             let key = e["event_type"].as_str().unwrap().to_string();
             p.publish_with(
                 &key,
@@ -657,7 +658,7 @@ async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause(
         Some("email_conflict")
     );
     assert_eq!(
-        user_sync::broker::header_int(&dead[0].properties, "x-attempts"),
+        user_sync::headers::header_int(&dead[0].properties, "x-attempts"),
         Some(3)
     );
 }

@@ -146,7 +146,7 @@ async fn invalid_fixtures_are_dead_lettered_and_the_next_event_applies() {
         );
         assert!(header(d, "x-first-failed-at").is_some());
         assert_eq!(
-            user_sync::broker::header_int(&d.properties, "x-attempts"),
+            user_sync::headers::header_int(&d.properties, "x-attempts"),
             Some(1)
         );
         assert_eq!(

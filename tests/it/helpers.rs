@@ -453,7 +453,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 }
 
 pub fn header(d: &lapin::message::Delivery, key: &str) -> Option<String> {
-    user_sync::broker::header_str(&d.properties, key)
+    user_sync::headers::header_str(&d.properties, key)
 }
 
 /// Runs a command to its end, failing the test if it takes longer than `limit` (the

@@ -147,7 +147,7 @@ async fn hostile_attempt_counts_are_retried_exactly_max_attempts_times() {
             Some("email_conflict")
         );
         assert_eq!(
-            user_sync::broker::header_int(&letter.properties, "x-attempts"),
+            user_sync::headers::header_int(&letter.properties, "x-attempts"),
             Some(max_attempts)
         );
     }

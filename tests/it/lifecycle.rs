@@ -262,7 +262,7 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
         Some("email_conflict")
     );
     assert_eq!(
-        user_sync::broker::header_int(&dead[0].properties, "x-attempts"),
+        user_sync::headers::header_int(&dead[0].properties, "x-attempts"),
         Some(4)
     );
     assert_eq!(dead[0].routing_key.as_str(), "user.created");

@@ -217,7 +217,7 @@ async fn run_case(history: &[Message], order: &[usize], setup: Setup) {
             let mut headers = lapin::types::FieldTable::default();
             let signature = user_sync::signature::sign(&KEY.to_string().into(), &body);
             headers.insert(
-                user_sync::signature::SIGNATURE_HEADER.into(),
+                user_sync::headers::SIGNATURE.into(),
                 user_sync::broker::text(&signature),
             );
             props = props.with_headers(headers);

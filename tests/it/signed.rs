@@ -4,7 +4,8 @@ use crate::helpers::*;
 use lapin::BasicProperties;
 use lapin::types::FieldTable;
 use std::time::Duration;
-use user_sync::signature::{SIGNATURE_HEADER, sign};
+use user_sync::headers;
+use user_sync::signature::sign;
 
 const WAIT: Duration = Duration::from_secs(30);
 const OLD: &str = "old-key-0123456789abcdef";
@@ -12,7 +13,10 @@ const NEW: &str = "new-key-0123456789abcdef";
 
 fn signed_with(signature: &str) -> BasicProperties {
     let mut headers = FieldTable::default();
-    headers.insert(SIGNATURE_HEADER.into(), user_sync::broker::text(signature));
+    headers.insert(
+        headers::SIGNATURE.into(),
+        user_sync::broker::text(signature),
+    );
     BasicProperties::default().with_headers(headers)
 }
 

@@ -1,20 +1,11 @@
-//! The mass-deactivation brake: a sliding window over recent deactivations. When a batch
-//! would take the window past `DEACTIVATION_BRAKE`, the deactivations beyond it are parked
-//! in `{queue}.hold` and every further one is parked too, until an operator runs
-//! `user-sync brake release` (or restarts with a higher threshold). A bug upstream that
-//! deletes every user then costs a page, not a school's worth of lockouts.
-//!
-//! The window counts this process's deactivations: with several replicas, each has its own.
-//! Deactivations an operator released (stamped with a release's token, see
-//! `ops::brake::release`) pass the brake and do not count in the window: they were approved,
-//! and counting them would park again every one past the threshold, so a large release
-//! would never end.
+//! The brake's pure part: a sliding window over recent deactivations, whether the brake
+//! holds, and which deactivations of a batch go ahead. No I/O.
 
 use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
-pub struct Window {
+pub(crate) struct Window {
     limit: u32,
     span: Duration,
     recent: VecDeque<(Instant, u32)>,
@@ -55,21 +46,28 @@ impl Window {
     }
 }
 
-/// The brake of one worker: its window, and whether (and under which log entry) it holds.
+/// Whether the brake holds, and under which `brake_log` entry once that is written (the
+/// entry is written in the background: the decision must not wait on the database).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Engaged {
+    No,
+    Yes { logged: Option<i64> },
+}
+
+/// The brake of one worker: its window, whether it holds, the releases it has seen.
 #[derive(Debug)]
-pub struct Brake {
+pub(crate) struct State {
     pub window: Window,
-    /// The `brake_log` id of the engagement in force.
-    pub engaged: Option<i64>,
+    pub engaged: Engaged,
     /// Tokens of releases found in `brake_log`, so each is looked up once.
     pub releases: HashSet<String>,
 }
 
-impl Brake {
+impl State {
     pub fn new(limit: u32, span: Duration) -> Self {
         Self {
             window: Window::new(limit, span),
-            engaged: None,
+            engaged: Engaged::No,
             releases: HashSet::new(),
         }
     }
@@ -77,10 +75,9 @@ impl Brake {
     /// Splits the deactivating users of a batch (in batch order) into those that may go
     /// ahead and those to hold: none go ahead while engaged.
     pub fn admit(&mut self, now: Instant, deactivating: &[usize]) -> (Vec<usize>, Vec<usize>) {
-        let room = if self.engaged.is_some() {
-            0
-        } else {
-            self.window.room(now)
+        let room = match self.engaged {
+            Engaged::No => self.window.room(now),
+            Engaged::Yes { .. } => 0,
         };
         let cut = room.min(deactivating.len());
         (deactivating[..cut].to_vec(), deactivating[cut..].to_vec())
@@ -110,18 +107,18 @@ mod tests {
     #[test]
     fn the_deactivation_past_the_limit_is_held_and_all_after_it_while_engaged() {
         let t0 = Instant::now();
-        let mut b = Brake::new(3, Duration::from_secs(60));
+        let mut b = State::new(3, Duration::from_secs(60));
         b.window.record(t0, 2);
         let (go, hold) = b.admit(t0, &[10, 11, 12]);
         assert_eq!((go, hold), (vec![10], vec![11, 12]));
-        b.engaged = Some(1);
+        b.engaged = Engaged::Yes { logged: Some(1) };
         let later = t0 + Duration::from_secs(120);
         assert_eq!(
             b.admit(later, &[13]),
             (vec![], vec![13]),
             "engaged holds everything"
         );
-        b.engaged = None;
+        b.engaged = Engaged::No;
         assert_eq!(b.admit(later, &[13]), (vec![13], vec![]));
     }
 }

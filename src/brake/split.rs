@@ -1,0 +1,102 @@
+//! Which users of a batch the brake lets through, and which it parks.
+
+use super::Brake;
+use super::window::Engaged;
+use crate::decide::{Intent, Planned, UserBatch};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+use uuid::Uuid;
+
+/// A batch after the brake: what goes on to be applied, and the events to park.
+pub(crate) struct Split {
+    pub users: Vec<UserBatch>,
+    pub losers: Vec<usize>,
+    /// Planned indices of every event of every held user.
+    pub held: Vec<usize>,
+}
+
+impl Brake {
+    /// Takes the users the brake holds out of a reduced batch and engages the brake if it
+    /// was not. Nothing is held unless a deactivation would take the window past
+    /// `DEACTIVATION_BRAKE`; deactivations an operator released (`released`, by planned
+    /// index) always go ahead.
+    ///
+    /// A user counts as deactivating when any of its events in the batch deactivates, not
+    /// only the newest: should the newest fail, `apply_isolated` applies the older ones, and
+    /// a deletion among them must have passed the brake. A held user's events are all
+    /// parked, its superseded ones (`losers`) too, so none is acknowledged as stale in
+    /// favour of an event that may never be applied.
+    pub(crate) fn split(
+        &self,
+        planned: &[Planned],
+        users: Vec<UserBatch>,
+        losers: Vec<usize>,
+        released: impl Fn(usize) -> bool,
+    ) -> Split {
+        let pass = |users, losers| Split {
+            users,
+            losers,
+            held: Vec::new(),
+        };
+        if !self.is_on() {
+            return pass(users, losers);
+        }
+        let events_of = events_by_user(planned, &users, &losers);
+        let deactivating: Vec<usize> = (0..users.len())
+            .filter(|&u| {
+                events_of[&planned[users[u].newest].user_id]
+                    .iter()
+                    .any(|&i| !released(i) && deactivates(&planned[i]))
+            })
+            .collect();
+        let (held, was_engaged) = {
+            let mut state = self.state();
+            let (_, held) = state.admit(Instant::now(), &deactivating);
+            (held, state.engaged != Engaged::No)
+        };
+        if held.is_empty() {
+            return pass(users, losers);
+        }
+        if !was_engaged {
+            self.engage(held.len());
+        }
+        let held_users: HashSet<Uuid> = held
+            .iter()
+            .map(|&u| planned[users[u].newest].user_id)
+            .collect();
+        let parked = |i: &usize| held_users.contains(&planned[*i].user_id);
+        let mut held: Vec<usize> = held_users
+            .iter()
+            .flat_map(|id| events_of[id].clone())
+            .collect();
+        held.sort_unstable();
+        Split {
+            held,
+            users: users.into_iter().filter(|u| !parked(&u.newest)).collect(),
+            losers: losers.into_iter().filter(|l| !parked(l)).collect(),
+        }
+    }
+}
+
+/// Every event of the batch by user: the ones `reduce` kept and the ones it superseded.
+fn events_by_user(
+    planned: &[Planned],
+    users: &[UserBatch],
+    losers: &[usize],
+) -> HashMap<Uuid, Vec<usize>> {
+    let mut events_of: HashMap<Uuid, Vec<usize>> = HashMap::new();
+    let named = users
+        .iter()
+        .flat_map(|u| std::iter::once(u.newest).chain(u.upsert.filter(|up| *up != u.newest)));
+    for i in named.chain(losers.iter().copied()) {
+        events_of.entry(planned[i].user_id).or_default().push(i);
+    }
+    events_of
+}
+
+fn deactivates(p: &Planned) -> bool {
+    match &p.intent {
+        Intent::Deactivate(_) => true,
+        Intent::Upsert(row) => !row.is_active,
+    }
+}
