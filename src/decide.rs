@@ -120,6 +120,32 @@ impl Outcome {
     }
 }
 
+/// What became of a delivery: the one label that logs, metrics and the audit trail share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Committed (or found to change nothing) with this outcome.
+    Applied(Outcome),
+    /// An event type this service does not handle.
+    Ignored,
+    /// Parked in the hold queue by the mass-deactivation brake.
+    Held,
+    /// Sent to a retry tier.
+    Retried,
+    DeadLettered,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Applied(outcome) => outcome.as_str(),
+            Decision::Ignored => "ignored",
+            Decision::Held => "held",
+            Decision::Retried => "retried",
+            Decision::DeadLettered => "dead-lettered",
+        }
+    }
+}
+
 pub fn plan(event: &Event, membership: &Membership) -> Planned {
     let u = &event.user;
     let intent = match event.kind {

@@ -2,6 +2,7 @@
 //! Names follow Prometheus conventions: `user_sync_` prefix, `_total` on counters, base
 //! units (seconds). The connection gauges double as the readiness state of `/readyz`.
 
+use crate::decide::Decision;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -139,7 +140,8 @@ impl Metrics {
         self.received.get_or_create(&EventType { event_type }).inc();
     }
 
-    pub fn outcome(&self, outcome: &'static str) {
+    pub fn outcome(&self, decision: Decision) {
+        let outcome = decision.as_str();
         self.outcomes.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 

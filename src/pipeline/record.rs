@@ -1,37 +1,12 @@
 //! One record per delivery, carried through the batch's stages, and the batch's decoded
 //! events beside them.
 
-use crate::decide::{Outcome, Planned};
+pub use crate::decide::Decision;
+use crate::decide::Planned;
 use crate::error::Failure;
 use crate::event::EventKind;
 use crate::store::{EventMeta, EventResult};
 use tokio::time::Instant;
-
-/// What became of a delivery: the one label that logs, metrics and the audit trail share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Committed (or found to change nothing) with this outcome.
-    Applied(Outcome),
-    /// An event type this service does not handle.
-    Ignored,
-    /// Parked in the hold queue by the mass-deactivation brake.
-    Held,
-    /// Sent to a retry tier.
-    Retried,
-    DeadLettered,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Applied(outcome) => outcome.as_str(),
-            Decision::Ignored => "ignored",
-            Decision::Held => "held",
-            Decision::Retried => "retried",
-            Decision::DeadLettered => "dead-lettered",
-        }
-    }
-}
 
 /// Where a delivery stands between stages.
 #[derive(Debug)]

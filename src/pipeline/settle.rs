@@ -45,7 +45,7 @@ impl Pipeline {
                     decision
                 }
             };
-            self.metrics.outcome(decision.as_str());
+            self.metrics.outcome(decision);
             if let Decision::Applied(_) = decision {
                 self.metrics
                     .committed((committed - record.received).as_secs_f64());

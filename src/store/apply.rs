@@ -6,12 +6,11 @@
 //! decision is made on data read outside the transaction.
 
 use super::Store;
-use super::audit::{self, Audit};
+use super::attempt::{Attempt, AttemptCtx};
+use super::audit::Audit;
 use super::classify::{Fault, classify};
-use super::statements::{adopt, advance_watermarks, email_conflicts, update_status, upsert};
-use super::trail::AttemptView;
-use crate::decide::{Intent, Outcome, Planned, Row, UserBatch, deactivate_outcome, upsert_outcome};
-use std::collections::{HashMap, HashSet};
+use crate::decide::{Outcome, Planned, UserBatch};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Deadlocks and serialization failures retried at once within one `apply`; past this the
@@ -32,20 +31,6 @@ pub enum EventResult {
 pub enum Commit {
     Yes,
     RollBack,
-}
-
-/// What every attempt of one `apply` shares.
-struct AttemptCtx<'a> {
-    commit: Commit,
-    audit: Option<&'a Audit<'a>>,
-    /// Superseded events by user, written as stale with their user's attempt.
-    losers: &'a HashMap<Uuid, Vec<usize>>,
-}
-
-enum Attempt {
-    Committed(Vec<(usize, Outcome)>),
-    /// Users (indices into the batch's `UserBatch` list) whose email another active row holds.
-    Conflicts(Vec<usize>),
 }
 
 impl Store {
@@ -127,134 +112,5 @@ impl Store {
             }
         }
         Ok(results)
-    }
-
-    async fn attempt(
-        &self,
-        planned: &[Planned],
-        users: &[UserBatch],
-        set: &[usize],
-        ctx: &AttemptCtx<'_>,
-    ) -> Result<Attempt, sqlx::Error> {
-        let mut tx = self.pool.begin().await?;
-        let advanced = advance_watermarks(&mut tx, planned, users, set).await?;
-        let mut outcomes = Vec::new();
-        let mut data_users = Vec::new();
-        let mut status_only = Vec::new();
-        for &u in set {
-            let user = &users[u];
-            let id = planned[user.newest].user_id;
-            match advanced.get(&id) {
-                None => {
-                    outcomes.push((user.newest, Outcome::Stale));
-                    if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
-                        outcomes.push((up, Outcome::Stale));
-                    }
-                }
-                Some(a) if a.data => data_users.push(u),
-                Some(_) => status_only.push(u),
-            }
-        }
-
-        let mut existed: HashSet<Uuid> = HashSet::new();
-        let mut inserted: HashSet<Uuid> = HashSet::new();
-        // Per data user: the fields the write changed (`audit::FIELDS` bits).
-        let mut changes: HashMap<Uuid, i16> = HashMap::new();
-        if !data_users.is_empty() {
-            let rows: Vec<(Uuid, Row)> = data_users
-                .iter()
-                .map(|&u| {
-                    let up = users[u].upsert.expect("data advanced only with an upsert");
-                    let Intent::Upsert(row) = &planned[up].intent else {
-                        unreachable!("reduce keeps upserts in `upsert`")
-                    };
-                    let a = &advanced[&planned[up].user_id];
-                    let row = Row {
-                        is_active: a.active,
-                        deactivation_reason: a.reason,
-                        source_updated_at: a.status_ts,
-                        ..row.clone()
-                    };
-                    (planned[up].user_id, row)
-                })
-                .collect();
-            adopt(&mut tx, &rows).await?;
-            let conflicts = email_conflicts(&mut tx, &rows).await?;
-            if !conflicts.is_empty() {
-                tx.rollback().await?;
-                let conflicts = data_users
-                    .iter()
-                    .zip(&rows)
-                    .filter(|(_, (id, _))| conflicts.contains(id))
-                    .map(|(u, _)| *u)
-                    .collect();
-                return Ok(Attempt::Conflicts(conflicts));
-            }
-            let upserted = upsert(&mut tx, &rows, ctx.audit.is_some()).await?;
-            for (id, row) in &rows {
-                let (new, mask) = upserted.get(id).copied().unwrap_or((false, 0));
-                if new {
-                    inserted.insert(*id);
-                }
-                changes.insert(*id, if new { audit::new_row_mask(row) } else { mask });
-            }
-            existed.extend(rows.iter().map(|r| r.0));
-        }
-        if !status_only.is_empty() {
-            let ids: Vec<Uuid> = status_only
-                .iter()
-                .map(|&u| planned[users[u].newest].user_id)
-                .collect();
-            existed.extend(update_status(&mut tx, &ids, &advanced).await?);
-        }
-        for &u in data_users.iter().chain(&status_only) {
-            let user = &users[u];
-            let newest = &planned[user.newest];
-            let a = &advanced[&newest.user_id];
-            let status_outcome = match &newest.intent {
-                Intent::Upsert(_) if inserted.contains(&newest.user_id) => Outcome::Applied,
-                Intent::Upsert(row) => upsert_outcome(a.prev_active, row.is_active),
-                Intent::Deactivate(reason) => {
-                    deactivate_outcome(existed.contains(&newest.user_id), *reason)
-                }
-            };
-            outcomes.push((
-                user.newest,
-                if a.status {
-                    status_outcome
-                } else {
-                    Outcome::Backfilled
-                },
-            ));
-            if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
-                outcomes.push((
-                    up,
-                    if a.data {
-                        Outcome::Backfilled
-                    } else {
-                        Outcome::Stale
-                    },
-                ));
-            }
-        }
-        if let Some(audit) = ctx.audit {
-            let view = AttemptView {
-                planned,
-                users,
-                set,
-                outcomes: &outcomes,
-                advanced: &advanced,
-                existed: &existed,
-                inserted: &inserted,
-                changes: &changes,
-            };
-            let entries = view.entries(&mut tx, audit, ctx.losers).await?;
-            audit::write(&mut tx, planned, audit, &entries).await?;
-        }
-        match ctx.commit {
-            Commit::Yes => tx.commit().await?,
-            Commit::RollBack => tx.rollback().await?,
-        }
-        Ok(Attempt::Committed(outcomes))
     }
 }

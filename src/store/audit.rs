@@ -2,7 +2,7 @@
 //! transaction of the change it explains, pruned by age in the background.
 
 use super::Store;
-use crate::decide::{Intent, Outcome, Planned, Reason, Row};
+use crate::decide::{Decision, Intent, Outcome, Planned, Reason, Row};
 use sqlx::{PgConnection, Row as _};
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -240,7 +240,7 @@ impl Store {
                 event_type: e.event_type,
                 event_ts: e.event_ts,
                 received_at: e.received_at,
-                decision: "dead-lettered",
+                decision: Decision::DeadLettered.as_str(),
                 reason: Some(&e.reason),
                 changed: 0,
             })

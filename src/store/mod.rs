@@ -1,8 +1,9 @@
 //! The Postgres adapter: pool, migrations and reads. Every SQL statement lives in this module.
 
 mod apply;
+mod attempt;
 mod audit;
-mod brake;
+mod brake_log;
 mod classify;
 mod lookup;
 mod report;
@@ -11,7 +12,7 @@ mod trail;
 
 pub use apply::{Commit, EventResult};
 pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
-pub use brake::BrakeEntry;
+pub use brake_log::BrakeEntry;
 pub use lookup::{RowView, WatermarkView};
 pub use report::UserCounts;
 

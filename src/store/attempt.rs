@@ -1,0 +1,212 @@
+//! One attempt at a set of users of a reduced batch, in one transaction: the watermark
+//! guard first, then the rows (adopted, checked for email conflicts, upserted), then the
+//! status-only changes, then the audit trail; committed or rolled back as a whole.
+
+use super::Store;
+use super::apply::Commit;
+use super::audit::{self, Audit};
+use super::statements::{
+    Advanced, adopt, advance_watermarks, email_conflicts, update_status, upsert,
+};
+use super::trail::AttemptView;
+use crate::decide::{Intent, Outcome, Planned, Row, UserBatch, deactivate_outcome, upsert_outcome};
+use sqlx::PgConnection;
+use std::collections::{HashMap, HashSet};
+use uuid::Uuid;
+
+/// What every attempt of one `apply` shares.
+pub(super) struct AttemptCtx<'a> {
+    pub commit: Commit,
+    pub audit: Option<&'a Audit<'a>>,
+    /// Superseded events by user, written as stale with their user's attempt.
+    pub losers: &'a HashMap<Uuid, Vec<usize>>,
+}
+
+pub(super) enum Attempt {
+    Committed(Vec<(usize, Outcome)>),
+    /// Users (indices into the batch's `UserBatch` list) whose email another active row holds.
+    Conflicts(Vec<usize>),
+}
+
+/// What the writes of an attempt did, for outcomes and the trail.
+#[derive(Default)]
+struct Written {
+    existed: HashSet<Uuid>,
+    inserted: HashSet<Uuid>,
+    /// Per data user, the fields the write changed (`audit::FIELDS` bits).
+    changes: HashMap<Uuid, i16>,
+}
+
+/// The users of a set whose watermark moved: with fields to write, or the status only.
+struct Moved {
+    data: Vec<usize>,
+    status_only: Vec<usize>,
+}
+
+impl Store {
+    pub(super) async fn attempt(
+        &self,
+        planned: &[Planned],
+        users: &[UserBatch],
+        set: &[usize],
+        ctx: &AttemptCtx<'_>,
+    ) -> Result<Attempt, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let advanced = advance_watermarks(&mut tx, planned, users, set).await?;
+        let mut outcomes = Vec::new();
+        let moved = sort_moved(planned, users, set, &advanced, &mut outcomes);
+        let mut written = Written::default();
+        let rows = data_rows(planned, users, &moved.data, &advanced);
+        if !rows.is_empty() {
+            adopt(&mut tx, &rows).await?;
+            let conflicts = email_conflicts(&mut tx, &rows).await?;
+            if !conflicts.is_empty() {
+                tx.rollback().await?;
+                let of =
+                    |(u, (id, _)): (&usize, &(Uuid, Row))| conflicts.contains(id).then_some(*u);
+                return Ok(Attempt::Conflicts(
+                    moved.data.iter().zip(&rows).filter_map(of).collect(),
+                ));
+            }
+            write_rows(&mut tx, &rows, ctx.audit.is_some(), &mut written).await?;
+        }
+        if !moved.status_only.is_empty() {
+            let ids: Vec<Uuid> = moved
+                .status_only
+                .iter()
+                .map(|&u| planned[users[u].newest].user_id)
+                .collect();
+            written
+                .existed
+                .extend(update_status(&mut tx, &ids, &advanced).await?);
+        }
+        for &u in moved.data.iter().chain(&moved.status_only) {
+            push_outcomes(planned, &users[u], &advanced, &written, &mut outcomes);
+        }
+        if let Some(audit) = ctx.audit {
+            let view = AttemptView {
+                planned,
+                users,
+                set,
+                outcomes: &outcomes,
+                advanced: &advanced,
+                existed: &written.existed,
+                inserted: &written.inserted,
+                changes: &written.changes,
+            };
+            let entries = view.entries(&mut tx, audit, ctx.losers).await?;
+            audit::write(&mut tx, planned, audit, &entries).await?;
+        }
+        match ctx.commit {
+            Commit::Yes => tx.commit().await?,
+            Commit::RollBack => tx.rollback().await?,
+        }
+        Ok(Attempt::Committed(outcomes))
+    }
+}
+
+/// Splits the set by what the guard moved; users it did not move are stale, all their
+/// events at once.
+fn sort_moved(
+    planned: &[Planned],
+    users: &[UserBatch],
+    set: &[usize],
+    advanced: &HashMap<Uuid, Advanced>,
+    outcomes: &mut Vec<(usize, Outcome)>,
+) -> Moved {
+    let mut moved = Moved {
+        data: Vec::new(),
+        status_only: Vec::new(),
+    };
+    for &u in set {
+        let user = &users[u];
+        match advanced.get(&planned[user.newest].user_id) {
+            None => {
+                outcomes.push((user.newest, Outcome::Stale));
+                if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
+                    outcomes.push((up, Outcome::Stale));
+                }
+            }
+            Some(a) if a.data => moved.data.push(u),
+            Some(_) => moved.status_only.push(u),
+        }
+    }
+    moved
+}
+
+/// The row each data user gets: the upsert's fields under the status the guard settled.
+fn data_rows(
+    planned: &[Planned],
+    users: &[UserBatch],
+    data: &[usize],
+    advanced: &HashMap<Uuid, Advanced>,
+) -> Vec<(Uuid, Row)> {
+    data.iter()
+        .map(|&u| {
+            let up = users[u].upsert.expect("data advanced only with an upsert");
+            let Intent::Upsert(row) = &planned[up].intent else {
+                unreachable!("reduce keeps upserts in `upsert`")
+            };
+            let a = &advanced[&planned[up].user_id];
+            let row = Row {
+                is_active: a.active,
+                deactivation_reason: a.reason,
+                source_updated_at: a.status_ts,
+                ..row.clone()
+            };
+            (planned[up].user_id, row)
+        })
+        .collect()
+}
+
+async fn write_rows(
+    tx: &mut PgConnection,
+    rows: &[(Uuid, Row)],
+    with_changes: bool,
+    written: &mut Written,
+) -> Result<(), sqlx::Error> {
+    let upserted = upsert(tx, rows, with_changes).await?;
+    for (id, row) in rows {
+        let (new, mask) = upserted.get(id).copied().unwrap_or((false, 0));
+        if new {
+            written.inserted.insert(*id);
+        }
+        let changed = if new { audit::new_row_mask(row) } else { mask };
+        written.changes.insert(*id, changed);
+        written.existed.insert(*id);
+    }
+    Ok(())
+}
+
+/// The outcomes of a moved user's events: the newest by what its status did (or
+/// backfilled, when only the fields moved), an older upsert backfilled or stale.
+fn push_outcomes(
+    planned: &[Planned],
+    user: &UserBatch,
+    advanced: &HashMap<Uuid, Advanced>,
+    written: &Written,
+    outcomes: &mut Vec<(usize, Outcome)>,
+) {
+    let newest = &planned[user.newest];
+    let id = newest.user_id;
+    let a = &advanced[&id];
+    let status_outcome = match &newest.intent {
+        Intent::Upsert(_) if written.inserted.contains(&id) => Outcome::Applied,
+        Intent::Upsert(row) => upsert_outcome(a.prev_active, row.is_active),
+        Intent::Deactivate(reason) => deactivate_outcome(written.existed.contains(&id), *reason),
+    };
+    let newest_outcome = if a.status {
+        status_outcome
+    } else {
+        Outcome::Backfilled
+    };
+    outcomes.push((user.newest, newest_outcome));
+    if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
+        let older = if a.data {
+            Outcome::Backfilled
+        } else {
+            Outcome::Stale
+        };
+        outcomes.push((up, older));
+    }
+}
