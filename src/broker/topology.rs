@@ -1,0 +1,195 @@
+//! The broker topology (docs/contract.md#broker-topology), declared idempotently at start
+//! and after every reconnect.
+
+use super::BrokerError;
+use crate::settings::{QueueType, Settings};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{Channel, Connection, ExchangeKind};
+use std::time::Duration;
+
+pub const ROUTING_KEYS: [&str; 3] = ["user.created", "user.updated", "user.deleted"];
+
+/// Names derived from the settings: the main queue and its satellites.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub exchange: String,
+    pub queue: String,
+    pub queue_type: QueueType,
+    pub dlq: String,
+    /// Fanout exchange in front of the DLQ, so a dead letter keeps its routing key.
+    pub dlx: String,
+    /// Where the mass-deactivation brake parks deactivations until an operator releases
+    /// them; nothing consumes it.
+    pub hold: String,
+    /// One retry queue per delay tier: per-message TTL only expires at the head of a queue,
+    /// so mixing delays in one queue would hold short ones behind long ones.
+    pub retry_queues: Vec<(String, Duration)>,
+}
+
+impl Topology {
+    pub fn new(s: &Settings) -> Self {
+        let queue = s.rabbitmq_queue.clone();
+        Self {
+            exchange: s.rabbitmq_exchange.clone(),
+            queue_type: s.rabbitmq_queue_type,
+            dlq: format!("{queue}.dlq"),
+            dlx: format!("{queue}.dlx"),
+            hold: format!("{queue}.hold"),
+            retry_queues: s
+                .retry_delays
+                .iter()
+                .map(|d| (format!("{queue}.retry.{}ms", d.as_millis()), *d))
+                .collect(),
+            queue,
+        }
+    }
+}
+
+/// Declares everything idempotently; called at start and after every reconnect.
+pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerError> {
+    let ch = conn.create_channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    // The auth system's exchange; declaring it too lets us start before the publisher.
+    ch.exchange_declare(
+        topo.exchange.as_str().into(),
+        ExchangeKind::Topic,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+    ch.exchange_declare(
+        topo.dlx.as_str().into(),
+        ExchangeKind::Fanout,
+        durable,
+        FieldTable::default(),
+    )
+    .await?;
+
+    let mut dlq_args = FieldTable::default();
+    queue_type_arg(&mut dlq_args, topo.queue_type);
+    let ch = declare_queue(conn, ch, &topo.dlq, dlq_args).await?;
+    ch.queue_bind(
+        topo.dlq.as_str().into(),
+        topo.dlx.as_str().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+
+    let mut hold_args = FieldTable::default();
+    queue_type_arg(&mut hold_args, topo.queue_type);
+    let ch = declare_queue(conn, ch, &topo.hold, hold_args).await?;
+
+    let mut main_args = FieldTable::default();
+    queue_type_arg(&mut main_args, topo.queue_type);
+    // Safety net: anything the broker itself dead-letters (a quorum delivery limit, a
+    // reject without requeue) lands in our DLQ instead of being dropped.
+    main_args.insert("x-dead-letter-exchange".into(), long_string(&topo.dlx));
+    let ch = declare_queue(conn, ch, &topo.queue, main_args).await?;
+    for key in ROUTING_KEYS {
+        ch.queue_bind(
+            topo.queue.as_str().into(),
+            topo.exchange.as_str().into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+
+    let mut ch = ch;
+    for (name, delay) in &topo.retry_queues {
+        let mut args = FieldTable::default();
+        // The tier's delay: a message waits here this long, then expires...
+        args.insert(
+            "x-message-ttl".into(),
+            AMQPValue::LongLongInt(delay.as_millis() as i64),
+        );
+        // ...and is dead-lettered through the default exchange straight to our own queue,
+        // never through the auth exchange, which would redeliver it to every service.
+        args.insert("x-dead-letter-exchange".into(), long_string(""));
+        args.insert("x-dead-letter-routing-key".into(), long_string(&topo.queue));
+        // Classic, whatever the main queue's type: a short-lived holding pen whose only job
+        // is head-of-queue expiry, which classic queues have always done.
+        ch = declare_queue(conn, ch, name, args).await?;
+    }
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// (messages ready, consumers) of a queue by passive declare, without creating it; `None`
+/// if it does not exist. A passive declare of a missing queue closes its channel, so each
+/// look gets a channel of its own.
+pub async fn queue_counts(
+    conn: &Connection,
+    name: &str,
+) -> Result<Option<(u32, u32)>, BrokerError> {
+    let ch = conn.create_channel().await?;
+    let opts = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch
+        .queue_declare(name.into(), opts, FieldTable::default())
+        .await
+    {
+        Ok(q) => {
+            let _ = ch.close(200, "looked".into()).await;
+            Ok(Some((q.message_count(), q.consumer_count())))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+fn queue_type_arg(args: &mut FieldTable, queue_type: QueueType) {
+    // Quorum: replicated and durable, the safe home for events we must not lose. Classic
+    // is left without the argument so queues made by older deployments compare equal.
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long_string("quorum"));
+    }
+}
+
+fn long_string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()))
+}
+
+/// Declares a durable queue; if it exists with other arguments (PRECONDITION_FAILED, which
+/// closes the channel), uses it as it is through a passive declare on a new channel.
+async fn declare_queue(
+    conn: &Connection,
+    ch: Channel,
+    name: &str,
+    args: FieldTable,
+) -> Result<Channel, BrokerError> {
+    let opts = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    match ch.queue_declare(name.into(), opts, args).await {
+        Ok(_) => Ok(ch),
+        Err(e) if is_precondition_failed(&e) => {
+            tracing::warn!(
+                queue = name,
+                "queue exists with other arguments; using it as it is"
+            );
+            let ch = conn.create_channel().await?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..opts
+            };
+            ch.queue_declare(name.into(), passive, FieldTable::default())
+                .await?;
+            Ok(ch)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(err) if err.get_id() == 406)
+}
