@@ -62,41 +62,56 @@ pub async fn apply_isolated(
         .collect();
     spans.retain(|_, q| q[0].events.len() > 1);
     while !spans.is_empty() {
-        let round: Vec<(Uuid, Vec<usize>)> = spans
-            .iter_mut()
-            .map(|(user, q)| (*user, next_span(q)))
+        results.extend(round(store, planned, &mut spans, commit, trail).await?);
+    }
+    Ok(results)
+}
+
+/// One round: the next span of every failing user, applied in one transaction. A span
+/// that fails goes back, known to fail, to be split; one that commits is done, its
+/// superseded events stale.
+async fn round(
+    store: &Store,
+    planned: &[Planned],
+    spans: &mut BTreeMap<Uuid, VecDeque<Span>>,
+    commit: Commit,
+    trail: Option<Trail<'_>>,
+) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
+    let round: Vec<(Uuid, Vec<usize>)> = spans
+        .iter_mut()
+        .map(|(user, q)| (*user, next_span(q)))
+        .collect();
+    let (batch, round_losers) = reduce_spans(planned, &round);
+    let audit = trail.map(|t| Audit {
+        service: t.service,
+        meta: t.meta,
+        losers: &round_losers,
+    });
+    let outcomes = store
+        .apply_as(planned, &batch, commit, audit.as_ref())
+        .await?;
+    let mut results = Vec::new();
+    for (user, events) in round {
+        let mine: Vec<(usize, EventResult)> = outcomes
+            .iter()
+            .filter(|(i, _)| planned[*i].user_id == user)
+            .cloned()
             .collect();
-        let (batch, round_losers) = reduce_spans(planned, &round);
-        let audit = trail.map(|t| Audit {
-            service: t.service,
-            meta: t.meta,
-            losers: &round_losers,
-        });
-        let outcomes = store
-            .apply_as(planned, &batch, commit, audit.as_ref())
-            .await?;
-        for (user, events) in round {
-            let mine: Vec<(usize, EventResult)> = outcomes
-                .iter()
-                .filter(|(i, _)| planned[*i].user_id == user)
-                .cloned()
-                .collect();
-            let q = spans.get_mut(&user).expect("a user of the round");
-            let failed = mine.iter().any(|(_, r)| !matches!(r, EventResult::Done(_)));
-            if failed && events.len() > 1 {
-                q.push_front(Span {
-                    events,
-                    fails: true,
-                });
-                continue;
-            }
-            let named: Vec<usize> = mine.iter().map(|(i, _)| *i).collect();
-            results.extend(mine);
-            let superseded = events.into_iter().filter(|i| !named.contains(i));
-            results.extend(superseded.map(|i| (i, stale.clone())));
-            if q.is_empty() {
-                spans.remove(&user);
-            }
+        let q = spans.get_mut(&user).expect("a user of the round");
+        let failed = mine.iter().any(|(_, r)| !matches!(r, EventResult::Done(_)));
+        if failed && events.len() > 1 {
+            q.push_front(Span {
+                events,
+                fails: true,
+            });
+            continue;
+        }
+        let named: Vec<usize> = mine.iter().map(|(i, _)| *i).collect();
+        results.extend(mine);
+        let superseded = events.into_iter().filter(|i| !named.contains(i));
+        results.extend(superseded.map(|i| (i, EventResult::Done(Outcome::Stale))));
+        if q.is_empty() {
+            spans.remove(&user);
         }
     }
     Ok(results)
