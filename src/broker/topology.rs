@@ -53,21 +53,15 @@ pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerErr
         durable: true,
         ..ExchangeDeclareOptions::default()
     };
-    // The auth system's exchange; declaring it too lets us start before the publisher.
-    ch.exchange_declare(
-        topo.exchange.as_str().into(),
-        ExchangeKind::Topic,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
-    ch.exchange_declare(
-        topo.dlx.as_str().into(),
-        ExchangeKind::Fanout,
-        durable,
-        FieldTable::default(),
-    )
-    .await?;
+    // The auth system's exchange (declaring it too lets us start before the publisher),
+    // and the fanout in front of our DLQ.
+    for (name, kind) in [
+        (&topo.exchange, ExchangeKind::Topic),
+        (&topo.dlx, ExchangeKind::Fanout),
+    ] {
+        ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+            .await?;
+    }
 
     let mut dlq_args = FieldTable::default();
     queue_type_arg(&mut dlq_args, topo.queue_type);
