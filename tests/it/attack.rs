@@ -5,43 +5,18 @@
 use crate::helpers::*;
 use std::time::Duration;
 use user_sync::decide::{self, Planned};
-use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, decode};
-use user_sync::membership::Membership;
+use user_sync::event::DEFAULT_MAX_BODY_BYTES;
 use user_sync::pipeline::apply_isolated;
 use user_sync::store::{Commit, Store};
 
 const WAIT: Duration = Duration::from_secs(45);
 
-fn planned(e: &serde_json::Value) -> Planned {
-    let membership = Membership::new("lms", &["teacher".into()]);
-    match decode(
-        e.to_string().as_bytes(),
-        "user.updated",
-        DEFAULT_MAX_BODY_BYTES,
-    )
-    .unwrap()
-    {
-        Decoded::Event(e) => decide::plan(&e, &membership),
-        Decoded::Unknown { .. } => unreachable!(),
-    }
-}
-
-fn taking_email_of(user: u8, owner: u8, ts: &str) -> serde_json::Value {
-    let mut e = event("user.updated", user, ts, "student", &["lms"]);
-    e["user"]["email"] = format!("user{owner}@example.com").into();
-    e
-}
-
 async fn hold_depth(env: &Env) -> u32 {
-    queue_counts(&format!("{}.hold", env.broker.queue))
-        .await
-        .map_or(0, |c| c.0)
+    queue_counts(&env.hold()).await.map_or(0, |c| c.0)
 }
 
 async fn dlq_depth(env: &Env) -> u32 {
-    queue_counts(&format!("{}.dlq", env.broker.queue))
-        .await
-        .map_or(0, |c| c.0)
+    queue_counts(&env.dlq()).await.map_or(0, |c| c.0)
 }
 
 async fn active_of(store: &Store, users: impl IntoIterator<Item = u8>) -> usize {
@@ -52,12 +27,6 @@ async fn active_of(store: &Store, users: impl IntoIterator<Item = u8>) -> usize 
         }
     }
     n
-}
-
-/// Starts and stops the worker once so the queues exist; what is published next waits in
-/// the queue and reaches the next worker as one batch.
-async fn declare_only(env: &Env) {
-    env.start().await.stop().await;
 }
 
 /// Creates users through a running worker and waits until they are all active.
@@ -196,17 +165,6 @@ async fn deletions_behind_failing_updates_respect_the_threshold() {
 // ---------------------------------------------------------------------------------------
 // 2. A held user's superseded events are acknowledged as stale and lost.
 // ---------------------------------------------------------------------------------------
-
-async fn refusing_trigger(store: &Store) {
-    for sql in [
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.first_name = 'Refused' THEN RAISE EXCEPTION 'refused by the backend'; END IF; \
-           RETURN NEW; END $$",
-        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refuse()",
-    ] {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
-    }
-}
 
 async fn last_name(store: &Store, user: u8) -> Option<String> {
     sqlx::query_scalar("SELECT last_name FROM users WHERE auth_user_id = $1")
@@ -399,7 +357,7 @@ async fn a_release_token_on_a_producers_deletion_does_not_pass_the_brake() {
     let env = Env::new().await.set("deactivation_brake", "1");
     let settings = env.settings();
     // A release long ago (nothing held then): its token is in brake_log.
-    declare_only(&env).await;
+    env.declare().await;
     user_sync::ops::brake::release(&settings).await.unwrap();
     let store = env.store();
     let token: String = sqlx::query_scalar("SELECT token FROM brake_log WHERE token IS NOT NULL")
@@ -412,10 +370,10 @@ async fn a_release_token_on_a_producers_deletion_does_not_pass_the_brake() {
     create_all(&env, &p, &[1]).await;
     engage_brake(&env, &p).await;
 
-    let headers = lapin::types::FieldTable::from(std::collections::BTreeMap::from([(
-        "x-brake-release".into(),
+    let release = with_header(
+        "x-brake-release",
         lapin::types::AMQPValue::LongString(token.into()),
-    )]));
+    );
     let body = event(
         "user.deleted",
         1,
@@ -423,12 +381,8 @@ async fn a_release_token_on_a_producers_deletion_does_not_pass_the_brake() {
         "student",
         &["lms"],
     );
-    p.publish_with(
-        "user.deleted",
-        body.to_string().as_bytes(),
-        lapin::BasicProperties::default().with_headers(headers),
-    )
-    .await;
+    p.publish_with("user.deleted", body.to_string().as_bytes(), release)
+        .await;
     wait_for("the deletion handled", WAIT, || async {
         hold_depth(&env).await == 2 || row(&store, 1).await.is_some_and(|r| !r.0)
     })
@@ -609,8 +563,6 @@ fn the_future_skew_boundary_is_inclusive() {
 /// `email_conflict`, not as a bad signature or a type mismatch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause() {
-    use user_sync::headers;
-    use user_sync::signature::sign;
     const KEY: &str = "attack-key-0123456789abcdef";
     let env = Env::new().await.set("event_signing_keys", KEY);
     let worker = env.start().await;
@@ -619,16 +571,9 @@ async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause(
         let p = &p;
         async move {
             let body = e.to_string();
-            let sig = sign(&KEY.to_string().into(), body.as_bytes());
-            let mut h = lapin::types::FieldTable::default();
-            h.insert(headers::SIGNATURE.into(), user_sync::broker::text(&sig));
             let key = e["event_type"].as_str().unwrap().to_string();
-            p.publish_with(
-                &key,
-                body.as_bytes(),
-                lapin::BasicProperties::default().with_headers(h),
-            )
-            .await;
+            p.publish_with(&key, body.as_bytes(), signed_by(KEY, body.as_bytes()))
+                .await;
         }
     };
     for u in [1, 2] {

@@ -3,20 +3,12 @@
 use crate::helpers::*;
 use std::time::Duration;
 use user_sync::decide;
-use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, decode};
-use user_sync::membership::Membership;
 use user_sync::store::{Audit, Commit, EventMeta, EventResult};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn explain(env: &Env, args: &[&str]) -> String {
-    let out = env.binary().arg("explain").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    env.command(&[&["explain"], args].concat()).ok().stdout
 }
 
 /// The trail's lines with the received-at column (now, so different each run) masked.
@@ -31,10 +23,7 @@ fn masked(text: &str) -> String {
 }
 
 async fn trail_rows(store: &user_sync::store::Store) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM audit_log")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
+    count(store, "SELECT count(*) FROM audit_log").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,11 +114,8 @@ async fn a_user_never_seen_shows_their_dead_letters() {
     );
     bad["user"]["password_hash"] = "plaintext".into();
     env.publisher().await.publish_json(&bad).await;
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
-    })
-    .await;
+    let dlq = env.dlq();
+    env.wait_dead_letters(1, "dead-lettered", WAIT).await;
     worker.stop().await;
     let text = explain(&env, &["USER9@example.com"]);
     assert!(
@@ -152,7 +138,7 @@ async fn a_user_never_seen_shows_their_dead_letters() {
     );
 }
 
-fn planned(user: u8, email: &str) -> decide::Planned {
+fn created_with_email(user: u8, email: &str) -> decide::Planned {
     let mut e = event(
         "user.created",
         user,
@@ -161,17 +147,7 @@ fn planned(user: u8, email: &str) -> decide::Planned {
         &["lms"],
     );
     e["user"]["email"] = email.into();
-    let membership = Membership::new("lms", &["teacher".into()]);
-    match decode(
-        e.to_string().as_bytes(),
-        "user.created",
-        DEFAULT_MAX_BODY_BYTES,
-    )
-    .unwrap()
-    {
-        Decoded::Event(e) => decide::plan(&e, &membership),
-        Decoded::Unknown { .. } => unreachable!(),
-    }
+    planned(&e)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,8 +172,8 @@ async fn the_trail_rolls_back_with_its_transaction_and_prunes_only_old_rows() {
     .await
     .unwrap();
     let planned = vec![
-        planned(1, "ok@example.com"),
-        planned(2, "refused@example.com"),
+        created_with_email(1, "ok@example.com"),
+        created_with_email(2, "refused@example.com"),
     ];
     let (users, losers) = decide::reduce(&planned);
     let meta: Vec<EventMeta> = planned

@@ -20,10 +20,7 @@ fn student(n: u32, kind: &str, ts: &str) -> serde_json::Value {
 }
 
 async fn active(store: &user_sync::store::Store) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM users WHERE is_active")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
+    count(store, "SELECT count(*) FROM users WHERE is_active").await
 }
 
 /// Creates `n` students, waits until all are active, deletes them all, and waits until
@@ -42,20 +39,15 @@ async fn create_then_delete(env: &Env, p: &Publisher, n: u32, held: u32) -> Stri
         p.publish_json(&student(i, "user.deleted", "2024-02-01T00:00:00Z"))
             .await;
     }
-    let hold = format!("{}.hold", env.broker.queue);
-    wait_for("deletions held", WAIT, || async {
-        queue_counts(&hold).await.is_some_and(|(m, _)| m == held)
-    })
-    .await;
+    let hold = env.hold();
+    wait_depth(&hold, held, "deletions held", WAIT).await;
     store.pool().close().await;
     hold
 }
 
 fn brake_cmd(env: &Env, args: &[&str]) -> (i32, String) {
-    let out = env.binary().arg("brake").args(args).output().unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
+    let out = env.command(&[&["brake"], args].concat());
+    (out.code, out.text())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,7 +155,7 @@ async fn delete_until_settled(env: &Env, p: &Publisher, n: u32) -> u32 {
         p.publish_json(&student(i, "user.deleted", "2024-02-01T00:00:00Z"))
             .await;
     }
-    let (queue, hold) = (&env.broker.queue, format!("{}.hold", env.broker.queue));
+    let (queue, hold) = (&env.broker.queue, env.hold());
     wait_for("every deletion applied or held", WAIT, || async {
         let held = queue_counts(&hold).await.map_or(0, |c| c.0);
         let waiting = queue_counts(queue).await.map_or(1, |c| c.0);
@@ -178,11 +170,11 @@ async fn delete_until_settled(env: &Env, p: &Publisher, n: u32) -> u32 {
 /// Releases within a bounded time (a release that never ends fails here); returns how
 /// many deactivations it moved and how many it saw parked again.
 async fn release_within(env: &Env) -> (u32, u32) {
-    let mut cmd = env.binary();
-    cmd.args(["brake", "release"]);
-    let out = output_within(cmd, Duration::from_secs(45)).await;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    let out = env
+        .command_within(&["brake", "release"], Duration::from_secs(45))
+        .await;
+    let text = out.stdout;
+    assert!(out.success, "{text}");
     let number_before = |word: &str| -> u32 {
         let at = text.find(word).unwrap_or_else(|| panic!("{word}: {text}"));
         let digits = text[..at].trim_end().rsplit(' ').next().unwrap();
@@ -202,9 +194,8 @@ async fn all_applied_once(env: &Env, held: u32) {
         active(&store).await == 0
     })
     .await;
-    let hold = format!("{}.hold", env.broker.queue);
     assert_eq!(
-        queue_counts(&hold).await.unwrap().0,
+        queue_counts(&env.hold()).await.unwrap().0,
         0,
         "nothing parked again"
     );
@@ -237,11 +228,7 @@ async fn a_release_reaches_two_replicas_and_applies_every_held_deactivation_once
         .set("prefetch", "20")
         .set("batch_size", "10");
     let (one, two) = (env.start().await, env.start().await);
-    let queue = env.broker.queue.clone();
-    wait_for("two consumers", WAIT, || async {
-        queue_counts(&queue).await.is_some_and(|(_, c)| c == 2)
-    })
-    .await;
+    env.wait_consumers(2, "two consumers", WAIT).await;
     let p = env.publisher().await;
     let held = delete_until_settled(&env, &p, 300).await;
     assert!(held >= 200, "each replica admits at most 50: {held}");
@@ -257,11 +244,10 @@ async fn a_forged_release_header_does_not_pass_the_brake() {
     let worker = env.start().await;
     let p = env.publisher().await;
     let hold = create_then_delete(&env, &p, 2, 1).await;
-    let forged = lapin::types::FieldTable::from(std::collections::BTreeMap::from([(
-        "x-brake-release".into(),
+    let props = with_header(
+        "x-brake-release",
         lapin::types::AMQPValue::LongString(uuid::Uuid::new_v4().to_string().into()),
-    )]));
-    let props = lapin::BasicProperties::default().with_headers(forged);
+    );
     p.publish_with(
         "user.created",
         student(9, "user.created", "2024-01-01T00:00:00Z")
@@ -275,10 +261,7 @@ async fn a_forged_release_header_does_not_pass_the_brake() {
     let deleted = student(9, "user.deleted", "2024-02-01T00:00:00Z").to_string();
     p.publish_with("user.deleted", deleted.as_bytes(), props)
         .await;
-    wait_for("the forged one held too", WAIT, || async {
-        queue_counts(&hold).await.is_some_and(|(m, _)| m == 2)
-    })
-    .await;
+    wait_depth(&hold, 2, "the forged one held too", WAIT).await;
     worker.stop().await;
 }
 
@@ -299,11 +282,8 @@ async fn a_held_deactivation_outlives_the_producers_expiration() {
         let props = lapin::BasicProperties::default().with_expiration("300".into());
         p.publish_with("user.deleted", body.as_bytes(), props).await;
     }
-    let hold = format!("{}.hold", env.broker.queue);
-    wait_for("one held", WAIT, || async {
-        queue_counts(&hold).await.is_some_and(|(m, _)| m == 1)
-    })
-    .await;
+    let hold = env.hold();
+    wait_depth(&hold, 1, "one held", WAIT).await;
     // What is tested is time passing: the producer's TTL must be long gone.
     tokio::time::sleep(ttl * 4).await;
     let held = get_all(&hold).await;

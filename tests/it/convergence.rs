@@ -6,7 +6,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::time::Duration;
 use user_sync::decide::{self, Planned};
-use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, decode};
 use user_sync::membership::Membership;
 
 fn membership() -> Membership {
@@ -38,16 +37,7 @@ fn arb_event() -> impl Strategy<Value = serde_json::Value> {
 }
 
 fn planned(e: &serde_json::Value) -> Planned {
-    match decode(
-        e.to_string().as_bytes(),
-        "user.updated",
-        DEFAULT_MAX_BODY_BYTES,
-    )
-    .unwrap()
-    {
-        Decoded::Event(e) => decide::plan(&e, &membership()),
-        Decoded::Unknown { .. } => unreachable!(),
-    }
+    plan_as(e, &membership())
 }
 
 #[test]
@@ -126,10 +116,12 @@ async fn two_replicas_on_one_queue_converge() {
     let planned: Vec<Planned> = history.iter().map(planned).collect();
     let expected = decide::converge(&planned);
     let store = env.store();
-    let queue = env.broker.queue.clone();
-    wait_for("queue drained", Duration::from_secs(30), || async {
-        queue_counts(&queue).await.is_some_and(|(n, _)| n == 0)
-    })
+    wait_depth(
+        &env.broker.queue,
+        0,
+        "queue drained",
+        Duration::from_secs(30),
+    )
     .await;
     wait_for("table converged", Duration::from_secs(30), || async {
         store.states().await.is_ok_and(|s| s == expected)

@@ -37,17 +37,7 @@ fn stream(n: usize) -> Vec<serde_json::Value> {
 }
 
 fn expected(events: &[serde_json::Value]) -> std::collections::BTreeMap<uuid::Uuid, decide::State> {
-    let membership = user_sync::membership::Membership::new("lms", &["teacher".into()]);
-    let planned: Vec<_> = events
-        .iter()
-        .map(|e| {
-            let body = e.to_string();
-            match user_sync::event::decode(body.as_bytes(), "user.updated", 1 << 20).unwrap() {
-                user_sync::event::Decoded::Event(e) => decide::plan(&e, &membership),
-                _ => unreachable!(),
-            }
-        })
-        .collect();
+    let planned: Vec<_> = events.iter().map(planned).collect();
     decide::converge(&planned)
 }
 
@@ -141,11 +131,7 @@ async fn broker_drops_twice_then_events_published_after_are_applied() {
     close_all_broker_connections();
     tokio::time::sleep(Duration::from_millis(300)).await; // a second fault soon after the first
     close_all_broker_connections();
-    let q = env.broker.queue.clone();
-    wait_for("consumer back", WAIT, || async {
-        queue_counts(&q).await.is_some_and(|(_, c)| c == 1)
-    })
-    .await;
+    env.wait_consumers(1, "consumer back", WAIT).await;
     let p = env.publisher().await;
     for e in after {
         p.publish_json(e).await;
@@ -164,17 +150,13 @@ async fn sigkill_mid_backlog_then_restart_converges() {
     let spawn = || {
         env.binary()
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(unread())
             .spawn()
             .unwrap()
     };
     // Declare the topology first so the backlog has a queue to wait in.
     let mut first = spawn();
-    let q = env.broker.queue.clone();
-    wait_for("first worker consuming", WAIT, || async {
-        queue_counts(&q).await.is_some_and(|(_, c)| c == 1)
-    })
-    .await;
+    env.wait_consumers(1, "first worker consuming", WAIT).await;
     let p = env.publisher().await;
     let events = stream(600);
     for e in &events {
@@ -193,10 +175,7 @@ async fn sigkill_mid_backlog_then_restart_converges() {
     let mut second = spawn();
     converged(&env, &events).await;
     assert!(env.dead_letters().await.is_empty());
-    Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status()
-        .unwrap();
+    sigterm(&second);
     assert!(second.wait().unwrap().success());
 }
 
@@ -216,11 +195,7 @@ async fn a_poison_message_is_dead_lettered_once() {
         row(&store, 1).await.is_some()
     })
     .await;
-    let q = env.broker.queue.clone();
-    wait_for("queue empty", WAIT, || async {
-        queue_counts(&q).await.is_some_and(|(n, _)| n == 0)
-    })
-    .await;
+    wait_depth(&env.broker.queue, 0, "queue empty", WAIT).await;
     assert_eq!(
         env.dead_letters().await.len(),
         1,

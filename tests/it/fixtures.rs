@@ -120,15 +120,10 @@ async fn invalid_fixtures_are_dead_lettered_and_the_next_event_applies() {
             .is_ok_and(|n| n == 1)
     })
     .await;
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for(
+    env.wait_dead_letters(
+        invalid.len() as u32,
         "all invalid fixtures dead-lettered",
         Duration::from_secs(20),
-        || async {
-            queue_counts(&dlq)
-                .await
-                .is_some_and(|(n, _)| n as usize == invalid.len())
-        },
     )
     .await;
     let dead = env.dead_letters().await;

@@ -4,20 +4,81 @@ use lapin::options::{
     BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sqlx::{Connection as _, PgConnection};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use user_sync::broker::Topology;
+use user_sync::decide::{self, Planned};
+use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, decode};
+use user_sync::membership::Membership;
 use user_sync::settings::Settings;
 use user_sync::store::Store;
 
-pub const PG: &str = "postgres://postgres@127.0.0.1:5432";
-pub const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const HASH: &str = "$2b$12$zF7vDVD5e.4xzmEI05ezE.ruqh5Vux7K3MLMbdsBDCmcd.PIs8L/O";
+
+/// The Postgres server the tests make their databases on: `TEST_DATABASE_URL`, a server
+/// URL without a database (default `postgres://postgres@127.0.0.1:5432`).
+pub fn pg() -> String {
+    let url = std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    url.trim_end_matches('/').to_string()
+}
+
+/// The broker: `TEST_RABBITMQ_URL` (default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+pub fn amqp() -> String {
+    std::env::var("TEST_RABBITMQ_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn broker_uri() -> lapin::uri::AMQPUri {
+    amqp().parse().expect("TEST_RABBITMQ_URL is an AMQP URL")
+}
+
+/// The broker's `user:password` (as in its URL): what no log or output may show.
+pub fn broker_credentials() -> String {
+    let user = broker_uri().authority.userinfo;
+    format!("{}:{}", user.username, user.password)
+}
+
+/// The broker's `host:port`.
+pub fn broker_addr() -> String {
+    let authority = broker_uri().authority;
+    format!("{}:{}", authority.host, authority.port)
+}
+
+/// The test server's URL for `db`, connecting as `role` (no password) instead of the
+/// user of `TEST_DATABASE_URL`.
+pub fn pg_url_as(role: &str, db: &str) -> String {
+    let url = pg();
+    let (scheme, rest) = url
+        .split_once("://")
+        .expect("TEST_DATABASE_URL has a scheme");
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{role}@{host}/{db}")
+}
+
+/// `TEST_LOG=1`: the in-process worker logs through the test's output, and spawned
+/// binaries show what the test does not read.
+pub fn test_log() -> bool {
+    std::env::var("TEST_LOG").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Where a spawned binary's output goes that the test does not read: nowhere, or with
+/// `TEST_LOG=1` to this process's own stream.
+pub fn unread() -> Stdio {
+    if test_log() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
 
 /// A database created for one test and dropped (forcibly) when the value is dropped.
 pub struct TestDb {
@@ -27,7 +88,7 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> Self {
         let name = format!("usync_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&format!("{PG}/postgres"))
+        let mut admin = PgConnection::connect(&format!("{}/postgres", pg()))
             .await
             .expect("postgres up");
         sqlx::query(&format!("CREATE DATABASE {name}"))
@@ -38,7 +99,7 @@ impl TestDb {
     }
 
     pub fn url(&self) -> String {
-        format!("{PG}/{}", self.name)
+        format!("{}/{}", pg(), self.name)
     }
 }
 
@@ -63,7 +124,7 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
         run_detached(move || async move {
-            if let Ok(mut admin) = PgConnection::connect(&format!("{PG}/postgres")).await {
+            if let Ok(mut admin) = PgConnection::connect(&format!("{}/postgres", pg())).await {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await;
@@ -72,10 +133,14 @@ impl Drop for TestDb {
     }
 }
 
-/// Broker names private to one test; the queues and exchanges are deleted on drop.
+/// Broker names private to one test. Every queue and exchange of a topology these names
+/// were used in (see `Env::settings`: other retry delays name other retry queues) is
+/// deleted on drop.
 pub struct TestBroker {
     pub exchange: String,
     pub queue: String,
+    queues: Mutex<BTreeSet<String>>,
+    exchanges: Mutex<BTreeSet<String>>,
 }
 
 impl TestBroker {
@@ -84,33 +149,43 @@ impl TestBroker {
         Self {
             exchange: format!("t.{id}.events"),
             queue: format!("t.{id}.q"),
+            queues: Mutex::default(),
+            exchanges: Mutex::default(),
         }
+    }
+
+    /// Remembers the names of `topology` for the cleanup.
+    fn track(&self, topology: &Topology) {
+        let retries = topology.retry_queues.iter().map(|(q, _)| q);
+        let queues = [&topology.queue, &topology.dlq, &topology.hold];
+        self.queues
+            .lock()
+            .unwrap()
+            .extend(queues.into_iter().chain(retries).cloned());
+        let exchanges = [&topology.exchange, &topology.dlx];
+        self.exchanges
+            .lock()
+            .unwrap()
+            .extend(exchanges.into_iter().cloned());
     }
 }
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
-        let (exchange, queue) = (self.exchange.clone(), self.queue.clone());
+        let queues = std::mem::take(self.queues.get_mut().unwrap());
+        let exchanges = std::mem::take(self.exchanges.get_mut().unwrap());
         run_detached(move || async move {
-            let Ok(conn) = Connection::connect(AMQP, ConnectionProperties::default()).await else {
+            let Ok(conn) = Connection::connect(&amqp(), ConnectionProperties::default()).await
+            else {
                 return;
             };
             if let Ok(ch) = conn.create_channel().await {
-                for q in [
-                    queue.clone(),
-                    format!("{queue}.dlq"),
-                    format!("{queue}.hold"),
-                    format!("{queue}.retry.50ms"),
-                    format!("{queue}.retry.100ms"),
-                    format!("{queue}.retry.1000ms"),
-                    format!("{queue}.retry.10000ms"),
-                    format!("{queue}.retry.60000ms"),
-                ] {
+                for q in queues {
                     let _ = ch
                         .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                         .await;
                 }
-                for e in [exchange.clone(), format!("{queue}.dlx")] {
+                for e in exchanges {
                     let _ = ch
                         .exchange_delete(e.as_str().into(), Default::default())
                         .await;
@@ -129,11 +204,13 @@ pub struct Env {
 
 impl Env {
     pub async fn new() -> Self {
-        Self {
+        let env = Self {
             db: TestDb::new().await,
             broker: TestBroker::new(),
             overrides: HashMap::new(),
-        }
+        };
+        env.settings();
+        env
     }
 
     pub fn set(mut self, key: &str, value: &str) -> Self {
@@ -142,10 +219,11 @@ impl Env {
     }
 
     pub fn vars(&self) -> Vec<(String, String)> {
+        let amqp = amqp();
         let mut vars: HashMap<String, String> = [
             ("service_name", "lms"),
             ("database_url", self.db.url().as_str()),
-            ("rabbitmq_url", AMQP),
+            ("rabbitmq_url", amqp.as_str()),
             ("rabbitmq_exchange", self.broker.exchange.as_str()),
             ("rabbitmq_queue", self.broker.queue.as_str()),
             ("retry_delays_ms", "50,100"),
@@ -159,9 +237,29 @@ impl Env {
         vars.into_iter().collect()
     }
 
-    pub fn settings(&self) -> Settings {
+    fn try_settings(&self) -> Result<Settings, user_sync::settings::SettingsError> {
         let vars: HashMap<String, String> = self.vars().into_iter().collect();
-        Settings::from_lookup(|k| vars.get(k).cloned()).expect("test settings")
+        let settings = Settings::from_lookup(|k| vars.get(k).cloned())?;
+        self.broker.track(&Topology::new(&settings));
+        Ok(settings)
+    }
+
+    /// This environment's settings; the broker names they give are deleted with the test.
+    pub fn settings(&self) -> Settings {
+        self.try_settings().expect("test settings")
+    }
+
+    /// The names of this environment's queues and exchanges.
+    pub fn topology(&self) -> Topology {
+        Topology::new(&self.settings())
+    }
+
+    pub fn dlq(&self) -> String {
+        self.topology().dlq
+    }
+
+    pub fn hold(&self) -> String {
+        self.topology().hold
     }
 
     pub fn store(&self) -> Store {
@@ -169,7 +267,8 @@ impl Env {
     }
 
     /// The real binary with this environment's settings and nothing else from ours.
-    pub fn binary(&self) -> std::process::Command {
+    pub fn binary(&self) -> Command {
+        let _ = self.try_settings(); // its queues are cleaned up too
         let mut cmd = binary();
         for (k, v) in self.vars() {
             cmd.env(k.to_uppercase(), v);
@@ -177,23 +276,44 @@ impl Env {
         cmd
     }
 
+    /// Runs a command of the real binary (`status`, `dlq list`, ...) to its end.
+    pub fn command(&self, args: &[&str]) -> Run {
+        run(self.binary().args(args))
+    }
+
+    /// `command`, failing the test if it takes longer than `limit`.
+    pub async fn command_within(&self, args: &[&str], limit: Duration) -> Run {
+        let mut cmd = self.binary();
+        cmd.args(args);
+        run_within(cmd, limit).await
+    }
+
     /// Starts the real binary with its output captured; returns once it consumes.
-    pub async fn spawn_consuming(&self, cmd: &mut std::process::Command) -> std::process::Child {
+    pub async fn spawn_consuming(&self, cmd: &mut Command) -> std::process::Child {
         let child = cmd
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        self.wait_consumers(1, "binary consuming", Duration::from_secs(30))
+            .await;
+        child
+    }
+
+    /// Waits until the main queue has exactly `n` consumers.
+    pub async fn wait_consumers(&self, n: u32, what: &str, limit: Duration) {
         let queue = self.broker.queue.clone();
-        wait_for("binary consuming", Duration::from_secs(30), || async {
-            queue_counts(&queue).await.is_some_and(|(_, c)| c == 1)
+        wait_for(what, limit, || async {
+            queue_counts(&queue).await.is_some_and(|(_, c)| c == n)
         })
         .await;
-        child
     }
 
     /// Starts the real worker (`build` + `run`) in this process.
     pub async fn start(&self) -> Worker {
+        if test_log() {
+            install_test_subscriber();
+        }
         let shutdown = CancellationToken::new();
         let app = user_sync::build(self.settings()).unwrap();
         let http = app.http_addr();
@@ -214,8 +334,14 @@ impl Env {
         worker
     }
 
+    /// Starts and stops the worker once, so the queues exist: what is published next waits
+    /// in the main queue.
+    pub async fn declare(&self) {
+        self.start().await.stop().await;
+    }
+
     pub async fn publisher(&self) -> Publisher {
-        let conn = Connection::connect(AMQP, ConnectionProperties::default())
+        let conn = Connection::connect(&amqp(), ConnectionProperties::default())
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();
@@ -230,18 +356,84 @@ impl Env {
     }
 
     pub async fn dead_letters(&self) -> Vec<lapin::message::Delivery> {
-        get_all(&format!("{}.dlq", self.broker.queue)).await
+        get_all(&self.dlq()).await
+    }
+
+    /// Waits until the DLQ holds exactly `n` letters.
+    pub async fn wait_dead_letters(&self, n: u32, what: &str, limit: Duration) {
+        wait_depth(&self.dlq(), n, what, limit).await;
     }
 }
 
+/// The in-process worker's logs through the test writer (shown with a failing test's
+/// output), installed once for the whole binary: `TEST_LOG=1`.
+fn install_test_subscriber() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,lapin=warn,sqlx=warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
 /// The real binary with an empty environment (PATH aside) and no config file.
-pub fn binary() -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_user-sync"));
+pub fn binary() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CONFIG_FILE", "/nonexistent/user-sync.toml")
         .current_dir(std::env::temp_dir());
     cmd
+}
+
+/// What a command of the real binary did.
+pub struct Run {
+    /// The exit code (-1 if a signal ended it).
+    pub code: i32,
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn of(out: std::process::Output) -> Self {
+        let run = Self {
+            code: out.status.code().unwrap_or(-1),
+            success: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        if test_log() {
+            // Shown with the output of a test that fails.
+            eprint!("{}", run.stderr);
+        }
+        run
+    }
+
+    /// Fails the test, with the command's stderr, unless the command succeeded.
+    pub fn ok(self) -> Self {
+        assert!(self.success, "{}", self.stderr);
+        self
+    }
+
+    /// stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}{}", self.stdout, self.stderr))
+    }
+
+    /// stdout, then stderr.
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs a command to its end with its output captured.
+pub fn run(cmd: &mut Command) -> Run {
+    Run::of(cmd.output().unwrap())
 }
 
 pub struct Worker {
@@ -334,7 +526,7 @@ impl Publisher {
 
 /// (messages ready, consumers) of a queue, by passive declare; None if it does not exist.
 pub async fn queue_counts(queue: &str) -> Option<(u32, u32)> {
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+    let conn = Connection::connect(&amqp(), ConnectionProperties::default())
         .await
         .ok()?;
     let ch = conn.create_channel().await.ok()?;
@@ -352,7 +544,7 @@ pub async fn queue_counts(queue: &str) -> Option<(u32, u32)> {
 
 /// Takes every message from a queue (acked, so the queue is left empty).
 pub async fn get_all(queue: &str) -> Vec<lapin::message::Delivery> {
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
+    let conn = Connection::connect(&amqp(), ConnectionProperties::default())
         .await
         .unwrap();
     let ch = conn.create_channel().await.unwrap();
@@ -423,7 +615,7 @@ pub async fn row(store: &Store, user: u8) -> Option<(bool, Option<String>, Optio
 
 /// Refuses (and cuts) or allows again every connection to a test database: an outage.
 pub async fn set_connections(db: &str, allow: bool) {
-    let mut admin = PgConnection::connect(&format!("{PG}/postgres"))
+    let mut admin = PgConnection::connect(&format!("{}/postgres", pg()))
         .await
         .unwrap();
     sqlx::query(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {allow}"))
@@ -458,26 +650,30 @@ pub fn header(d: &lapin::message::Delivery, key: &str) -> Option<String> {
 
 /// Runs a command to its end, failing the test if it takes longer than `limit` (the
 /// process is killed first, so nothing is left running).
-pub async fn output_within(
-    mut cmd: std::process::Command,
-    limit: Duration,
-) -> std::process::Output {
+pub async fn run_within(mut cmd: Command, limit: Duration) -> Run {
     let child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id();
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
     match tokio::time::timeout(limit, waiting).await {
-        Ok(out) => out.unwrap().unwrap(),
+        Ok(out) => Run::of(out.unwrap().unwrap()),
         Err(_) => {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
             panic!("command did not finish within {limit:?}");
         }
     }
+}
+
+/// Sends SIGTERM to a spawned binary.
+pub fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM");
 }
 
 /// A RabbitMQ policy on the queues matching one exact name, cleared on drop.
@@ -524,4 +720,97 @@ impl Drop for Policy {
             .args(["clear_policy", &self.name])
             .output();
     }
+}
+
+/// Waits until `queue` holds exactly `n` messages.
+pub async fn wait_depth(queue: &str, n: u32, what: &str, limit: Duration) {
+    wait_for(what, limit, || async {
+        queue_counts(queue).await.is_some_and(|(got, _)| got == n)
+    })
+    .await;
+}
+
+/// Publishes a marker event for user 200 and waits until it is applied: everything
+/// published before it on the same queue has been processed by then.
+pub async fn barrier(env: &Env, p: &Publisher, ts: &str) {
+    p.send("user.updated", 200, ts, "teacher", &[]).await;
+    let store = env.store();
+    wait_for("barrier applied", Duration::from_secs(20), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM users WHERE auth_user_id = $1 AND source_updated_at = $2::timestamptz",
+        )
+        .bind(uid(200))
+        .bind(ts)
+        .fetch_one(store.pool())
+        .await
+        .is_ok_and(|n| n == 1)
+    })
+    .await;
+}
+
+/// The one number a `SELECT count(*) ...` gives.
+pub async fn count(store: &Store, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// An update of `user` taking the email of `owner`: an email conflict while `owner` has it.
+pub fn taking_email_of(user: u8, owner: u8, ts: &str) -> serde_json::Value {
+    let mut e = event("user.updated", user, ts, "student", &["lms"]);
+    e["user"]["email"] = format!("user{owner}@example.com").into();
+    e
+}
+
+/// What the service plans for the well-formed `e`, as `lms` with the teachers as staff.
+pub fn planned(e: &serde_json::Value) -> Planned {
+    plan_as(e, &Membership::new("lms", &["teacher".into()]))
+}
+
+/// What the service plans for the well-formed `e` under `membership`.
+pub fn plan_as(e: &serde_json::Value, membership: &Membership) -> Planned {
+    match decode(
+        e.to_string().as_bytes(),
+        "user.updated",
+        DEFAULT_MAX_BODY_BYTES,
+    )
+    .unwrap()
+    {
+        Decoded::Event(e) => decide::plan(&e, membership),
+        Decoded::Unknown { .. } => unreachable!(),
+    }
+}
+
+/// Installs a trigger on the users table that refuses rows named `Refused` (P0001), as a
+/// backend's own validation would.
+pub async fn refusing_trigger(store: &Store) {
+    for sql in [
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.first_name = 'Refused' THEN RAISE EXCEPTION 'refused by the backend'; END IF; \
+           RETURN NEW; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refuse()",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+}
+
+/// Properties carrying one header.
+pub fn with_header(key: &str, value: AMQPValue) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(key.into(), value);
+    BasicProperties::default().with_headers(headers)
+}
+
+/// Properties carrying `x-signature`: `signature`.
+pub fn signed_with(signature: &str) -> BasicProperties {
+    with_header(
+        user_sync::headers::SIGNATURE,
+        user_sync::broker::text(signature),
+    )
+}
+
+/// Properties carrying the signature of `body` with `key`.
+pub fn signed_by(key: &str, body: &[u8]) -> BasicProperties {
+    signed_with(&user_sync::signature::sign(&key.to_string().into(), body))
 }

@@ -21,20 +21,8 @@ fn record(i: u32) -> serde_json::Value {
     })
 }
 
-fn import(env: &Env, args: &[&str]) -> (i32, String, String) {
-    let out = env.binary().arg("import").args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-async fn count(store: &user_sync::store::Store, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
+fn import(env: &Env, args: &[&str]) -> Run {
+    env.command(&[&["import"], args].concat())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,9 +56,9 @@ async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win
     std::fs::write(&file, lines.join("\n")).unwrap();
     let path = file.to_str().unwrap();
 
-    let (code, out, err) = import(&env, &[path, "--as-of", "2025-01-01T00:00:00Z", "--json"]);
-    assert_eq!(code, 0, "{err}");
-    let s: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let out = import(&env, &[path, "--as-of", "2025-01-01T00:00:00Z", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s = out.json();
     assert_eq!(s["records"], 10_000);
     let invalid: Vec<u64> = s["invalid"]
         .as_array()
@@ -92,7 +80,9 @@ async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win
         .unwrap();
     assert_eq!(email, "live5@example.com", "the newer live event stands");
 
-    let (code, out, _) = import(&env, &[path, "--as-of", "2025-01-01T00:00:00Z"]);
+    let Run {
+        code, stdout: out, ..
+    } = import(&env, &[path, "--as-of", "2025-01-01T00:00:00Z"]);
     assert_eq!(code, 0);
     assert!(out.contains("changed: 0\n"), "{out}");
     let total = count(&store, "SELECT count(*) FROM users").await;
@@ -118,7 +108,9 @@ async fn dry_run_counts_and_writes_nothing_and_the_summary_reads_plainly() {
     std::fs::write(&file, body.to_string()).unwrap();
     let path = file.to_str().unwrap();
 
-    let (code, out, _) = import(&env, &[path, "--dry-run"]);
+    let Run {
+        code, stdout: out, ..
+    } = import(&env, &[path, "--dry-run"]);
     assert_eq!(code, 0);
     // The non-TTY output, whole: no progress bar, no escape codes.
     assert_eq!(

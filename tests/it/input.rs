@@ -2,25 +2,10 @@
 //! producer sets that only the service's own copies may carry.
 
 use crate::helpers::*;
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::AMQPValue;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn with_header(key: &str, value: AMQPValue) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert(key.into(), value);
-    BasicProperties::default().with_headers(headers)
-}
-
-async fn dead_lettered(env: &Env, n: u32) {
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("dead letters", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(got, _)| got == n)
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unstorable_and_far_future_timestamps_are_dead_lettered_and_the_worker_goes_on() {
@@ -58,7 +43,7 @@ async fn unstorable_and_far_future_timestamps_are_dead_lettered_and_the_worker_g
     later["user"]["email"] = "later1@example.com".into();
     p.publish_json(&later).await;
 
-    dead_lettered(&env, 3).await;
+    env.wait_dead_letters(3, "dead letters", WAIT).await;
     let store = env.store();
     wait_for("the next event applied", WAIT, || async {
         row(&store, 1)
@@ -139,7 +124,7 @@ async fn hostile_attempt_counts_are_retried_exactly_max_attempts_times() {
         )
         .await;
     }
-    dead_lettered(&env, 3).await;
+    env.wait_dead_letters(3, "dead letters", WAIT).await;
     let max_attempts = env.settings().max_attempts as i64;
     for letter in env.dead_letters().await {
         assert_eq!(

@@ -4,26 +4,10 @@
 use crate::helpers::*;
 use std::time::Duration;
 use user_sync::decide::{self, Planned};
-use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, decode};
-use user_sync::membership::Membership;
 use user_sync::pipeline::apply_isolated;
 use user_sync::store::{Commit, EventResult, Store};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn planned(e: &serde_json::Value) -> Planned {
-    let membership = Membership::new("lms", &["teacher".into()]);
-    match decode(
-        e.to_string().as_bytes(),
-        "user.updated",
-        DEFAULT_MAX_BODY_BYTES,
-    )
-    .unwrap()
-    {
-        Decoded::Event(e) => decide::plan(&e, &membership),
-        Decoded::Unknown { .. } => unreachable!(),
-    }
-}
 
 /// Applies `events` as one batch, the way the worker does.
 async fn apply_batch(store: &Store, events: &[serde_json::Value]) -> Vec<(usize, EventResult)> {
@@ -60,9 +44,7 @@ async fn two_users(store: &Store) {
 }
 
 fn taking_user2s_email(ts: &str) -> serde_json::Value {
-    let mut e = event("user.updated", 1, ts, "student", &["lms"]);
-    e["user"]["email"] = "user2@example.com".into();
-    e
+    taking_email_of(1, 2, ts)
 }
 
 #[tokio::test]
@@ -125,8 +107,7 @@ async fn through_the_worker_the_older_deletion_stands_and_the_newer_update_is_de
     two_users(&store).await;
     let p = env.publisher().await;
     // Queued before the worker starts, so both arrive in one batch.
-    let worker_queue_exists = env.start().await;
-    worker_queue_exists.stop().await;
+    env.declare().await;
     p.send(
         "user.deleted",
         1,
@@ -138,12 +119,7 @@ async fn through_the_worker_the_older_deletion_stands_and_the_newer_update_is_de
     p.publish_json(&taking_user2s_email("2024-01-03T00:00:00Z"))
         .await;
     let worker = env.start().await;
-    wait_for("one dead letter", WAIT, || async {
-        queue_counts(&format!("{}.dlq", env.broker.queue))
-            .await
-            .is_some_and(|(n, _)| n == 1)
-    })
-    .await;
+    env.wait_dead_letters(1, "one dead letter", WAIT).await;
     worker.stop().await;
     let (active, reason, email) = row(&store, 1).await.unwrap();
     assert_eq!((active, reason.as_deref()), (false, Some("deleted")));
@@ -153,19 +129,6 @@ async fn through_the_worker_the_older_deletion_stands_and_the_newer_update_is_de
         header(&dead[0], "x-error-kind").as_deref(),
         Some("email_conflict")
     );
-}
-
-/// Installs a trigger on the users table that refuses rows named `Refused` (P0001), as a
-/// backend's own validation would.
-async fn refusing_trigger(store: &Store) {
-    for sql in [
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.first_name = 'Refused' THEN RAISE EXCEPTION 'refused by the backend'; END IF; \
-           RETURN NEW; END $$",
-        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refuse()",
-    ] {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,12 +159,8 @@ async fn a_row_a_trigger_refuses_is_dead_lettered_and_the_users_behind_it_flow()
         all
     })
     .await;
-    wait_for("the refused one dead-lettered", WAIT, || async {
-        queue_counts(&format!("{}.dlq", env.broker.queue))
-            .await
-            .is_some_and(|(n, _)| n == 1)
-    })
-    .await;
+    env.wait_dead_letters(1, "the refused one dead-lettered", WAIT)
+        .await;
     let (status, body) = http_get(worker.http, "/readyz").await;
     assert_eq!(
         status, 200,
@@ -346,7 +305,7 @@ async fn a_row_level_security_denial_is_that_rows_failure() {
     ] {
         sqlx::query(&sql).execute(admin.pool()).await.unwrap();
     }
-    let url = format!("postgres://{role}@127.0.0.1:5432/{}", env.db.name);
+    let url = pg_url_as(&role, &env.db.name);
     let mut vars: std::collections::HashMap<String, String> = env.vars().into_iter().collect();
     vars.insert("database_url".into(), url);
     let settings = user_sync::settings::Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();

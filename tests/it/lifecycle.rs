@@ -4,28 +4,7 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn watermark_count(env: &Env) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM user_watermarks")
-        .fetch_one(env.store().pool())
-        .await
-        .unwrap_or(0)
-}
-
-/// Publishes a marker event for user 200 and waits until it is applied: everything
-/// published before it on the same queue has been processed by then.
-async fn barrier(env: &Env, p: &Publisher, ts: &str) {
-    p.send("user.updated", 200, ts, "teacher", &[]).await;
-    let store = env.store();
-    wait_for("barrier applied", WAIT, || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM users WHERE auth_user_id = $1 AND source_updated_at = $2::timestamptz",
-        )
-        .bind(uid(200))
-        .bind(ts)
-        .fetch_one(store.pool())
-        .await
-        .is_ok_and(|n| n == 1)
-    })
-    .await;
+    count(&env.store(), "SELECT count(*) FROM user_watermarks").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,11 +230,8 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
     );
     stuck["user"]["email"] = "USER9@example.com".into();
     p.publish_json(&stuck).await;
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("conflict dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
-    })
-    .await;
+    env.wait_dead_letters(1, "conflict dead-lettered", WAIT)
+        .await;
     let dead = env.dead_letters().await;
     assert_eq!(
         header(&dead[0], "x-error-kind").as_deref(),
@@ -277,7 +253,7 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
 async fn an_existing_queue_with_other_arguments_is_used_as_it_is() {
     let env = Env::new().await;
     {
-        let conn = lapin::Connection::connect(AMQP, Default::default())
+        let conn = lapin::Connection::connect(&amqp(), Default::default())
             .await
             .unwrap();
         let ch = conn.create_channel().await.unwrap();

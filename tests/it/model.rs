@@ -13,8 +13,6 @@ use proptest::test_runner::{Config, TestRunner};
 use std::collections::HashMap;
 use std::time::Duration;
 use user_sync::decide::{self, Planned};
-use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, decode};
-use user_sync::membership::Membership;
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Held by user 9 from the start, for good: an event taking it never succeeds.
@@ -139,15 +137,6 @@ fn arb_case() -> impl Strategy<Value = (Vec<Message>, Vec<usize>, Setup)> {
     })
 }
 
-fn planned(e: &serde_json::Value) -> Planned {
-    let membership = Membership::new("lms", &["teacher".into()]);
-    let body = e.to_string();
-    match decode(body.as_bytes(), "user.updated", DEFAULT_MAX_BODY_BYTES).unwrap() {
-        Decoded::Event(e) => decide::plan(&e, &membership),
-        Decoded::Unknown { .. } => unreachable!(),
-    }
-}
-
 /// Deliveries whose fate is final (anything but a retry), summed over the workers.
 async fn settled(workers: &[Worker]) -> f64 {
     outcomes(workers, |outcome| outcome != "retried").await
@@ -188,14 +177,7 @@ async fn run_case(history: &[Message], order: &[usize], setup: Setup) {
     }
     let store = env.store();
     store.migrate().await.unwrap();
-    for sql in [
-        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
-           IF NEW.first_name = 'Refused' THEN RAISE EXCEPTION 'refused by the backend'; END IF; \
-           RETURN NEW; END $$",
-        "CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION refuse()",
-    ] {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
-    }
+    refusing_trigger(&store).await;
     let mut squatter = event("user.created", 9, "2024-01-01T00:00:00Z", "teacher", &[]);
     squatter["user"]["email"] = TAKEN.into();
     let squatter_plan = planned(&squatter);
@@ -212,16 +194,11 @@ async fn run_case(history: &[Message], order: &[usize], setup: Setup) {
     let p = env.publisher().await;
     for &i in order {
         let body = history[i].body();
-        let mut props = lapin::BasicProperties::default();
-        if setup.signed {
-            let mut headers = lapin::types::FieldTable::default();
-            let signature = user_sync::signature::sign(&KEY.to_string().into(), &body);
-            headers.insert(
-                user_sync::headers::SIGNATURE.into(),
-                user_sync::broker::text(&signature),
-            );
-            props = props.with_headers(headers);
-        }
+        let props = if setup.signed {
+            signed_by(KEY, &body)
+        } else {
+            lapin::BasicProperties::default()
+        };
         p.publish_with(history[i].routing_key(), &body, props).await;
     }
     let mut expected = order.len() as f64;
@@ -237,9 +214,7 @@ async fn run_case(history: &[Message], order: &[usize], setup: Setup) {
         );
         settle(&workers, expected).await;
         assert_eq!(
-            queue_counts(&format!("{}.hold", env.broker.queue))
-                .await
-                .map(|c| c.0),
+            queue_counts(&env.hold()).await.map(|c| c.0),
             Some(0),
             "a release leaves nothing parked"
         );

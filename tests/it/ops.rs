@@ -6,16 +6,6 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Runs a command of the real binary: (exit code, stdout, stderr).
-fn command(env: &Env, args: &[&str]) -> (i32, String, String) {
-    let out = env.binary().args(args).output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 async fn metric(worker: &Worker, line_start: &str) -> Option<f64> {
     let (_, body) = http_get(worker.http, "/metrics").await;
     body.lines()
@@ -107,9 +97,9 @@ async fn status_reports_what_was_published_and_what_the_table_holds() {
     for user in 1..=3 {
         p.create_student(user, &["lms"]).await;
     }
-    let (code, out, _) = command(&env, &["status", "--json"]);
-    assert_eq!(code, 0, "{out}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let status = env.command(&["status", "--json"]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+    let v = status.json();
     let main = &v["queues"][0];
     assert_eq!(main["queue"], env.broker.queue.as_str());
     assert_eq!(
@@ -134,7 +124,9 @@ async fn status_reports_what_was_published_and_what_the_table_holds() {
         row(&store, 3).await.is_some_and(|r| !r.0)
     })
     .await;
-    let (code, out, _) = command(&env, &["status"]);
+    let Run {
+        code, stdout: out, ..
+    } = env.command(&["status"]);
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
@@ -157,14 +149,12 @@ async fn status_reports_what_was_published_and_what_the_table_holds() {
     );
     worker.stop().await;
 
-    let unreachable = env
+    let unreachable = run(env
         .binary()
         .args(["status"])
-        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x")
-        .output()
-        .unwrap();
-    assert_eq!(unreachable.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&unreachable.stdout).contains("database unreachable"));
+        .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/x"));
+    assert_eq!(unreachable.code, 1);
+    assert!(unreachable.stdout.contains("database unreachable"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,27 +164,25 @@ async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
     let p = env.publisher().await;
     // User 2 takes user 1's email while user 1 is active: retried, then dead-lettered.
     p.email_clash().await;
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
-    })
-    .await;
+    let dlq = env.dlq();
+    env.wait_dead_letters(1, "dead-lettered", WAIT).await;
 
-    let (code, out, _) = command(&env, &["dlq", "list"]);
+    let Run {
+        code, stdout: out, ..
+    } = env.command(&["dlq", "list"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("email_conflict") && out.contains(&uid(2).to_string()),
         "{out}"
     );
     assert!(out.starts_with("#  routing key"), "{out}");
-    let (_, out, _) = command(&env, &["dlq", "show", "1"]);
+    let out = env.command(&["dlq", "show", "1"]).stdout;
     assert!(
         out.contains("\"password_hash\": \"***\"") && !out.contains(HASH),
         "{out}"
     );
     assert!(out.contains("x-error-kind: email_conflict"), "{out}");
-    let (_, json, _) = command(&env, &["dlq", "list", "--json"]);
-    let letters: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let letters = env.command(&["dlq", "list", "--json"]).json();
     assert_eq!(letters[0]["attempts"], 3);
     assert_eq!(
         queue_counts(&dlq).await.unwrap().0,
@@ -216,12 +204,16 @@ async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
         row(&store, 1).await.is_some_and(|r| !r.0)
     })
     .await;
-    let (_, out, _) = command(&env, &["dlq", "replay", "--kind", "permanent"]);
+    let out = env
+        .command(&["dlq", "replay", "--kind", "permanent"])
+        .stdout;
     assert!(
         out.contains("replayed 0") && out.contains("1 of other kinds"),
         "{out}"
     );
-    let (code, out, _) = command(&env, &["dlq", "replay"]);
+    let Run {
+        code, stdout: out, ..
+    } = env.command(&["dlq", "replay"]);
     assert_eq!(code, 0);
     assert!(out.contains("replayed 1"), "{out}");
     wait_for("user 2 applied", WAIT, || async {
@@ -231,15 +223,15 @@ async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
     assert_eq!(queue_counts(&dlq).await.unwrap().0, 0);
 
     p.publish("user.created", b"[]").await;
-    wait_for("dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
-    })
-    .await;
-    let (code, _, err) = command(&env, &["dlq", "purge"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("--yes"));
-    let (code, out, _) = command(&env, &["dlq", "purge", "--yes"]);
-    assert_eq!((code, out.trim()), (0, "purged 1 dead letter(s)"));
+    env.wait_dead_letters(1, "dead-lettered", WAIT).await;
+    let purge = env.command(&["dlq", "purge"]);
+    assert_ne!(purge.code, 0);
+    assert!(purge.stderr.contains("--yes"));
+    let purge = env.command(&["dlq", "purge", "--yes"]);
+    assert_eq!(
+        (purge.code, purge.stdout.trim()),
+        (0, "purged 1 dead letter(s)")
+    );
     worker.stop().await;
 }
 
@@ -248,20 +240,22 @@ async fn send_publishes_an_event_the_worker_applies() {
     let env = Env::new().await;
     let worker = env.start().await;
     let id = uid(7).to_string();
-    let (code, out, err) = command(
-        &env,
-        &[
-            "send",
-            "--type",
-            "created",
-            "--email",
-            "smoke@example.com",
-            "--role",
-            "teacher",
-            "--user-id",
-            &id,
-        ],
-    );
+    let Run {
+        code,
+        stdout: out,
+        stderr: err,
+        ..
+    } = env.command(&[
+        "send",
+        "--type",
+        "created",
+        "--email",
+        "smoke@example.com",
+        "--role",
+        "teacher",
+        "--user-id",
+        &id,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sent user.created"), "{out}");
     let store = env.store();
@@ -275,7 +269,12 @@ async fn send_publishes_an_event_the_worker_applies() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/fixtures/events/valid/created_student_lms_sat.json"
     );
-    let (code, out, err) = command(&env, &["send", "--file", fixture]);
+    let Run {
+        code,
+        stdout: out,
+        stderr: err,
+        ..
+    } = env.command(&["send", "--file", fixture]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("sent user.created"), "{out}");
     let body: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
@@ -289,9 +288,9 @@ async fn send_publishes_an_event_the_worker_applies() {
             == 1
     })
     .await;
-    let (code, _, err) = command(&env, &["send", "--type", "renamed"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("--type"), "{err}");
+    let renamed = env.command(&["send", "--type", "renamed"]);
+    assert_ne!(renamed.code, 0);
+    assert!(renamed.stderr.contains("--type"), "{}", renamed.stderr);
     worker.stop().await;
 }
 
@@ -303,11 +302,7 @@ async fn a_dead_letter_outlives_the_producers_expiration() {
     let ttl = Duration::from_millis(300);
     let props = lapin::BasicProperties::default().with_expiration("300".into());
     p.publish_with("user.created", b"[]", props).await;
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 1)
-    })
-    .await;
+    env.wait_dead_letters(1, "dead-lettered", WAIT).await;
     // What is tested is time passing: the producer's TTL must be long gone.
     tokio::time::sleep(ttl * 4).await;
     let letters = env.dead_letters().await;
@@ -321,12 +316,8 @@ async fn fifty_bad_letters(env: &Env, p: &Publisher) -> String {
     for _ in 0..50 {
         p.publish("user.created", b"[]").await;
     }
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 50)
-    })
-    .await;
-    dlq
+    env.wait_dead_letters(50, "dead-lettered", WAIT).await;
+    env.dlq()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,25 +328,21 @@ async fn replay_ends_when_the_cause_is_not_fixed_and_reports_what_came_back() {
     let dlq = fifty_bad_letters(&env, &p).await;
 
     // Text first: a replay that never ends fails here.
-    let mut cmd = env.binary();
-    cmd.args(["dlq", "replay"]);
-    let out = output_within(cmd, Duration::from_secs(45)).await;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = env
+        .command_within(&["dlq", "replay"], Duration::from_secs(45))
+        .await;
+    let text = out.stdout;
     assert!(
         text.contains("replayed 50") && text.contains("50 came straight back"),
         "{text}"
     );
-    wait_for("all back in the DLQ", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 50)
-    })
-    .await;
+    wait_depth(&dlq, 50, "all back in the DLQ", WAIT).await;
 
-    let mut cmd = env.binary();
-    cmd.args(["dlq", "replay", "--json"]);
-    let out = output_within(cmd, Duration::from_secs(45)).await;
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let out = env
+        .command_within(&["dlq", "replay", "--json"], Duration::from_secs(45))
+        .await;
+    assert!(out.success, "{}", out.stdout);
+    let report = out.json();
     assert_eq!(report["replayed"], 50, "{report}");
     assert_eq!(report["came_back"], 50, "{report}");
     worker.stop().await;
@@ -369,24 +356,25 @@ async fn browsing_the_dlq_spends_no_delivery_attempt() {
     p.publish("user.created", b"[]").await;
     p.publish("user.updated", b"{not json").await;
     p.email_clash().await;
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 3)
-    })
-    .await;
+    let dlq = env.dlq();
+    env.wait_dead_letters(3, "dead-lettered", WAIT).await;
     worker.stop().await;
     let _policy = Policy::set(&dlq, r#"{"delivery-limit":2}"#).await;
 
-    let (_, first, _) = command(&env, &["dlq", "list", "--json"]);
+    let first = env.command(&["dlq", "list", "--json"]).stdout;
     for _ in 0..4 {
-        let (code, again, _) = command(&env, &["dlq", "list", "--json"]);
-        assert_eq!((code, &again), (0, &first), "same letters, same order");
-        let (code, shown, _) = command(&env, &["dlq", "show", "3", "--json"]);
-        assert_eq!(code, 0);
-        assert!(shown.contains("email_conflict"), "{shown}");
+        let again = env.command(&["dlq", "list", "--json"]);
+        assert_eq!(
+            (again.code, &again.stdout),
+            (0, &first),
+            "same letters, same order"
+        );
+        let shown = env.command(&["dlq", "show", "3", "--json"]);
+        assert_eq!(shown.code, 0);
+        assert!(shown.stdout.contains("email_conflict"), "{}", shown.stdout);
     }
-    let (code, _, _) = command(&env, &["explain", &uid(2).to_string()]);
-    assert_eq!(code, 0);
+    let explained = env.command(&["explain", &uid(2).to_string()]);
+    assert_eq!(explained.code, 0);
     assert_eq!(
         queue_counts(&dlq).await.unwrap().0,
         3,
@@ -394,6 +382,6 @@ async fn browsing_the_dlq_spends_no_delivery_attempt() {
     );
     let letters: serde_json::Value = serde_json::from_str(&first).unwrap();
     assert_eq!(letters.as_array().unwrap().len(), 3);
-    let (_, last, _) = command(&env, &["dlq", "list", "--json"]);
+    let last = env.command(&["dlq", "list", "--json"]).stdout;
     assert_eq!(last, first);
 }

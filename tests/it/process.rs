@@ -1,27 +1,21 @@
 //! The real binary: configuration errors and a clean SIGTERM.
 
 use crate::helpers::*;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
 fn missing_or_malformed_configuration_names_the_variable() {
-    let out = binary()
-        .env("DATABASE_URL", "postgres://h/db")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = run(binary().env("DATABASE_URL", "postgres://h/db"));
+    assert!(!out.success);
+    let err = out.stderr;
     assert!(err.contains("SERVICE_NAME"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
-    let out = binary()
+    let out = run(binary()
         .env("SERVICE_NAME", "lms")
         .env("DATABASE_URL", "postgres://u:secret@h/db")
-        .env("PREFETCH", "many")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+        .env("PREFETCH", "many"));
+    let err = out.stderr;
     assert!(err.contains("PREFETCH") && !err.contains("secret"), "{err}");
 }
 
@@ -41,11 +35,7 @@ async fn sigterm_stops_consuming_and_exits_zero() {
     .await;
 
     let started = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let code = loop {
         if let Some(code) = child.try_wait().unwrap() {
             break code;
@@ -69,5 +59,5 @@ async fn sigterm_stops_consuming_and_exits_zero() {
         "one JSON line per event: {out}"
     );
     assert!(!out.contains("$2b$"), "no hash in logs");
-    assert!(!out.contains("guest:guest"), "no password in logs");
+    assert!(!out.contains(&broker_credentials()), "no password in logs");
 }

@@ -1,24 +1,12 @@
 //! Signed events (EVENT_SIGNING_KEYS) against the real services.
 
 use crate::helpers::*;
-use lapin::BasicProperties;
-use lapin::types::FieldTable;
 use std::time::Duration;
-use user_sync::headers;
 use user_sync::signature::sign;
 
 const WAIT: Duration = Duration::from_secs(30);
 const OLD: &str = "old-key-0123456789abcdef";
 const NEW: &str = "new-key-0123456789abcdef";
-
-fn signed_with(signature: &str) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert(
-        headers::SIGNATURE.into(),
-        user_sync::broker::text(signature),
-    );
-    BasicProperties::default().with_headers(headers)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_events_signed_with_a_configured_key_are_applied() {
@@ -40,8 +28,7 @@ async fn only_events_signed_with_a_configured_key_are_applied() {
     // Signed with either key (rotation): applied.
     for (user, key) in [(1, OLD), (2, NEW)] {
         let b = body(user);
-        let sig = sign(&key.to_string().into(), b.as_bytes());
-        p.publish_with("user.created", b.as_bytes(), signed_with(&sig))
+        p.publish_with("user.created", b.as_bytes(), signed_by(key, b.as_bytes()))
             .await;
     }
     // Unsigned, signed with another key, and a signature of another body: dead-lettered.
@@ -61,11 +48,8 @@ async fn only_events_signed_with_a_configured_key_are_applied() {
         row(&store, 1).await.is_some() && row(&store, 2).await.is_some()
     })
     .await;
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("bad ones dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 3)
-    })
-    .await;
+    env.wait_dead_letters(3, "bad ones dead-lettered", WAIT)
+        .await;
     for user in 3..=5 {
         assert!(row(&store, user).await.is_none(), "user {user} not applied");
     }
@@ -90,24 +74,16 @@ async fn only_events_signed_with_a_configured_key_are_applied() {
     );
 
     // `user-sync send` signs with the first key, so smoke tests keep working.
-    let out = env
-        .binary()
-        .args([
-            "send",
-            "--email",
-            "smoke@example.com",
-            "--role",
-            "teacher",
-            "--user-id",
-        ])
-        .arg(uid(6).to_string())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.command(&[
+        "send",
+        "--email",
+        "smoke@example.com",
+        "--role",
+        "teacher",
+        "--user-id",
+        &uid(6).to_string(),
+    ])
+    .ok();
     wait_for("sent event applied", WAIT, || async {
         row(&store, 6).await.is_some()
     })
@@ -155,11 +131,8 @@ async fn a_signed_body_replayed_under_another_routing_key_changes_nothing() {
         p.publish_with("user.deleted", body.as_bytes(), signed_with(&sig))
             .await;
     }
-    let dlq = format!("{}.dlq", env.broker.queue);
-    wait_for("both replays dead-lettered", WAIT, || async {
-        queue_counts(&dlq).await.is_some_and(|(n, _)| n == 2)
-    })
-    .await;
+    env.wait_dead_letters(2, "both replays dead-lettered", WAIT)
+        .await;
     assert_eq!(row(&store, 1).await.map(|r| (r.0, r.1)), Some((true, None)));
     for letter in env.dead_letters().await {
         assert_eq!(

@@ -27,7 +27,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// Starts the proxy: TLS with a `localhost` certificate signed by `ca`, forwarding to the
-/// local broker. Returns its port.
+/// broker of `TEST_RABBITMQ_URL`. Returns its port.
 async fn tls_proxy(ca: &Ca) -> u16 {
     let key = KeyPair::generate().unwrap();
     let leaf = CertificateParams::new(vec!["localhost".to_string()])
@@ -47,14 +47,15 @@ async fn tls_proxy(ca: &Ca) -> u16 {
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let broker = broker_addr();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
+            let (acceptor, broker) = (acceptor.clone(), broker.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(client).await else {
                     return;
                 };
-                if let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await {
+                if let Ok(mut broker) = tokio::net::TcpStream::connect(broker).await {
                     let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
                 }
             });
@@ -74,7 +75,7 @@ async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
     let trusted = ca("user-sync test CA");
     let port = tls_proxy(&trusted).await;
     let good = write_pem(&trusted);
-    let url = format!("amqps://guest:guest@localhost:{port}/%2f");
+    let url = format!("amqps://{}@localhost:{port}/%2f", broker_credentials());
     let env = Env::new()
         .await
         .set("rabbitmq_url", &url)
@@ -105,7 +106,7 @@ async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
     };
     let why = err.to_string();
     assert!(why.to_lowercase().contains("certificate"), "{why}");
-    assert!(!why.contains("guest:guest"), "{why}");
+    assert!(!why.contains(&broker_credentials()), "{why}");
     let missing = Env {
         overrides: [
             ("rabbitmq_url".to_string(), url),
