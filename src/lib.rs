@@ -8,7 +8,7 @@ pub mod backoff;
 pub mod brake;
 pub mod broker;
 pub mod decide;
-pub mod error;
+pub mod disposition;
 pub mod event;
 mod headers;
 mod http;

@@ -11,7 +11,7 @@ use crate::backoff::Backoff;
 use crate::brake::Brake;
 use crate::broker::{self, BrokerError, ROUTING_KEY_HEADER, Session, Topology};
 use crate::decide::{self, Intent, Planned, UserBatch};
-use crate::error::Failure;
+use crate::disposition::Failure;
 use crate::event::{self, Decoded, EventKind};
 use crate::membership::Membership;
 use crate::metrics::Metrics;

@@ -2,7 +2,7 @@
 
 use super::{Pipeline, Stop};
 use crate::broker::{self, Session};
-use crate::error::{Disposition, Failure, disposition};
+use crate::disposition::{Disposition, Failure, disposition};
 use crate::event::EventKind;
 use crate::headers::{ATTEMPTS, FIRST_FAILED_AT, ROUTING_KEY, Route};
 use lapin::message::Delivery;
