@@ -1,6 +1,7 @@
 //! The RabbitMQ adapter: connection, topology (SPEC section 6) and confirmed publishing.
 
-use crate::settings::{QueueType, Settings, mask_url};
+use crate::redact::mask_url;
+use crate::settings::{QueueType, Settings};
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,

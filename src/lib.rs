@@ -16,6 +16,7 @@ pub mod membership;
 pub mod metrics;
 pub mod ops;
 pub mod pipeline;
+pub mod redact;
 pub mod settings;
 pub mod signature;
 pub mod store;

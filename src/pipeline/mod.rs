@@ -314,7 +314,7 @@ impl Pipeline {
         Some(if self.settings.log_pii {
             row.email.clone()
         } else {
-            crate::settings::mask_email(&row.email)
+            crate::redact::mask_email(&row.email)
         })
     }
 }
