@@ -1,5 +1,38 @@
 //! Everything that keeps secrets and personal data out of logs, errors and operator output:
-//! URLs with their passwords, emails without `LOG_PII`, bcrypt hashes in any escaping.
+//! URLs with their passwords, emails without `LOG_PII`, bcrypt hashes in any escaping, and
+//! the hash field of a user, whose `Debug` never shows it.
+
+use std::fmt;
+
+/// A user's bcrypt hash as the auth system sent it, stored byte for byte. `Debug` masks it,
+/// so no panic message or debug log can carry it; `as_str` is for storing and digesting it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHash(String);
+
+impl PasswordHash {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for PasswordHash {
+    fn from(hash: String) -> Self {
+        PasswordHash(hash)
+    }
+}
+
+impl From<&str> for PasswordHash {
+    fn from(hash: &str) -> Self {
+        PasswordHash(hash.to_string())
+    }
+}
+
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Written as the masked string it replaced, so debug output reads as before.
+        fmt::Debug::fmt("***", f)
+    }
+}
 
 /// A URL with its secrets replaced, for logs and errors: the password of the userinfo and
 /// everything from the value of a query parameter that names a password, secret or token.
@@ -288,6 +321,13 @@ pub(crate) mod tests {
         );
         assert_eq!(mask_url("postgres://h/db"), "postgres://h/db");
         assert_eq!(mask_url("postgres://a:b@c@h/db"), "postgres://a:***@h/db");
+    }
+
+    #[test]
+    fn a_password_hash_shows_only_stars_in_debug() {
+        let hash = PasswordHash::from(HASH);
+        assert_eq!(hash.as_str(), HASH);
+        assert_eq!(format!("{:?}", Some(hash)), r#"Some("***")"#);
     }
 
     #[test]
