@@ -7,6 +7,7 @@
 
 use crate::event::{Event, EventKind};
 use crate::membership::Membership;
+use crate::redact::PasswordHash;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -48,34 +49,18 @@ impl Reason {
     }
 }
 
-/// The columns this service owns in a user's row. `Debug` masks the hash.
-#[derive(Clone, PartialEq, Eq)]
+/// The columns this service owns in a user's row. `Debug` masks the hash (a `PasswordHash`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     pub email: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub password_hash: Option<String>,
+    pub password_hash: Option<PasswordHash>,
     pub role: Option<String>,
     pub allowed_services: Vec<String>,
     pub is_active: bool,
     pub deactivation_reason: Option<Reason>,
     pub source_updated_at: OffsetDateTime,
-}
-
-impl std::fmt::Debug for Row {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Row")
-            .field("email", &self.email)
-            .field("first_name", &self.first_name)
-            .field("last_name", &self.last_name)
-            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
-            .field("role", &self.role)
-            .field("allowed_services", &self.allowed_services)
-            .field("is_active", &self.is_active)
-            .field("deactivation_reason", &self.deactivation_reason)
-            .field("source_updated_at", &self.source_updated_at)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,13 +174,13 @@ fn digest(event: &Event) -> i64 {
     };
     feed(event.kind.as_str().as_bytes());
     for field in [
-        &u.email,
-        &u.first_name,
-        &u.last_name,
-        &u.password_hash,
-        &u.role,
+        u.email.as_deref(),
+        u.first_name.as_deref(),
+        u.last_name.as_deref(),
+        u.password_hash.as_ref().map(PasswordHash::as_str),
+        u.role.as_deref(),
     ] {
-        feed(field.as_deref().unwrap_or("\u{0}").as_bytes());
+        feed(field.unwrap_or("\u{0}").as_bytes());
     }
     feed(&[u8::from(u.is_active)]);
     for s in &u.allowed_services {

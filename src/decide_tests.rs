@@ -60,7 +60,7 @@ fn created_for_this_service_inserts_an_active_row() {
     assert!(row.is_active);
     assert_eq!(row.deactivation_reason, None);
     assert_eq!(
-        row.password_hash.as_deref(),
+        row.password_hash.as_ref().map(PasswordHash::as_str),
         Some(HASH),
         "stored byte-for-byte"
     );

@@ -3,6 +3,7 @@
 //!
 //! Every producer quirk is absorbed here so that the rest of the service sees one clean shape.
 
+use crate::redact::PasswordHash;
 use serde::Deserialize;
 use serde_json::Value;
 use std::str::FromStr;
@@ -33,31 +34,17 @@ impl EventKind {
 }
 
 /// The user's fields as the auth system sent them. Only `email` is guaranteed on
-/// created/updated; a `deleted` event may carry none of them. `Debug` masks the hash, so
-/// no panic message or debug log can carry it.
-#[derive(Clone, PartialEq, Eq, Default)]
+/// created/updated; a `deleted` event may carry none of them. `Debug` masks the hash (a
+/// `PasswordHash`), so no panic message or debug log can carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UserData {
     pub email: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub password_hash: Option<String>,
+    pub password_hash: Option<PasswordHash>,
     pub role: Option<String>,
     pub is_active: bool,
     pub allowed_services: Vec<String>,
-}
-
-impl std::fmt::Debug for UserData {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserData")
-            .field("email", &self.email)
-            .field("first_name", &self.first_name)
-            .field("last_name", &self.last_name)
-            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
-            .field("role", &self.role)
-            .field("is_active", &self.is_active)
-            .field("allowed_services", &self.allowed_services)
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -292,7 +279,7 @@ fn user_data(u: WireUser) -> Result<UserData, Rejection> {
         email: opt_string(u.email, "user.email", MAX_EMAIL)?,
         first_name: opt_string(u.first_name, "user.first_name", MAX_FIELD)?,
         last_name: opt_string(u.last_name, "user.last_name", MAX_FIELD)?,
-        password_hash,
+        password_hash: password_hash.map(PasswordHash::from),
         role: opt_string(u.role, "user.role", MAX_FIELD)?,
         is_active,
         allowed_services: allowed_services(u.allowed_services_json)?,

@@ -7,7 +7,8 @@ mod topology;
 pub use properties::{republished, text, with_headers};
 pub use topology::{ROUTING_KEYS, Topology, declare, queue_counts};
 
-use crate::settings::{Settings, mask_url};
+use crate::redact::mask_url;
+use crate::settings::Settings;
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };

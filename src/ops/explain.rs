@@ -78,89 +78,112 @@ impl Explained {
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         if self.users.is_empty() {
-            out += &format!("{}: never seen by this service.\n", self.query);
-            if self.query.contains('@') {
-                out += "No row has this email. Users who are not for this service get no \
-                        row (and no email is kept for them): try their auth id.\n";
-            }
+            out += &never_seen(&self.query);
         }
         for u in &self.users {
-            out += &format!("user {}\n", u.auth_user_id);
-            out += &match &u.row {
-                Some(r) => format!(
-                    "  row #{}: {} ({}), services [{}], {}\n",
-                    r.id,
-                    r.email.as_deref().unwrap_or("-"),
-                    r.role.as_deref().unwrap_or("-"),
-                    r.allowed_services.join(", "),
-                    if r.is_active {
-                        "ACTIVE".to_string()
-                    } else {
-                        format!(
-                            "INACTIVE ({})",
-                            r.deactivation_reason.as_deref().unwrap_or("by the backend")
-                        )
-                    }
-                ),
-                None => {
-                    "  row: none (never for this service, or deleted before it had one)\n".into()
-                }
-            };
-            if let Some(w) = &u.watermark {
-                out += &format!(
-                    "  status from {} of {} ({}); fields from {}\n",
-                    w.status_event_type,
-                    at(w.status_event_ts),
-                    if w.status_active {
-                        "active"
-                    } else {
-                        "inactive"
-                    },
-                    w.fields_event_ts
-                        .map_or("no event for this service".into(), at),
-                );
-            }
-            if u.trail.is_empty() {
-                out += "  trail: empty (AUDIT_RETENTION_DAYS=0, or pruned)\n";
-                continue;
-            }
-            out += "  trail, newest first:\n";
-            let rows: Vec<Vec<String>> = u
-                .trail
-                .iter()
-                .map(|t| {
-                    vec![
-                        at(t.received_at),
-                        t.event_type.clone(),
-                        at(t.event_ts),
-                        t.decision.clone(),
-                        t.reason.clone().unwrap_or_default(),
-                        t.changed.join(","),
-                    ]
-                })
-                .collect();
-            let header = [
-                "received",
-                "event",
-                "event time",
-                "decision",
-                "reason",
-                "changed",
-            ];
-            for line in super::table(&header, &rows).lines() {
-                out += &format!("    {line}\n");
-            }
+            out += &user_text(u);
         }
-        match &self.dead_letters {
-            None => out += "dead letters: the broker could not be asked\n",
-            Some(d) if d.is_empty() => out += "dead letters: none for this user\n",
-            Some(d) => {
-                out += &format!("dead letters: {} for this user\n", d.len());
-                for line in dlq::list_table(d).lines() {
-                    out += &format!("    {line}\n");
-                }
-            }
-        }
+        out += &dead_letters_text(self.dead_letters.as_deref());
         out
     }
+}
+
+fn never_seen(query: &str) -> String {
+    let mut out = format!("{query}: never seen by this service.\n");
+    if query.contains('@') {
+        out += "No row has this email. Users who are not for this service get no \
+                row (and no email is kept for them): try their auth id.\n";
+    }
+    out
+}
+
+/// One user: their row, their watermarks and their trail.
+fn user_text(u: &UserStory) -> String {
+    let mut out = format!("user {}\n", u.auth_user_id);
+    out += &match &u.row {
+        Some(r) => row_line(r),
+        None => "  row: none (never for this service, or deleted before it had one)\n".into(),
+    };
+    if let Some(w) = &u.watermark {
+        out += &watermark_line(w);
+    }
+    out += &trail_text(&u.trail);
+    out
+}
+
+fn row_line(r: &RowView) -> String {
+    let state = if r.is_active {
+        "ACTIVE".to_string()
+    } else {
+        format!(
+            "INACTIVE ({})",
+            r.deactivation_reason.as_deref().unwrap_or("by the backend")
+        )
+    };
+    format!(
+        "  row #{}: {} ({}), services [{}], {}\n",
+        r.id,
+        r.email.as_deref().unwrap_or("-"),
+        r.role.as_deref().unwrap_or("-"),
+        r.allowed_services.join(", "),
+        state
+    )
+}
+
+fn watermark_line(w: &WatermarkView) -> String {
+    format!(
+        "  status from {} of {} ({}); fields from {}\n",
+        w.status_event_type,
+        at(w.status_event_ts),
+        if w.status_active {
+            "active"
+        } else {
+            "inactive"
+        },
+        w.fields_event_ts
+            .map_or("no event for this service".into(), at),
+    )
+}
+
+fn trail_text(trail: &[TrailEntry]) -> String {
+    if trail.is_empty() {
+        return "  trail: empty (AUDIT_RETENTION_DAYS=0, or pruned)\n".into();
+    }
+    let rows: Vec<Vec<String>> = trail
+        .iter()
+        .map(|t| {
+            vec![
+                at(t.received_at),
+                t.event_type.clone(),
+                at(t.event_ts),
+                t.decision.clone(),
+                t.reason.clone().unwrap_or_default(),
+                t.changed.join(","),
+            ]
+        })
+        .collect();
+    let header = [
+        "received",
+        "event",
+        "event time",
+        "decision",
+        "reason",
+        "changed",
+    ];
+    "  trail, newest first:\n".to_string() + &indented(&super::table(&header, &rows))
+}
+
+fn dead_letters_text(letters: Option<&[DeadLetter]>) -> String {
+    match letters {
+        None => "dead letters: the broker could not be asked\n".into(),
+        Some([]) => "dead letters: none for this user\n".into(),
+        Some(d) => {
+            format!("dead letters: {} for this user\n", d.len()) + &indented(&dlq::list_table(d))
+        }
+    }
+}
+
+/// A table set under its heading: each line indented by four spaces.
+fn indented(table: &str) -> String {
+    table.lines().map(|line| format!("    {line}\n")).collect()
 }

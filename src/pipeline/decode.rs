@@ -3,7 +3,7 @@
 use super::Pipeline;
 use super::record::{Decision, Events, Fate, Record};
 use crate::decide;
-use crate::error::Failure;
+use crate::disposition::Failure;
 use crate::event::{self, Decoded};
 use crate::headers::{Route, SIGNATURE};
 use crate::signature;

@@ -3,7 +3,7 @@
 
 pub use crate::decide::Decision;
 use crate::decide::Planned;
-use crate::error::Failure;
+use crate::disposition::Failure;
 use crate::event::EventKind;
 use crate::store::{EventMeta, EventResult};
 use tokio::time::Instant;

@@ -6,7 +6,7 @@ use super::record::{Decision, Events, Fate, Record};
 use super::{Pipeline, Stop};
 use crate::broker::{self, Session};
 use crate::decide::Intent;
-use crate::error::{Disposition, Failure, disposition};
+use crate::disposition::{Disposition, Failure, disposition};
 use crate::event::EventKind;
 use crate::headers::{self, Route};
 use crate::store::DeadLetterEntry;
@@ -78,7 +78,7 @@ impl Pipeline {
             Decision::Applied(_) | Decision::Ignored => {
                 let email = match &events.planned[p].intent {
                     Intent::Upsert(row) if self.settings.log_pii => Some(row.email.clone()),
-                    Intent::Upsert(row) => Some(crate::settings::mask_email(&row.email)),
+                    Intent::Upsert(row) => Some(crate::redact::mask_email(&row.email)),
                     Intent::Deactivate(_) => None,
                 };
                 let decision = decision.as_str();

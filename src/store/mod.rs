@@ -17,6 +17,7 @@ pub use lookup::{RowView, WatermarkView};
 pub use report::UserCounts;
 
 use crate::decide::{EventKey, Reason, Row, State, Status};
+use crate::redact::PasswordHash;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row as _};
@@ -133,7 +134,7 @@ impl Store {
                 email: r.get::<Option<String>, _>(1).unwrap_or_default(),
                 first_name: r.get(2),
                 last_name: r.get(3),
-                password_hash: r.get(4),
+                password_hash: r.get::<Option<String>, _>(4).map(PasswordHash::from),
                 role: r.get(5),
                 allowed_services: r.get(6),
                 is_active: r.get(7),

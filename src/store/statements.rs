@@ -3,6 +3,7 @@
 //! status update.
 
 use crate::decide::{Intent, Planned, Reason, Row, UserBatch};
+use crate::redact::PasswordHash;
 use sqlx::{PgConnection, Row as _};
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -185,7 +186,7 @@ pub(super) async fn upsert(
         .bind(col(|r| Some(r.email.as_str())))
         .bind(col(|r| r.first_name.as_deref()))
         .bind(col(|r| r.last_name.as_deref()))
-        .bind(col(|r| r.password_hash.as_deref()))
+        .bind(col(|r| r.password_hash.as_ref().map(PasswordHash::as_str)))
         .bind(col(|r| r.role.as_deref()))
         .bind(&services)
         .bind(&active)

@@ -1,0 +1,270 @@
+//! Typed settings from defaults, an optional TOML file and the environment
+//! (docs/contract.md#settings).
+//!
+//! Every value is read as text and parsed here, so that an error names the environment
+//! variable an operator has to fix, in one line.
+
+mod source;
+
+use crate::event::DEFAULT_MAX_BODY_BYTES;
+use crate::redact::mask_url;
+use config::{Config, Environment, File, FileFormat};
+use secrecy::{ExposeSecret, SecretString};
+use source::Source;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueType {
+    Quorum,
+    Classic,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+const QUEUE_TYPES: &[(&str, QueueType)] = &[
+    ("quorum", QueueType::Quorum),
+    ("classic", QueueType::Classic),
+];
+const LOG_FORMATS: &[(&str, LogFormat)] =
+    &[("json", LogFormat::Json), ("pretty", LogFormat::Pretty)];
+
+#[derive(Clone)]
+pub struct Settings {
+    pub rabbitmq_url: SecretString,
+    pub rabbitmq_exchange: String,
+    pub rabbitmq_queue: String,
+    pub rabbitmq_queue_type: QueueType,
+    /// PEM file of the CA that signed the broker's certificate (`amqps://`), instead of
+    /// the system's roots.
+    pub rabbitmq_ca_file: Option<PathBuf>,
+    pub service_name: String,
+    pub database_url: SecretString,
+    pub database_schema: String,
+    pub database_max_connections: u32,
+    pub all_access_roles: Vec<String>,
+    pub prefetch: u16,
+    pub batch_size: usize,
+    pub batch_max_wait: Duration,
+    pub retry_delays: Vec<Duration>,
+    pub max_attempts: u32,
+    pub max_body_bytes: usize,
+    /// How far ahead of our clock an event's timestamp may be before it is rejected.
+    pub max_future_skew: Duration,
+    pub http_addr: SocketAddr,
+    pub log_format: LogFormat,
+    pub shutdown_timeout: Duration,
+    /// Deactivations allowed per window before the brake holds the rest; 0: no brake.
+    pub deactivation_brake: u32,
+    pub deactivation_brake_window: Duration,
+    /// Days the audit trail keeps; 0: no trail.
+    pub audit_retention_days: u32,
+    /// Emails appear in logs as they are only when true; masked (`a***@example.com`) otherwise.
+    pub log_pii: bool,
+    /// HMAC-SHA256 keys; when any is set, every message must carry a valid `x-signature`.
+    pub event_signing_keys: Vec<SecretString>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {problem}")]
+pub struct SettingsError {
+    pub var: &'static str,
+    pub problem: String,
+}
+
+fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
+    SettingsError {
+        var,
+        problem: problem.into(),
+    }
+}
+
+// Defaults for the throughput knobs, chosen with `DRAIN_SWEEP=1 cargo bench --bench drain`
+// (BENCHMARKS.md; 100 000 events, one run, 2 cores shared with the broker and Postgres).
+// `max_body_bytes` is not here: its default is the decoder's own (see `defaults`).
+const DEFAULTS: &[(&str, &str)] = &[
+    ("rabbitmq_url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+    ("rabbitmq_exchange", "user_events"),
+    ("rabbitmq_queue_type", "quorum"),
+    ("database_schema", "user_sync"),
+    // One batch is in flight at a time, so one connection applies; the second serves
+    // `/readyz` probes without queueing behind a batch. More changed nothing measured.
+    ("database_max_connections", "2"),
+    ("all_access_roles", "teacher,curator,admin"),
+    // Twice the batch, so the next batch is already delivered while one commits.
+    ("prefetch", "2000"),
+    // Drain rate by batch size: 100: 16 046/s, 250: 16 692/s, 500: 16 410/s, 1000:
+    // 21 412/s, 2000: 24 052/s. Past 1000 the gain shrinks while transactions (row
+    // locks held, work redone when a batch is split) and memory (23 -> 27 MiB) grow.
+    ("batch_size", "1000"),
+    // Bounds the wait only while deliveries trickle in: a batch is flushed as soon as no
+    // further delivery is ready, so light load waits for nothing (p99 2.4 ms at 200/s).
+    ("batch_max_wait_ms", "20"),
+    ("retry_delays_ms", "1000,10000,60000"),
+    ("max_attempts", "5"),
+    // Generous for any clock drift; short enough that a mistyped year is refused.
+    ("max_future_skew_secs", "86400"),
+    ("http_addr", "0.0.0.0:8080"),
+    ("log_format", "json"),
+    ("log_pii", "false"),
+    ("shutdown_timeout_ms", "10000"),
+    ("deactivation_brake", "500"),
+    ("deactivation_brake_window_s", "300"),
+    ("audit_retention_days", "30"),
+];
+
+/// Every key's default as text: the table, and the defaults other modules own.
+fn defaults() -> impl Iterator<Item = (&'static str, String)> {
+    let owned = [("max_body_bytes", DEFAULT_MAX_BODY_BYTES.to_string())];
+    let table = DEFAULTS
+        .iter()
+        .map(|(key, value)| (*key, value.to_string()));
+    table.chain(owned)
+}
+
+/// The default of a (lower-case) key, if it has one.
+fn default(key: &str) -> Option<String> {
+    defaults().find(|d| d.0 == key).map(|d| d.1)
+}
+
+impl Settings {
+    /// Reads `.env` (if present), then `CONFIG_FILE` (default `user-sync.toml`, optional),
+    /// then the process environment, which wins.
+    pub fn load() -> Result<Self, SettingsError> {
+        let _ = dotenvy::dotenv();
+        let file = std::env::var("CONFIG_FILE").unwrap_or_else(|_| "user-sync.toml".into());
+        let mut builder = Config::builder()
+            .add_source(File::new(&file, FileFormat::Toml).required(false))
+            .add_source(Environment::default());
+        for (key, value) in defaults() {
+            builder = builder.set_default(key, value).expect("static default");
+        }
+        let cfg = builder
+            .build()
+            .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
+        Self::from_lookup(|key| cfg.get_string(key).ok())
+    }
+
+    /// Builds settings from any key lookup (lower-case keys); used by `load` and by tests.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let src = Source::new(get);
+        // Of several mistakes the first read is reported, so the order below (the struct's
+        // fields included: they are evaluated as written) is kept as it always was.
+        let service_name = named("SERVICE_NAME", src.string("SERVICE_NAME")?.to_lowercase())?;
+        let rabbitmq_exchange = named("RABBITMQ_EXCHANGE", src.string("RABBITMQ_EXCHANGE")?)?;
+        let queue = src.text("RABBITMQ_QUEUE");
+        let queue = queue.unwrap_or_else(|| format!("{service_name}_user_events"));
+        let rabbitmq_queue = named("RABBITMQ_QUEUE", queue)?;
+        let database_schema = schema_name(src.string("DATABASE_SCHEMA")?)?;
+        let rabbitmq_queue_type = src.choice("RABBITMQ_QUEUE_TYPE", QUEUE_TYPES)?;
+        let event_signing_keys = src.secrets("EVENT_SIGNING_KEYS", 16)?;
+        let log_pii = src.flag("LOG_PII")?;
+        let log_format = src.choice("LOG_FORMAT", LOG_FORMATS)?;
+        let rabbitmq_url = src.url("RABBITMQ_URL", &["amqp://", "amqps://"])?;
+        let database_url = src.url("DATABASE_URL", &["postgres://", "postgresql://"])?;
+        let all_access_roles = src.list("ALL_ACCESS_ROLES");
+        let http_addr = src.parsed("HTTP_ADDR", "host:port")?;
+        let retry_delays = src.delays_ms("RETRY_DELAYS_MS")?;
+        Ok(Settings {
+            rabbitmq_url,
+            rabbitmq_exchange,
+            rabbitmq_queue,
+            rabbitmq_queue_type,
+            rabbitmq_ca_file: src.text("RABBITMQ_CA_FILE").map(PathBuf::from),
+            service_name,
+            database_url,
+            database_schema,
+            all_access_roles,
+            retry_delays,
+            http_addr,
+            log_format,
+            log_pii,
+            event_signing_keys,
+            prefetch: src.number("PREFETCH", 1, 65_535)?,
+            batch_size: src.number("BATCH_SIZE", 1, 10_000)?,
+            database_max_connections: src.number("DATABASE_MAX_CONNECTIONS", 1, 100)?,
+            batch_max_wait: src.millis("BATCH_MAX_WAIT_MS")?,
+            max_attempts: src.number("MAX_ATTEMPTS", 1, 1000)?,
+            max_body_bytes: src.number("MAX_BODY_BYTES", 1024, 64 << 20)?,
+            max_future_skew: src.secs("MAX_FUTURE_SKEW_SECS", 0, 10 * 365 * 24 * 3600)?,
+            shutdown_timeout: src.millis("SHUTDOWN_TIMEOUT_MS")?,
+            deactivation_brake: src.number("DEACTIVATION_BRAKE", 0, u32::MAX.into())?,
+            deactivation_brake_window: src.secs("DEACTIVATION_BRAKE_WINDOW_S", 1, 7 * 24 * 3600)?,
+            audit_retention_days: src.number("AUDIT_RETENTION_DAYS", 0, 36_500)?,
+        })
+    }
+}
+
+/// Queue, exchange and service names: printable ASCII that cannot smuggle anything into
+/// logs or AMQP frames.
+fn named(var: &'static str, v: String) -> Result<String, SettingsError> {
+    let ok = !v.is_empty()
+        && v.len() <= 200
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b));
+    if ok {
+        Ok(v)
+    } else {
+        Err(err(var, format!("{v:?} must be 1-200 of [A-Za-z0-9._:-]")))
+    }
+}
+
+/// The schema reaches SQL as an identifier, so it is held to a strict pattern.
+fn schema_name(v: String) -> Result<String, SettingsError> {
+    let mut chars = v.chars();
+    let ok = v.len() <= 63
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    // Names Postgres reserves for itself: our tables must never land among the catalogs.
+    let reserved = v.starts_with("pg_") || v == "information_schema";
+    if reserved {
+        Err(err(
+            "DATABASE_SCHEMA",
+            format!("{v:?} is reserved by Postgres"),
+        ))
+    } else if ok {
+        Ok(v)
+    } else {
+        Err(err(
+            "DATABASE_SCHEMA",
+            format!("{v:?} must match [a-z_][a-z0-9_]{{0,62}}"),
+        ))
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("rabbitmq_url", &mask_url(self.rabbitmq_url.expose_secret()))
+            .field("rabbitmq_exchange", &self.rabbitmq_exchange)
+            .field("rabbitmq_queue", &self.rabbitmq_queue)
+            .field("rabbitmq_queue_type", &self.rabbitmq_queue_type)
+            .field("rabbitmq_ca_file", &self.rabbitmq_ca_file)
+            .field("service_name", &self.service_name)
+            .field("database_url", &mask_url(self.database_url.expose_secret()))
+            .field("database_schema", &self.database_schema)
+            .field("prefetch", &self.prefetch)
+            .field("batch_size", &self.batch_size)
+            .field("batch_max_wait", &self.batch_max_wait)
+            .field("retry_delays", &self.retry_delays)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_future_skew", &self.max_future_skew)
+            .field("deactivation_brake", &self.deactivation_brake)
+            .field("deactivation_brake_window", &self.deactivation_brake_window)
+            .field("audit_retention_days", &self.audit_retention_days)
+            .field("log_pii", &self.log_pii)
+            .field("event_signing_keys", &self.event_signing_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;

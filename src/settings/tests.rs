@@ -1,0 +1,139 @@
+use super::*;
+use crate::broker::Topology;
+use crate::redact::mask_url;
+use crate::redact::tests::{URLS, leaks};
+use std::collections::HashMap;
+use std::str::FromStr;
+
+fn load(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Settings::from_lookup(|k| map.get(k).cloned())
+}
+
+const BASE: &[(&str, &str)] = &[
+    ("service_name", "LMS"),
+    ("database_url", "postgres://u:pw@db.example.com/app"),
+];
+
+#[test]
+fn defaults_follow_the_spec() {
+    let s = load(BASE).unwrap();
+    assert_eq!(s.service_name, "lms");
+    assert_eq!(s.rabbitmq_queue, "lms_user_events");
+    assert_eq!(Topology::new(&s).dlq, "lms_user_events.dlq");
+    assert_eq!(s.rabbitmq_exchange, "user_events");
+    assert_eq!(s.rabbitmq_queue_type, QueueType::Quorum);
+    assert_eq!(s.database_schema, "user_sync");
+    assert_eq!(s.all_access_roles, ["teacher", "curator", "admin"]);
+    assert_eq!(s.retry_delays.len(), 3);
+    assert_eq!(s.max_attempts, 5);
+    assert_eq!(s.max_future_skew, Duration::from_secs(86_400));
+}
+
+#[test]
+fn errors_name_the_variable() {
+    let e = load(&[("database_url", "postgres://x/y")]).unwrap_err();
+    assert_eq!(e.var, "SERVICE_NAME");
+    let e = load(&[("service_name", "lms")]).unwrap_err();
+    assert_eq!(e.var, "DATABASE_URL");
+    let mut bad = BASE.to_vec();
+    bad.push(("prefetch", "lots"));
+    let e = load(&bad).unwrap_err();
+    assert_eq!(e.var, "PREFETCH");
+    assert!(e.to_string().contains("PREFETCH"));
+    let mut bad = BASE.to_vec();
+    bad.push(("database_schema", "x; drop table users"));
+    assert_eq!(load(&bad).unwrap_err().var, "DATABASE_SCHEMA");
+    let mut bad = BASE.to_vec();
+    bad.push(("rabbitmq_queue_type", "stream"));
+    assert_eq!(load(&bad).unwrap_err().var, "RABBITMQ_QUEUE_TYPE");
+    let mut bad = BASE.to_vec();
+    bad.push(("max_future_skew_secs", "-1"));
+    assert_eq!(load(&bad).unwrap_err().var, "MAX_FUTURE_SKEW_SECS");
+}
+
+#[test]
+fn hostile_identifiers_are_refused_at_start() {
+    let cases = [
+        (
+            "database_schema",
+            "users\"; DROP TABLE users; --",
+            "DATABASE_SCHEMA",
+        ),
+        ("database_schema", "Public", "DATABASE_SCHEMA"),
+        ("database_schema", "pg_catalog", "DATABASE_SCHEMA"),
+        ("database_schema", "information_schema", "DATABASE_SCHEMA"),
+        (
+            "rabbitmq_queue",
+            "q\nx-dead-letter-exchange",
+            "RABBITMQ_QUEUE",
+        ),
+        ("rabbitmq_queue", "q'x", "RABBITMQ_QUEUE"),
+        ("rabbitmq_exchange", "amq.topic'", "RABBITMQ_EXCHANGE"),
+        ("service_name", "lms sat", "SERVICE_NAME"),
+    ];
+    for (key, value, var) in cases {
+        let mut bad = BASE.to_vec();
+        bad.retain(|(k, _)| *k != key);
+        bad.push((key, value));
+        assert_eq!(load(&bad).unwrap_err().var, var, "{key}={value:?}");
+    }
+}
+
+fn with_url(url: &str) -> Settings {
+    let key = if url.starts_with("amqp") {
+        "rabbitmq_url"
+    } else {
+        "database_url"
+    };
+    let mut pairs = BASE.to_vec();
+    pairs.retain(|(k, _)| *k != key);
+    pairs.push((key, url));
+    load(&pairs).unwrap()
+}
+
+#[test]
+fn no_url_form_shows_its_secret_in_debug() {
+    for (url, secrets) in URLS {
+        let shown = format!("{:?}", with_url(url));
+        assert_eq!(leaks(&shown, secrets), None, "{url} -> {shown}");
+    }
+}
+
+#[tokio::test]
+async fn no_url_form_shows_its_secret_in_connection_errors() {
+    for (url, secrets) in URLS {
+        let settings = with_url(url);
+        let text = if url.starts_with("amqp") {
+            let e = crate::broker::connect(&settings)
+                .await
+                .expect_err("nothing listens on port 1");
+            format!("{e} {e:?}")
+        } else {
+            // The pool would wait out its acquire timeout; a direct connection shows
+            // the error it wraps, at once.
+            use sqlx::ConnectOptions;
+            let parsed = crate::store::Store::new(&settings)
+                .and_then(|_| sqlx::postgres::PgConnectOptions::from_str(url));
+            let e = match parsed {
+                Err(e) => e,
+                Ok(opts) => opts.connect().await.expect_err("nothing listens on port 1"),
+            };
+            format!("{e} {e:?}")
+        };
+        assert_eq!(leaks(&text, secrets), None, "{url} -> {text}");
+    }
+    let timeout = crate::broker::BrokerError::Timeout(mask_url(URLS[15].0));
+    assert_eq!(leaks(&timeout.to_string(), URLS[15].1), None);
+}
+
+#[test]
+fn secrets_are_masked() {
+    let s = load(BASE).unwrap();
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("pw@"), "{shown}");
+    assert!(shown.contains("u:***@db.example.com"));
+}
