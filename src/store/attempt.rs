@@ -9,7 +9,9 @@ use super::statements::{
     Advanced, adopt, advance_watermarks, email_conflicts, update_status, upsert,
 };
 use super::trail::AttemptView;
-use crate::decide::{Intent, Outcome, Planned, Row, UserBatch, deactivate_outcome, upsert_outcome};
+use crate::decide::{
+    Intent, Outcome, Planned, UserBatch, UserRow, deactivate_outcome, upsert_outcome,
+};
 use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
@@ -63,7 +65,7 @@ impl Store {
             if !conflicts.is_empty() {
                 tx.rollback().await?;
                 let of =
-                    |(u, (id, _)): (&usize, &(Uuid, Row))| conflicts.contains(id).then_some(*u);
+                    |(u, (id, _)): (&usize, &(Uuid, UserRow))| conflicts.contains(id).then_some(*u);
                 return Ok(Attempt::Conflicts(
                     moved.data.iter().zip(&rows).filter_map(of).collect(),
                 ));
@@ -140,7 +142,7 @@ fn data_rows(
     users: &[UserBatch],
     data: &[usize],
     advanced: &HashMap<Uuid, Advanced>,
-) -> Vec<(Uuid, Row)> {
+) -> Vec<(Uuid, UserRow)> {
     data.iter()
         .map(|&u| {
             let up = users[u].upsert.expect("data advanced only with an upsert");
@@ -148,7 +150,7 @@ fn data_rows(
                 unreachable!("reduce keeps upserts in `upsert`")
             };
             let a = &advanced[&planned[up].user_id];
-            let row = Row {
+            let row = UserRow {
                 is_active: a.active,
                 deactivation_reason: a.reason,
                 source_updated_at: a.status_ts,
@@ -161,7 +163,7 @@ fn data_rows(
 
 async fn write_rows(
     tx: &mut PgConnection,
-    rows: &[(Uuid, Row)],
+    rows: &[(Uuid, UserRow)],
     with_changes: bool,
     written: &mut Written,
 ) -> Result<(), sqlx::Error> {

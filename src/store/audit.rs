@@ -2,8 +2,8 @@
 //! transaction of the change it explains, pruned by age in the background.
 
 use super::Store;
-use crate::decide::{Decision, Intent, Outcome, Planned, Reason, Row};
-use sqlx::{PgConnection, Row as _};
+use crate::decide::{Decision, Intent, Outcome, Planned, Reason, UserRow};
+use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -94,7 +94,7 @@ pub const FIELDS: [&str; 8] = [
 pub(crate) const STATUS_FIELDS: i16 = (1 << 6) | (1 << 7);
 
 /// A new row sets every field it has.
-pub(crate) fn new_row_mask(row: &Row) -> i16 {
+pub(crate) fn new_row_mask(row: &UserRow) -> i16 {
     let all_but_reason: i16 = (1 << 7) - 1;
     all_but_reason
         | if row.deactivation_reason.is_some() {
@@ -306,7 +306,7 @@ mod tests {
         );
         assert_eq!(field_names(0), Vec::<String>::new());
         assert_eq!(field_names(1 | 8), ["email", "password_hash"]);
-        let row = Row {
+        let row = UserRow {
             email: "a@example.com".into(),
             first_name: None,
             last_name: None,

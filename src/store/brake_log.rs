@@ -2,7 +2,7 @@
 //! every replica so that one operator command releases them all.
 
 use super::Store;
-use sqlx::Row as _;
+use sqlx::Row;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrakeEntry {

@@ -3,7 +3,7 @@
 
 use super::Store;
 use serde::Serialize;
-use sqlx::Row as _;
+use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 

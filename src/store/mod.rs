@@ -16,11 +16,11 @@ pub use brake_log::BrakeEntry;
 pub use lookup::{RowView, WatermarkView};
 pub use report::UserCounts;
 
-use crate::decide::{EventKey, Reason, Row, State, Status};
+use crate::decide::{EventKey, Reason, State, Status, UserRow};
 use crate::redact::PasswordHash;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Row as _};
+use sqlx::{ConnectOptions, Row};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -130,7 +130,7 @@ impl Store {
         .await?;
         for r in rows {
             let reason: Option<String> = r.get(8);
-            states.entry(r.get(0)).or_default().row = Some(Row {
+            states.entry(r.get(0)).or_default().row = Some(UserRow {
                 email: r.get::<Option<String>, _>(1).unwrap_or_default(),
                 first_name: r.get(2),
                 last_name: r.get(3),

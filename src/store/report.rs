@@ -1,7 +1,7 @@
 //! Read-only figures for the operator's `status` command.
 
 use super::Store;
-use sqlx::Row as _;
+use sqlx::Row;
 use time::OffsetDateTime;
 
 /// What the table holds: rows by state, and how far the events have got.

@@ -2,9 +2,9 @@
 //! guard, adoption of legacy rows, the email-conflict check, the row upsert and the
 //! status update.
 
-use crate::decide::{Intent, Planned, Reason, Row, UserBatch};
+use crate::decide::{Intent, Planned, Reason, UserBatch, UserRow};
 use crate::redact::PasswordHash;
-use sqlx::{PgConnection, Row as _};
+use sqlx::{PgConnection, Row};
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use time::OffsetDateTime;
@@ -116,7 +116,10 @@ static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
 
 /// Links rows the backend had before the sync (same email, no auth id) to the auth user,
 /// unless that user already has a row of its own.
-pub(super) async fn adopt(tx: &mut PgConnection, rows: &[(Uuid, Row)]) -> Result<(), sqlx::Error> {
+pub(super) async fn adopt(
+    tx: &mut PgConnection,
+    rows: &[(Uuid, UserRow)],
+) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
     sqlx::query(
@@ -137,7 +140,7 @@ pub(super) async fn adopt(tx: &mut PgConnection, rows: &[(Uuid, Row)]) -> Result
 /// The users whose row would become active with an email another active row holds.
 pub(super) async fn email_conflicts(
     tx: &mut PgConnection,
-    rows: &[(Uuid, Row)],
+    rows: &[(Uuid, UserRow)],
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let (ids, emails): (Vec<Uuid>, Vec<&str>) = rows
         .iter()
@@ -163,10 +166,10 @@ pub(super) async fn email_conflicts(
 /// `changes`, for the trail) which fields an existing row had different (`audit` bits).
 pub(super) async fn upsert(
     tx: &mut PgConnection,
-    rows: &[(Uuid, Row)],
+    rows: &[(Uuid, UserRow)],
     changes: bool,
 ) -> Result<HashMap<Uuid, (bool, i16)>, sqlx::Error> {
-    let col = |f: fn(&Row) -> Option<&str>| -> Vec<Option<&str>> {
+    let col = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
         rows.iter().map(|r| f(&r.1)).collect()
     };
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();

@@ -3,7 +3,12 @@
 //! An event is reduced to a [`Planned`] change ordered by its [`EventKey`]; a change applies
 //! only when its key is greater than the user's watermark. The store enforces the same
 //! comparison inside its SQL, so replicas and redeliveries cannot undo each other;
-//! [`decide`] is the reference for what one applied event does to one user.
+//! [`model`] is the reference for what one applied event does to one user: the tests and
+//! the benchmark compare the table with it; the worker never runs it.
+
+pub mod model;
+
+pub use model::{State, Status, converge};
 
 use crate::event::{Event, EventKind};
 use crate::membership::Membership;
@@ -51,7 +56,7 @@ impl Reason {
 
 /// The columns this service owns in a user's row. `Debug` masks the hash (a `PasswordHash`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub struct UserRow {
     pub email: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
@@ -66,7 +71,7 @@ pub struct Row {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Intent {
     /// The user belongs here: insert or overwrite every field.
-    Upsert(Row),
+    Upsert(UserRow),
     /// Deactivate an existing row; never create one.
     Deactivate(Reason),
 }
@@ -138,7 +143,7 @@ pub fn plan(event: &Event, membership: &Membership) -> Planned {
         _ if !membership.belongs(u.role.as_deref(), &u.allowed_services) => {
             Intent::Deactivate(Reason::AccessRevoked)
         }
-        _ => Intent::Upsert(Row {
+        _ => Intent::Upsert(UserRow {
             email: u.email.clone().unwrap_or_default(),
             first_name: u.first_name.clone(),
             last_name: u.last_name.clone(),
@@ -225,90 +230,6 @@ pub fn reduce(planned: &[Planned]) -> (Vec<UserBatch>, Vec<usize>) {
     (users, losers)
 }
 
-/// The status the newest event gave a user: what a row has, or would be created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Status {
-    pub key: EventKey,
-    pub active: bool,
-    pub reason: Option<Reason>,
-}
-
-/// What the service knows of one user. Two watermarks make the state order-independent:
-/// the row's status follows the newest event of any kind, its fields follow the newest
-/// event that carried them for this service. Both are maxima, so any arrival order and
-/// any duplicates give the state that timestamp order gives.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct State {
-    pub status: Option<Status>,
-    pub data_watermark: Option<EventKey>,
-    pub row: Option<Row>,
-}
-
-impl Planned {
-    fn status(&self) -> Status {
-        match &self.intent {
-            Intent::Upsert(row) => Status {
-                key: self.key,
-                active: row.is_active,
-                reason: row.deactivation_reason,
-            },
-            Intent::Deactivate(reason) => Status {
-                key: self.key,
-                active: false,
-                reason: Some(*reason),
-            },
-        }
-    }
-}
-
-/// One event applied to one user's state: the reference semantics of the store's SQL.
-///
-/// An event older than the newest status may still carry fields newer than the row's
-/// (an update that arrives after a later deletion): they are filled in, the status stays.
-/// That keeps "a late create cannot resurrect a deleted user" and still ends in the table
-/// that timestamp order gives.
-pub fn decide(p: &Planned, current: &State) -> (Outcome, State) {
-    let status_newer = current.status.is_none_or(|s| p.key > s.key);
-    let data = match &p.intent {
-        Intent::Upsert(row) if current.data_watermark.is_none_or(|d| p.key > d) => Some(row),
-        _ => None,
-    };
-    if !status_newer && data.is_none() {
-        return (Outcome::Stale, current.clone());
-    }
-    let status = if status_newer {
-        p.status()
-    } else {
-        current.status.expect("older than it")
-    };
-    let with_status = |row: &Row| Row {
-        is_active: status.active,
-        deactivation_reason: status.reason,
-        source_updated_at: status.key.timestamp,
-        ..row.clone()
-    };
-    let row = match (data, &current.row) {
-        (Some(new), _) => Some(with_status(new)),
-        (None, old) => old.as_ref().map(with_status),
-    };
-    let old_active = current.row.as_ref().map(|r| r.is_active);
-    let outcome = match (&p.intent, status_newer) {
-        (_, false) => Outcome::Backfilled,
-        (Intent::Upsert(new), true) => upsert_outcome(old_active, new.is_active),
-        (Intent::Deactivate(reason), true) => deactivate_outcome(old_active.is_some(), *reason),
-    };
-    let state = State {
-        status: Some(status),
-        data_watermark: if data.is_some() {
-            Some(p.key)
-        } else {
-            current.data_watermark
-        },
-        row,
-    };
-    (outcome, state)
-}
-
 /// What an applied upsert did, given whether the row existed and was active before.
 pub fn upsert_outcome(was_active: Option<bool>, now_active: bool) -> Outcome {
     match (was_active, now_active) {
@@ -327,21 +248,5 @@ pub fn deactivate_outcome(row_existed: bool, reason: Reason) -> Outcome {
     }
 }
 
-/// The table that applying `events` in key order gives: the expected state that tests and
-/// the benchmark compare the real table with.
-pub fn converge<'a>(
-    events: impl IntoIterator<Item = &'a Planned>,
-) -> std::collections::BTreeMap<Uuid, State> {
-    let mut sorted: Vec<&Planned> = events.into_iter().collect();
-    sorted.sort_by_key(|p| (p.user_id, p.key));
-    let mut states = std::collections::BTreeMap::new();
-    for p in sorted {
-        let state: &mut State = states.entry(p.user_id).or_default();
-        *state = decide(p, state).1;
-    }
-    states
-}
-
 #[cfg(test)]
-#[path = "decide_tests.rs"]
 mod tests;

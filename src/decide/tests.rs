@@ -43,7 +43,7 @@ fn run(events: &[Planned]) -> (Vec<Outcome>, State) {
     let mut state = State::default();
     let mut outcomes = Vec::new();
     for p in events {
-        let (o, next) = decide(p, &state);
+        let (o, next) = model::step(p, &state);
         outcomes.push(o);
         state = next;
     }
@@ -284,7 +284,7 @@ proptest! {
         let mut states: std::collections::BTreeMap<Uuid, State> = Default::default();
         for p in order.iter().map(|&i| &history[i]) {
             let s = states.entry(p.user_id).or_default();
-            *s = decide(p, s).1;
+            *s = model::step(p, s).1;
         }
         prop_assert_eq!(states, expected);
     }
