@@ -20,7 +20,12 @@ pub enum Command {
     /// Consume events and converge the users table (the default).
     Run,
     /// Create the schema and apply the migrations, then exit.
-    Migrate,
+    Migrate {
+        /// Print, without running it, the DDL the backend adds for a `[target]` table: the
+        /// key column and its unique index.
+        #[arg(long)]
+        print_target_sql: bool,
+    },
     /// Queue depths and consumers, and the table's user counts. Exit 1 if the broker or
     /// the database cannot be reached.
     Status {

@@ -20,6 +20,7 @@ pub mod redact;
 pub mod settings;
 pub mod signature;
 pub mod store;
+pub mod target;
 pub mod telemetry;
 pub mod worker;
 
@@ -46,6 +47,9 @@ pub enum StartError {
     Migrate(sqlx::Error),
     #[error("HTTP_ADDR: cannot listen on {0}: {1}")]
     Http(SocketAddr, std::io::Error),
+    /// The `[target]` mapping does not fit the database: one line per problem.
+    #[error("the [target] mapping does not fit the database:\n{}", .0.join("\n"))]
+    Target(Vec<String>),
 }
 
 /// Wires the adapters together and binds the HTTP port (so a port taken fails at start,
@@ -94,6 +98,9 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
             return Ok(());
         }
         app.store.migrate().await.map_err(StartError::Migrate)?;
+        app.store.prepare_target().await.map_err(|problems| {
+            StartError::Target(problems.iter().map(ToString::to_string).collect())
+        })?;
         worker.brake.restore().await?;
         tracing::info!(settings = ?app.settings, "user-sync started");
         let pruner = tokio::spawn(prune_audit(

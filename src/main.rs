@@ -59,7 +59,7 @@ async fn async_main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(settings).await,
-        Command::Migrate => migrate(settings).await,
+        Command::Migrate { print_target_sql } => migrate(settings, print_target_sql).await,
         // The operator's commands print reports, not logs.
         Command::Status { json } => cli::status(&settings, json).await,
         Command::Dlq(dlq) => cli::dlq(&settings, dlq).await,
@@ -111,6 +111,15 @@ async fn run(settings: Settings) -> ExitCode {
 fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> ExitCode {
     match joined {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        // A mapping that does not fit is a configuration error: one line per problem,
+        // exit 2 like any other invalid setting.
+        Ok(Err(StartError::Target(problems))) => {
+            for problem in problems {
+                tracing::error!("{problem}");
+                eprintln!("user-sync: {problem}");
+            }
+            ExitCode::from(2)
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "user-sync failed");
             ExitCode::FAILURE
@@ -123,7 +132,15 @@ fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> ExitCode {
 }
 
 /// For an init container or a deploy step: the worker migrates by itself too.
-async fn migrate(settings: Settings) -> ExitCode {
+async fn migrate(settings: Settings, print_target_sql: bool) -> ExitCode {
+    if print_target_sql {
+        let Some(target) = &settings.target else {
+            eprintln!("user-sync: no [target] section in the settings file");
+            return ExitCode::from(2);
+        };
+        print!("{}", user_sync::store::target_sql(target));
+        return ExitCode::SUCCESS;
+    }
     user_sync::telemetry::init(settings.log_format);
     let migrated = match user_sync::store::Store::new(&settings) {
         Ok(store) => store.migrate().await,

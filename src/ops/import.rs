@@ -157,6 +157,14 @@ pub async fn import(
 
     let store = Store::new(settings)?;
     store.migrate().await?;
+    store.prepare_target().await.map_err(|p| {
+        ImportError::File(
+            p.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    })?;
     let commit = if opts.dry_run {
         Commit::RollBack
     } else {

@@ -69,6 +69,9 @@ pub struct Settings {
     pub log_pii: bool,
     /// HMAC-SHA256 keys; when any is set, every message must carry a valid `x-signature`.
     pub event_signing_keys: Vec<SecretString>,
+    /// A backend's own table to converge instead of `{DATABASE_SCHEMA}.users`: the
+    /// settings file's `[target]` section.
+    pub target: Option<crate::target::Mapping>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +151,9 @@ impl Settings {
         let cfg = builder
             .build()
             .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
-        Self::from_lookup(|key| cfg.get_string(key).ok())
+        let mut settings = Self::from_lookup(|key| cfg.get_string(key).ok())?;
+        settings.target = target(&cfg)?;
+        Ok(settings)
     }
 
     /// Builds settings from any key lookup (lower-case keys); used by `load` and by tests.
@@ -197,6 +202,7 @@ impl Settings {
             deactivation_brake: src.number("DEACTIVATION_BRAKE", 0, u32::MAX.into())?,
             deactivation_brake_window: src.secs("DEACTIVATION_BRAKE_WINDOW_S", 1, 7 * 24 * 3600)?,
             audit_retention_days: src.number("AUDIT_RETENTION_DAYS", 0, 36_500)?,
+            target: None,
         })
     }
 }
@@ -238,6 +244,18 @@ fn schema_name(v: String) -> Result<String, SettingsError> {
             format!("{v:?} must match [a-z_][a-z0-9_]{{0,62}}"),
         ))
     }
+}
+
+/// The settings file's `[target]` section, resolved; `None` when there is none.
+fn target(cfg: &Config) -> Result<Option<crate::target::Mapping>, SettingsError> {
+    let spec = match cfg.get::<crate::target::TargetSpec>("target") {
+        Ok(spec) => spec,
+        Err(config::ConfigError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(err("[target]", e.to_string())),
+    };
+    crate::target::Mapping::resolve(&spec)
+        .map(Some)
+        .map_err(|e| err("[target]", e.0))
 }
 
 impl fmt::Debug for Settings {

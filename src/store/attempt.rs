@@ -5,6 +5,7 @@
 use super::Store;
 use super::apply::Commit;
 use super::audit::{self, Audit};
+use super::mapped::MappedSql;
 use super::statements::{
     Advanced, adopt, advance_watermarks, email_conflicts, update_status, upsert,
 };
@@ -60,8 +61,8 @@ impl Store {
         let mut written = Written::default();
         let rows = data_rows(planned, users, &moved.data, &advanced);
         if !rows.is_empty() {
-            adopt(&mut tx, &rows).await?;
-            let conflicts = email_conflicts(&mut tx, &rows).await?;
+            adopt(&mut tx, &rows, self.mapped()).await?;
+            let conflicts = email_conflicts(&mut tx, &rows, self.mapped()).await?;
             if !conflicts.is_empty() {
                 tx.rollback().await?;
                 let of =
@@ -70,7 +71,14 @@ impl Store {
                     moved.data.iter().zip(&rows).filter_map(of).collect(),
                 ));
             }
-            write_rows(&mut tx, &rows, ctx.audit.is_some(), &mut written).await?;
+            write_rows(
+                &mut tx,
+                &rows,
+                ctx.audit.is_some(),
+                self.mapped(),
+                &mut written,
+            )
+            .await?;
         }
         if !moved.status_only.is_empty() {
             let ids: Vec<Uuid> = moved
@@ -80,7 +88,7 @@ impl Store {
                 .collect();
             written
                 .existed
-                .extend(update_status(&mut tx, &ids, &advanced).await?);
+                .extend(update_status(&mut tx, &ids, &advanced, self.mapped()).await?);
         }
         for &u in moved.data.iter().chain(&moved.status_only) {
             push_outcomes(planned, &users[u], &advanced, &written, &mut outcomes);
@@ -165,9 +173,10 @@ async fn write_rows(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
     with_changes: bool,
+    mapped: Option<&MappedSql>,
     written: &mut Written,
 ) -> Result<(), sqlx::Error> {
-    let upserted = upsert(tx, rows, with_changes).await?;
+    let upserted = upsert(tx, rows, with_changes, mapped).await?;
     for (id, row) in rows {
         let (new, mask) = upserted.get(id).copied().unwrap_or((false, 0));
         if new {

@@ -6,6 +6,7 @@ mod audit;
 mod brake_log;
 mod classify;
 mod lookup;
+mod mapped;
 mod report;
 mod statements;
 mod trail;
@@ -14,15 +15,19 @@ pub use apply::{Commit, EventResult};
 pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
 pub use brake_log::BrakeEntry;
 pub use lookup::{RowView, WatermarkView};
+pub use mapped::{TargetProblem, target_sql};
 pub use report::UserCounts;
 
 use crate::decide::{EventKey, Reason, State, Status, UserRow};
 use crate::redact::PasswordHash;
+use crate::target::Mapping;
+use mapped::MappedSql;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -32,6 +37,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 pub struct Store {
     pool: PgPool,
     schema: String,
+    /// A backend's table named by `[target]`, if any; its statements once checked at start.
+    target: Option<Arc<Mapping>>,
+    mapped: Arc<OnceLock<MappedSql>>,
 }
 
 impl Store {
@@ -63,7 +71,28 @@ impl Store {
         Ok(Self {
             pool,
             schema: settings.database_schema.clone(),
+            target: settings.target.clone().map(Arc::new),
+            mapped: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// With a `[target]` mapping: checks it against the database and prepares its
+    /// statements; every problem found, one line each, otherwise. Without one: nothing.
+    pub async fn prepare_target(&self) -> Result<(), Vec<TargetProblem>> {
+        let Some(m) = &self.target else {
+            return Ok(());
+        };
+        let columns = self.check_target(m).await?;
+        let _ = self.mapped.set(MappedSql::new(m, &columns));
+        Ok(())
+    }
+
+    /// The mapped target's statements; `None` for the service's own table.
+    pub(crate) fn mapped(&self) -> Option<&MappedSql> {
+        match &self.target {
+            None => None,
+            Some(_) => Some(self.mapped.get().expect("prepare_target ran at start")),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

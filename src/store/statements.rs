@@ -2,6 +2,7 @@
 //! guard, adoption of legacy rows, the email-conflict check, the row upsert and the
 //! status update.
 
+use super::mapped::{MappedSql, Param};
 use crate::decide::{Intent, Planned, Reason, UserBatch, UserRow};
 use crate::redact::PasswordHash;
 use sqlx::{PgConnection, Row};
@@ -119,28 +120,30 @@ static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
 pub(super) async fn adopt(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
+    mapped: Option<&MappedSql>,
 ) -> Result<(), sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
-    sqlx::query(
-        "UPDATE users u SET auth_user_id = i.auth_user_id, updated_at = now() \
+    sqlx::query(mapped.map_or(ADOPT_SQL, |m| m.adopt.as_str()))
+        .bind(&ids)
+        .bind(&emails)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+const ADOPT_SQL: &str = "UPDATE users u SET auth_user_id = i.auth_user_id, updated_at = now() \
          FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
          WHERE u.id = (SELECT l.id FROM users l \
                        WHERE l.auth_user_id IS NULL AND lower(l.email) = lower(i.email) \
                        ORDER BY l.is_active DESC, l.id LIMIT 1) \
-           AND NOT EXISTS (SELECT 1 FROM users x WHERE x.auth_user_id = i.auth_user_id)",
-    )
-    .bind(&ids)
-    .bind(&emails)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
+           AND NOT EXISTS (SELECT 1 FROM users x WHERE x.auth_user_id = i.auth_user_id)";
 
 /// The users whose row would become active with an email another active row holds.
 pub(super) async fn email_conflicts(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
+    mapped: Option<&MappedSql>,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let (ids, emails): (Vec<Uuid>, Vec<&str>) = rows
         .iter()
@@ -150,17 +153,17 @@ pub(super) async fn email_conflicts(
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let found = sqlx::query(
-        "SELECT i.auth_user_id FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
-         WHERE EXISTS (SELECT 1 FROM users c WHERE lower(c.email) = lower(i.email) \
-                       AND c.is_active AND c.auth_user_id IS DISTINCT FROM i.auth_user_id)",
-    )
-    .bind(&ids)
-    .bind(&emails)
-    .fetch_all(&mut *tx)
-    .await?;
+    let found = sqlx::query(mapped.map_or(CONFLICTS_SQL, |m| m.conflicts.as_str()))
+        .bind(&ids)
+        .bind(&emails)
+        .fetch_all(&mut *tx)
+        .await?;
     Ok(found.iter().map(|r| r.get(0)).collect())
 }
+
+const CONFLICTS_SQL: &str = "SELECT i.auth_user_id FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
+     WHERE EXISTS (SELECT 1 FROM users c WHERE lower(c.email) = lower(i.email) \
+                   AND c.is_active AND c.auth_user_id IS DISTINCT FROM i.auth_user_id)";
 
 /// Inserts or overwrites the rows. Returns, per user, whether the row is new and (with
 /// `changes`, for the trail) which fields an existing row had different (`audit` bits).
@@ -168,6 +171,7 @@ pub(super) async fn upsert(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
     changes: bool,
+    mapped: Option<&MappedSql>,
 ) -> Result<HashMap<Uuid, (bool, i16)>, sqlx::Error> {
     let col = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
         rows.iter().map(|r| f(&r.1)).collect()
@@ -179,12 +183,13 @@ pub(super) async fn upsert(
         .collect();
     let active: Vec<bool> = rows.iter().map(|r| r.1.is_active).collect();
     let ts: Vec<OffsetDateTime> = rows.iter().map(|r| r.1.source_updated_at).collect();
-    let sql = if changes {
-        UPSERT_CHANGES_SQL.as_str()
-    } else {
-        UPSERT_SQL.as_str()
+    let sql = match (mapped, changes) {
+        (Some(m), true) => m.upsert_changes.as_str(),
+        (Some(m), false) => m.upsert.as_str(),
+        (None, true) => UPSERT_CHANGES_SQL.as_str(),
+        (None, false) => UPSERT_SQL.as_str(),
     };
-    let returned = sqlx::query(sql)
+    let query = sqlx::query(sql)
         .bind(&ids)
         .bind(col(|r| Some(r.email.as_str())))
         .bind(col(|r| r.first_name.as_deref()))
@@ -193,10 +198,16 @@ pub(super) async fn upsert(
         .bind(col(|r| r.role.as_deref()))
         .bind(&services)
         .bind(&active)
-        .bind(col(|r| r.deactivation_reason.map(Reason::as_str)))
-        .bind(&ts)
-        .fetch_all(&mut *tx)
-        .await?;
+        .bind(col(|r| r.deactivation_reason.map(Reason::as_str)));
+    // The own table also records the event time; a mapped one binds its constants.
+    let query = match mapped {
+        None => query.bind(&ts),
+        Some(m) => m.params.iter().fold(query, |q, p| match p {
+            Param::Text(t) => q.bind(t.clone()),
+            Param::Texts(t) => q.bind(t.clone()),
+        }),
+    };
+    let returned = query.fetch_all(&mut *tx).await?;
     Ok(returned
         .iter()
         .map(|r| {
@@ -253,6 +264,7 @@ pub(super) async fn update_status(
     tx: &mut PgConnection,
     ids: &[Uuid],
     advanced: &HashMap<Uuid, Advanced>,
+    mapped: Option<&MappedSql>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let active: Vec<bool> = ids.iter().map(|id| advanced[id].active).collect();
     let reasons: Vec<Option<&str>> = ids
@@ -260,19 +272,19 @@ pub(super) async fn update_status(
         .map(|id| advanced[id].reason.map(Reason::as_str))
         .collect();
     let ts: Vec<OffsetDateTime> = ids.iter().map(|id| advanced[id].status_ts).collect();
-    let rows = sqlx::query(
-        "UPDATE users u SET is_active = s.active, deactivation_reason = s.reason, \
-           source_updated_at = s.ts, updated_at = now() \
-         FROM UNNEST($1::uuid[], $2::bool[], $3::text[], $4::timestamptz[]) \
-           AS s(auth_user_id, active, reason, ts) \
-         WHERE u.auth_user_id = s.auth_user_id \
-         RETURNING u.auth_user_id",
-    )
-    .bind(ids)
-    .bind(&active)
-    .bind(&reasons)
-    .bind(&ts)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows = sqlx::query(mapped.map_or(UPDATE_STATUS_SQL, |m| m.update_status.as_str()))
+        .bind(ids)
+        .bind(&active)
+        .bind(&reasons)
+        .bind(&ts)
+        .fetch_all(&mut *tx)
+        .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
+
+const UPDATE_STATUS_SQL: &str = "UPDATE users u SET is_active = s.active, \
+       deactivation_reason = s.reason, source_updated_at = s.ts, updated_at = now() \
+     FROM UNNEST($1::uuid[], $2::bool[], $3::text[], $4::timestamptz[]) \
+       AS s(auth_user_id, active, reason, ts) \
+     WHERE u.auth_user_id = s.auth_user_id \
+     RETURNING u.auth_user_id";
