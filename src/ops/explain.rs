@@ -122,7 +122,7 @@ fn row_line(r: &RowView) -> String {
     };
     format!(
         "  row #{}: {} ({}), services [{}], {}\n",
-        r.id,
+        r.id.map_or("-".to_string(), |id| id.to_string()),
         r.email.as_deref().unwrap_or("-"),
         r.role.as_deref().unwrap_or("-"),
         r.allowed_services.join(", "),

@@ -10,7 +10,8 @@ use uuid::Uuid;
 /// The user's row, without the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RowView {
-    pub id: i64,
+    /// The own table's local id; a mapped target's rows are named by their auth id.
+    pub id: Option<i64>,
     pub email: Option<String>,
     pub role: Option<String>,
     pub allowed_services: Vec<String>,
@@ -47,6 +48,13 @@ impl Store {
         if let Ok(id) = query.parse::<Uuid>() {
             return Ok(vec![id]);
         }
+        if let Some(reads) = &self.reads {
+            let rows = sqlx::query(&reads.find_by_email)
+                .bind(query)
+                .fetch_all(self.pool())
+                .await?;
+            return Ok(rows.iter().map(|r| r.get(0)).collect());
+        }
         let rows = if let Ok(local) = query.parse::<i64>() {
             sqlx::query("SELECT auth_user_id FROM users WHERE id = $1 AND auth_user_id IS NOT NULL")
                 .bind(local)
@@ -65,13 +73,13 @@ impl Store {
     }
 
     pub async fn row_view(&self, user: Uuid) -> Result<Option<RowView>, sqlx::Error> {
-        let r = sqlx::query(
-            "SELECT id, email, role, allowed_services, is_active, deactivation_reason, \
-             source_updated_at FROM users WHERE auth_user_id = $1",
-        )
-        .bind(user)
-        .fetch_optional(self.pool())
-        .await?;
+        let own = "SELECT id, email, role, allowed_services, is_active, deactivation_reason, \
+                   source_updated_at FROM users WHERE auth_user_id = $1";
+        let sql = self.reads.as_ref().map_or(own, |r| r.row_view.as_str());
+        let r = sqlx::query(sql)
+            .bind(user)
+            .fetch_optional(self.pool())
+            .await?;
         Ok(r.map(|r| RowView {
             id: r.get(0),
             email: r.get(1),

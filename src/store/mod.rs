@@ -21,7 +21,7 @@ pub use report::UserCounts;
 use crate::decide::{EventKey, Reason, State, Status, UserRow};
 use crate::redact::PasswordHash;
 use crate::target::Mapping;
-use mapped::MappedSql;
+use mapped::{MappedReads, MappedSql};
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
@@ -40,6 +40,7 @@ pub struct Store {
     /// A backend's table named by `[target]`, if any; its statements once checked at start.
     target: Option<Arc<Mapping>>,
     mapped: Arc<OnceLock<MappedSql>>,
+    reads: Option<Arc<MappedReads>>,
 }
 
 impl Store {
@@ -72,6 +73,10 @@ impl Store {
             pool,
             schema: settings.database_schema.clone(),
             target: settings.target.clone().map(Arc::new),
+            reads: settings
+                .target
+                .as_ref()
+                .map(|m| Arc::new(MappedReads::new(m))),
             mapped: Arc::new(OnceLock::new()),
         })
     }

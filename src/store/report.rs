@@ -18,12 +18,11 @@ pub struct UserCounts {
 
 impl Store {
     pub async fn user_counts(&self) -> Result<UserCounts, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT is_active, coalesce(deactivation_reason, 'none'), count(*) \
-             FROM users GROUP BY 1, 2 ORDER BY 1 DESC, 2",
-        )
-        .fetch_all(self.pool())
-        .await?;
+        let own = "SELECT is_active, coalesce(deactivation_reason, 'none'), count(*) \
+                   FROM users GROUP BY 1, 2 ORDER BY 1 DESC, 2";
+        let rows = sqlx::query(self.reads.as_ref().map_or(own, |r| r.counts.as_str()))
+            .fetch_all(self.pool())
+            .await?;
         let mut counts = UserCounts {
             active: 0,
             inactive: Vec::new(),

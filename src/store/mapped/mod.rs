@@ -3,9 +3,11 @@
 //! service's own table, with every identifier quoted and every value bound.
 
 mod check;
+mod reads;
 mod sql;
 
 pub use check::{TargetProblem, target_sql};
+pub(crate) use reads::MappedReads;
 pub(crate) use sql::{MappedSql, Param};
 
 use crate::target::{Deactivation, Mapping};

@@ -1,0 +1,41 @@
+//! The reads of `explain` and `status` on a mapped target. They need no column types, so
+//! they are built with the store, before any check.
+
+use super::{active, q, table};
+use crate::target::Mapping;
+
+#[derive(Debug, Clone)]
+pub(crate) struct MappedReads {
+    /// $1 an email: the auth ids of its rows, active first.
+    pub find_by_email: String,
+    /// $1 an auth id: the row as `RowView` reads it (no local id, role or services: the
+    /// backend's table may keep them in its own form).
+    pub row_view: String,
+    /// Active and inactive rows by reason.
+    pub counts: String,
+}
+
+impl MappedReads {
+    pub(crate) fn new(m: &Mapping) -> Self {
+        let (t, k, e) = (table(m), q(&m.key), q(&m.email));
+        let reason = m
+            .reason
+            .as_deref()
+            .map_or("NULL".to_string(), |r| format!("x.{}", q(r)));
+        let active = active(m, "x");
+        MappedReads {
+            find_by_email: format!(
+                "SELECT x.{k}::uuid FROM {t} x WHERE lower(x.{e}::text) = lower($1) \
+                 AND x.{k} IS NOT NULL ORDER BY {active} DESC"
+            ),
+            row_view: format!(
+                "SELECT NULL::int8, x.{e}::text, NULL::text, '{{}}'::text[], {active}, \
+                 {reason}::text, NULL::timestamptz FROM {t} x WHERE x.{k}::text = $1::text"
+            ),
+            counts: format!(
+                "SELECT {active}, coalesce({reason}::text, 'none'), count(*) FROM {t} x \
+                 WHERE x.{k} IS NOT NULL GROUP BY 1, 2 ORDER BY 1 DESC, 2"
+            ),
+        }
+    }
+}
