@@ -311,11 +311,17 @@ impl Env {
 
     /// Starts the real worker (`build` + `run`) in this process.
     pub async fn start(&self) -> Worker {
+        self.start_with(self.settings()).await
+    }
+
+    /// Starts the real worker with `settings` (this environment's, changed: a `[target]`
+    /// mapping, say). Its broker names must be this environment's, so they are cleaned up.
+    pub async fn start_with(&self, settings: Settings) -> Worker {
         if test_log() {
             install_test_subscriber();
         }
         let shutdown = CancellationToken::new();
-        let app = user_sync::build(self.settings()).unwrap();
+        let app = user_sync::build(settings).unwrap();
         let http = app.http_addr();
         let task = tokio::spawn(user_sync::run(app, shutdown.clone()));
         let worker = Worker {

@@ -7,6 +7,7 @@ mod brake;
 mod convergence;
 mod faults;
 mod fixtures;
+mod frameworks;
 mod helpers;
 mod import;
 mod input;

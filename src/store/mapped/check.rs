@@ -58,7 +58,9 @@ impl Store {
         }
         if columns.contains_key(&m.key) && !self.key_is_unique(m).await.map_err(db)? {
             problems.push(format!(
-                "key `{}` has no unique index of its own (see `user-sync migrate --print-target-sql`)",
+                "key `{}` has no unique index of its own (valid, not deferrable, without WHERE; \
+                 drop one left INVALID by a failed CREATE INDEX CONCURRENTLY, then see \
+                 `user-sync migrate --print-target-sql`)",
                 m.key
             ));
         }
@@ -92,14 +94,17 @@ impl Store {
             .collect())
     }
 
-    /// A unique index (or constraint) on the key column alone, without a predicate: what
-    /// `ON CONFLICT (key)` needs.
+    /// A unique index (or constraint) on the key column alone, without a predicate, valid
+    /// and not deferrable: what `ON CONFLICT (key)` can use as its arbiter. A failed
+    /// `CREATE INDEX CONCURRENTLY` leaves an INVALID index behind, which ON CONFLICT
+    /// ignores; a DEFERRABLE constraint it refuses.
     async fn key_is_unique(&self, m: &Mapping) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_index i \
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
              WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1 \
-               AND i.indpred IS NULL AND a.attname = $2)",
+               AND i.indpred IS NULL AND i.indisvalid AND i.indimmediate \
+               AND a.attname = $2)",
         )
         .bind(table(m))
         .bind(&m.key)

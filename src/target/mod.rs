@@ -1,0 +1,126 @@
+//! Where the users go: the service's own `users` table, or a table of the backend's named
+//! by a `[target]` mapping in the settings file. Pure: what each target column is written
+//! from; the store turns it into SQL and checks it against the database at start.
+//!
+//! ```toml
+//! [target]
+//! table = "public.auth_user"          # schema-qualified
+//! key = "auth_user_id"                # holds the auth user id (uuid or text), unique
+//! [target.columns]
+//! email = "email"                     # an event field
+//! username = "email"                  # the email as a username
+//! password = { field = "password_hash", prefix = "bcrypt$" }
+//! is_staff = { role_map = { admin = true, teacher = true }, default = false }
+//! date_joined = "now_on_insert"
+//! [target.deactivation]
+//! flag = "is_active"                  # or: timestamp = "deleted_at"
+//! reason = "deactivation_reason"      # optional
+//! ```
+
+mod spec;
+
+pub use spec::{DeactivationSpec, SourceSpec, TargetSpec};
+
+use std::collections::BTreeMap;
+
+/// An event field a column can be written from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Email,
+    FirstName,
+    LastName,
+    Role,
+    PasswordHash,
+    AllowedServices,
+}
+
+impl Field {
+    pub const ALL: [Field; 6] = [
+        Field::Email,
+        Field::FirstName,
+        Field::LastName,
+        Field::Role,
+        Field::PasswordHash,
+        Field::AllowedServices,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Email => "email",
+            Field::FirstName => "first_name",
+            Field::LastName => "last_name",
+            Field::Role => "role",
+            Field::PasswordHash => "password_hash",
+            Field::AllowedServices => "allowed_services",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// What one target column is written from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source {
+    /// An event field as it is; the password hash behind an optional prefix (Django's
+    /// `bcrypt$`), never re-hashed.
+    Field { field: Field, prefix: String },
+    /// The same value on every row (as text, cast to the column's type).
+    Constant(String),
+    /// The user's role (case-insensitive) looked up in a map, `default` for any other.
+    RoleMap {
+        map: BTreeMap<String, String>,
+        default: Option<String>,
+    },
+    /// `now()` when the row is inserted; never written again (`date_joined`).
+    NowOnInsert,
+    /// `now()` on every write (`updated_at`).
+    Now,
+}
+
+/// How a target row says its user is deactivated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deactivation {
+    /// A boolean column, true while the user is active (Django's `is_active`).
+    Flag(String),
+    /// A timestamp set when the user is deactivated, cleared on reactivation (Laravel's
+    /// `deleted_at`); a deactivated row keeps its first deactivation time.
+    Timestamp(String),
+}
+
+/// A resolved mapping: table, key, and every column this service writes. Columns it does
+/// not name are never written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub schema: String,
+    pub table: String,
+    pub key: String,
+    /// The column written from the email: used to adopt rows and to find conflicts.
+    pub email: String,
+    pub columns: Vec<(String, Source)>,
+    pub deactivation: Deactivation,
+    pub reason: Option<String>,
+}
+
+/// A mapping the settings file got wrong, naming the column or key at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("[target] {0}")]
+pub struct MappingError(pub String);
+
+impl Mapping {
+    /// Resolves the settings file's `[target]` section.
+    pub fn resolve(spec: &TargetSpec) -> Result<Mapping, MappingError> {
+        spec::resolve(spec)
+    }
+
+    /// Every column written, with the deactivation and reason columns, in a fixed order.
+    pub fn written(&self) -> Vec<&str> {
+        let mut cols: Vec<&str> = self.columns.iter().map(|(c, _)| c.as_str()).collect();
+        cols.push(match &self.deactivation {
+            Deactivation::Flag(c) | Deactivation::Timestamp(c) => c,
+        });
+        cols.extend(self.reason.as_deref());
+        cols
+    }
+}

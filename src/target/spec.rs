@@ -1,0 +1,176 @@
+//! The `[target]` section as written in the settings file, and its resolution into a
+//! [`Mapping`] with one clear error per mistake.
+
+use super::{Deactivation, Field, Mapping, MappingError, Source};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    /// `schema.table`.
+    pub table: String,
+    /// The column holding the auth user id.
+    pub key: String,
+    pub columns: BTreeMap<String, SourceSpec>,
+    pub deactivation: DeactivationSpec,
+}
+
+/// A column's source as written: `"email"` (a field), `"now_on_insert"`, `"now"`, or a table.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum SourceSpec {
+    Name(String),
+    Field {
+        field: String,
+        #[serde(default)]
+        prefix: String,
+    },
+    Constant {
+        constant: toml_scalar::Scalar,
+    },
+    RoleMap {
+        role_map: BTreeMap<String, toml_scalar::Scalar>,
+        default: Option<toml_scalar::Scalar>,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DeactivationSpec {
+    /// A boolean column, true while active.
+    pub flag: Option<String>,
+    /// A timestamp column, set while deactivated.
+    pub timestamp: Option<String>,
+    /// Where the reason (`deleted`, `access_revoked`, `inactive_upstream`) goes.
+    pub reason: Option<String>,
+}
+
+/// Constants and role-map values: a string, a number or a boolean, kept as text and cast
+/// by the database to the column's type.
+pub mod toml_scalar {
+    use serde::Deserialize;
+
+    #[derive(Debug, Clone, Deserialize, PartialEq)]
+    #[serde(untagged)]
+    pub enum Scalar {
+        Bool(bool),
+        Int(i64),
+        Float(f64),
+        Text(String),
+    }
+
+    impl Scalar {
+        pub fn text(&self) -> String {
+            match self {
+                Scalar::Bool(b) => b.to_string(),
+                Scalar::Int(i) => i.to_string(),
+                Scalar::Float(f) => f.to_string(),
+                Scalar::Text(s) => s.clone(),
+            }
+        }
+    }
+}
+
+pub(super) fn resolve(spec: &TargetSpec) -> Result<Mapping, MappingError> {
+    let bad = |m: String| Err(MappingError(m));
+    let Some((schema, table)) = spec.table.split_once('.') else {
+        return bad(format!(
+            "table: `{}` is not schema-qualified (e.g. public.users)",
+            spec.table
+        ));
+    };
+    for (what, name) in [
+        ("table", schema),
+        ("table", table),
+        ("key", spec.key.as_str()),
+    ] {
+        identifier(what, name)?;
+    }
+    let mut columns = Vec::new();
+    for (column, source) in &spec.columns {
+        identifier(&format!("columns.{column}"), column)?;
+        columns.push((column.clone(), source_of(column, source)?));
+    }
+    let deactivation = match (&spec.deactivation.flag, &spec.deactivation.timestamp) {
+        (Some(c), None) => Deactivation::Flag(c.clone()),
+        (None, Some(c)) => Deactivation::Timestamp(c.clone()),
+        _ => return bad("deactivation: give exactly one of `flag` or `timestamp`".into()),
+    };
+    let email = columns
+        .iter()
+        .find(|(_, s)| matches!(s, Source::Field { field: Field::Email, prefix } if prefix.is_empty()))
+        .map(|(c, _)| c.clone());
+    let Some(email) = email else {
+        return bad(
+            "columns: no column is written from `email` (needed to adopt rows and find conflicts)"
+                .into(),
+        );
+    };
+    let mapping = Mapping {
+        schema: schema.to_string(),
+        table: table.to_string(),
+        key: spec.key.clone(),
+        email,
+        columns,
+        deactivation,
+        reason: spec.deactivation.reason.clone(),
+    };
+    let mut seen = HashSet::new();
+    for column in mapping.written().into_iter().chain([spec.key.as_str()]) {
+        identifier("deactivation", column)?;
+        if !seen.insert(column) {
+            return bad(format!("column `{column}` is written twice"));
+        }
+    }
+    Ok(mapping)
+}
+
+fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, MappingError> {
+    let unknown = |f: &str| {
+        MappingError(format!(
+            "columns.{column}: `{f}` is not an event field ({})",
+            Field::ALL.map(Field::name).join(", ")
+        ))
+    };
+    Ok(match spec {
+        SourceSpec::Name(n) if n == "now_on_insert" => Source::NowOnInsert,
+        SourceSpec::Name(n) if n == "now" => Source::Now,
+        SourceSpec::Name(n) => Source::Field {
+            field: Field::parse(n).ok_or_else(|| unknown(n))?,
+            prefix: String::new(),
+        },
+        SourceSpec::Field { field, prefix } => Source::Field {
+            field: Field::parse(field).ok_or_else(|| unknown(field))?,
+            prefix: prefix.clone(),
+        },
+        SourceSpec::Constant { constant } => Source::Constant(constant.text()),
+        SourceSpec::RoleMap { role_map, default } => Source::RoleMap {
+            map: role_map
+                .iter()
+                .map(|(r, v)| (r.to_lowercase(), v.text()))
+                .collect(),
+            default: default.as_ref().map(|d| d.text()),
+        },
+    })
+}
+
+/// Identifiers are quoted in every statement; these rules keep them plain as well.
+fn identifier(what: &str, name: &str) -> Result<(), MappingError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(MappingError(format!(
+            "{what}: `{name}` is not a plain lower-case identifier"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests;

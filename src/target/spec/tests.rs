@@ -1,0 +1,99 @@
+use super::*;
+use config::{Config, File, FileFormat};
+
+fn spec(toml: &str) -> TargetSpec {
+    Config::builder()
+        .add_source(File::from_str(toml, FileFormat::Toml))
+        .build()
+        .unwrap()
+        .get::<TargetSpec>("target")
+        .unwrap()
+}
+
+const DJANGO: &str = r#"
+[target]
+table = "public.auth_user"
+key = "auth_user_id"
+[target.columns]
+email = "email"
+username = "email"
+first_name = "first_name"
+last_name = "last_name"
+password = { field = "password_hash", prefix = "bcrypt$" }
+is_staff = { role_map = { admin = true, Teacher = true }, default = false }
+is_superuser = { role_map = { admin = true }, default = false }
+date_joined = "now_on_insert"
+[target.deactivation]
+flag = "is_active"
+"#;
+
+#[test]
+fn a_django_mapping_resolves_with_every_kind_of_source() {
+    let m = Mapping::resolve(&spec(DJANGO)).unwrap();
+    assert_eq!(
+        (m.schema.as_str(), m.table.as_str()),
+        ("public", "auth_user")
+    );
+    assert_eq!(m.email, "email");
+    assert_eq!(m.deactivation, Deactivation::Flag("is_active".into()));
+    let source = |c: &str| m.columns.iter().find(|(n, _)| n == c).unwrap().1.clone();
+    assert_eq!(
+        source("password"),
+        Source::Field {
+            field: Field::PasswordHash,
+            prefix: "bcrypt$".into()
+        }
+    );
+    assert_eq!(source("date_joined"), Source::NowOnInsert);
+    let Source::RoleMap { map, default } = source("is_staff") else {
+        panic!("a role map")
+    };
+    assert_eq!(
+        map.get("teacher").map(String::as_str),
+        Some("true"),
+        "roles compare lower-case"
+    );
+    assert_eq!(default.as_deref(), Some("false"));
+    assert!(m.written().contains(&"is_active"));
+}
+
+#[test]
+fn each_mistake_is_one_line_naming_its_column() {
+    let cases = [
+        (
+            DJANGO.replace("public.auth_user", "auth_user"),
+            "not schema-qualified",
+        ),
+        (
+            DJANGO.replace("\"last_name\"\n", "\"surname\"\n"),
+            "columns.last_name: `surname` is not an event field",
+        ),
+        (
+            DJANGO.replace(
+                "flag = \"is_active\"",
+                "flag = \"is_active\"\ntimestamp = \"deleted_at\"",
+            ),
+            "exactly one of",
+        ),
+        (
+            DJANGO.replace(
+                "email = \"email\"\nusername = \"email\"",
+                "username = { field = \"email\", prefix = \"x\" }",
+            ),
+            "no column is written from `email`",
+        ),
+        (
+            DJANGO.replace("flag = \"is_active\"", "flag = \"email\""),
+            "column `email` is written twice",
+        ),
+        (
+            DJANGO.replace("key = \"auth_user_id\"", "key = \"Auth\""),
+            "key: `Auth`",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let err = Mapping::resolve(&spec(&toml)).unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}
