@@ -9,11 +9,12 @@
 //!
 //! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PREFETCH pair (how the defaults were chosen).
 
+mod mapped;
 mod measure;
 mod modes;
 mod setup;
 
-use modes::{Row, drain_ack_only, drain_with_worker, light_load};
+use modes::{Row, drain_ack_only, drain_mapped, drain_with_worker, light_load};
 use setup::{events, expected_for};
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -51,6 +52,8 @@ async fn main() {
     let expected_sample = expected_for(&sample);
     let name = "BATCH_SIZE=1, PREFETCH=1 (sample)";
     rows.push(drain_with_worker(name, &sample, &expected_sample, 1, guide).await);
+    let name = "user-sync into a mapped [target] table";
+    rows.push(drain_mapped(name, &all, &expected).await);
     if std::env::var("DRAIN_SWEEP").is_ok_and(|v| v == "1") {
         for (batch, prefetch) in [
             (100, 200),
@@ -77,6 +80,10 @@ async fn main() {
     println!(
         "audit trail on vs off: {:.2} of the drain rate",
         rate(&rows[1]) / rate(&rows[3])
+    );
+    println!(
+        "mapped [target] table vs own table: {:.2} of the drain rate",
+        rate(&rows[5]) / rate(&rows[1])
     );
     println!(
         "light load ({} events at {}/s): delivery-to-commit p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; table {}",

@@ -58,11 +58,41 @@ pub(crate) async fn drain_with_worker(
     workers: usize,
     extra: &[(&str, String)],
 ) -> Row {
+    drain_into(mode, events, expected, workers, extra, false).await
+}
+
+/// The same drain into a backend's table named by a `[target]` mapping (every field to a
+/// column of its own, as in `mapped::DDL`), instead of the service's own table.
+pub(crate) async fn drain_mapped(mode: &str, events: &Events, expected: &Expected) -> Row {
+    drain_into(mode, events, expected, 1, &[], true).await
+}
+
+async fn drain_into(
+    mode: &str,
+    events: &Events,
+    expected: &Expected,
+    workers: usize,
+    extra: &[(&str, String)],
+    mapped: bool,
+) -> Row {
     let tag = tag();
     admin(&format!("CREATE DATABASE {tag}")).await;
-    let (s, vars) = settings(&tag, &tag, extra);
+    let (s, mut vars) = settings(&tag, &tag, extra);
     let store = Store::new(&s).unwrap();
     store.migrate().await.unwrap();
+    if mapped {
+        vars.push((
+            "config_file".into(),
+            crate::mapped::prepare(&store, &tag).await,
+        ));
+    }
+    let matches = async |store: &Store| {
+        if mapped {
+            crate::mapped::matches(store, expected).await
+        } else {
+            store.states().await.unwrap() == *expected
+        }
+    };
     preload(&s, events).await;
     let cpu_before = SystemCpu::now();
     let started = Instant::now();
@@ -88,7 +118,7 @@ pub(crate) async fn drain_with_worker(
             .fetch_one(store.pool())
             .await
             .unwrap_or(0);
-        if marks == want_marks && store.states().await.unwrap() == *expected {
+        if marks == want_marks && matches(&store).await {
             break;
         }
     }
@@ -100,7 +130,7 @@ pub(crate) async fn drain_with_worker(
         rss = rss.max(peak_rss_kib(c.id()));
     }
     stop(&mut children);
-    let verified = store.states().await.unwrap() == *expected;
+    let verified = matches(&store).await;
     store.pool().close().await;
     cleanup(&s, &tag).await;
     Row {

@@ -55,6 +55,11 @@ impl Store {
         ctx: &AttemptCtx<'_>,
     ) -> Result<Attempt, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        if self.mapped().is_some_and(|m| m.hash_joins) {
+            sqlx::query("SET LOCAL enable_hashjoin = on")
+                .execute(&mut *tx)
+                .await?;
+        }
         let advanced = advance_watermarks(&mut tx, planned, users, set).await?;
         let mut outcomes = Vec::new();
         let moved = sort_moved(planned, users, set, &advanced, &mut outcomes);

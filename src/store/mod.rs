@@ -88,7 +88,18 @@ impl Store {
             return Ok(());
         };
         let columns = self.check_target(m).await?;
-        let _ = self.mapped.set(MappedSql::new(m, &columns));
+        let mut sql = MappedSql::new(m, &columns);
+        let indexed = self.email_indexed(m).await.unwrap_or(false);
+        if !indexed {
+            tracing::warn!(
+                table = %format!("{}.{}", m.schema, m.table),
+                column = %m.email,
+                "no index on lower(email): conflicts and adoption scan the table each batch; \
+                 add the one `user-sync migrate --print-target-sql` prints"
+            );
+        }
+        sql.hash_joins = !indexed;
+        let _ = self.mapped.set(sql);
         Ok(())
     }
 

@@ -9,7 +9,7 @@
 //! [target.columns]
 //! email = "email"                     # an event field
 //! username = "email"                  # the email as a username
-//! password = { field = "password_hash", prefix = "bcrypt$" }
+//! password = { field = "password_hash", prefix = "bcrypt$" }   # or bcrypt = "2y"
 //! is_staff = { role_map = { admin = true, teacher = true }, default = false }
 //! date_joined = "now_on_insert"
 //! [target.deactivation]
@@ -64,8 +64,14 @@ impl Field {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
     /// An event field as it is; the password hash behind an optional prefix (Django's
-    /// `bcrypt$`), never re-hashed.
-    Field { field: Field, prefix: String },
+    /// `bcrypt$`), never re-hashed. `bcrypt` names the `$2?$` variant a backend insists on:
+    /// `2a`, `2b` and `2y` are the same algorithm, but PHP's `password_get_info` (and so
+    /// Laravel's hash check) knows a bcrypt hash only by `$2y$`.
+    Field {
+        field: Field,
+        prefix: String,
+        bcrypt: Option<String>,
+    },
     /// The same value on every row (as text, cast to the column's type).
     Constant(String),
     /// The user's role (case-insensitive) looked up in a map, `default` for any other.

@@ -25,6 +25,8 @@ pub enum SourceSpec {
         field: String,
         #[serde(default)]
         prefix: String,
+        /// `2a`, `2b` or `2y`: the variant written in the stored bcrypt hash.
+        bcrypt: Option<String>,
     },
     Constant {
         constant: toml_scalar::Scalar,
@@ -99,7 +101,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<Mapping, MappingError> {
     };
     let email = columns
         .iter()
-        .find(|(_, s)| matches!(s, Source::Field { field: Field::Email, prefix } if prefix.is_empty()))
+        .find(|(_, s)| matches!(s, Source::Field { field: Field::Email, prefix, bcrypt: None } if prefix.is_empty()))
         .map(|(c, _)| c.clone());
     let Some(email) = email else {
         return bad(
@@ -139,11 +141,28 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, MappingError> {
         SourceSpec::Name(n) => Source::Field {
             field: Field::parse(n).ok_or_else(|| unknown(n))?,
             prefix: String::new(),
+            bcrypt: None,
         },
-        SourceSpec::Field { field, prefix } => Source::Field {
-            field: Field::parse(field).ok_or_else(|| unknown(field))?,
-            prefix: prefix.clone(),
-        },
+        SourceSpec::Field {
+            field,
+            prefix,
+            bcrypt,
+        } => {
+            let field = Field::parse(field).ok_or_else(|| unknown(field))?;
+            let variant_ok = bcrypt
+                .as_deref()
+                .is_none_or(|v| ["2a", "2b", "2y"].contains(&v));
+            if !variant_ok || (bcrypt.is_some() && field != Field::PasswordHash) {
+                return Err(MappingError(format!(
+                    "columns.{column}: `bcrypt` is one of 2a, 2b, 2y, and only for password_hash"
+                )));
+            }
+            Source::Field {
+                field,
+                prefix: prefix.clone(),
+                bcrypt: bcrypt.clone(),
+            }
+        }
         SourceSpec::Constant { constant } => Source::Constant(constant.text()),
         SourceSpec::RoleMap { role_map, default } => Source::RoleMap {
             map: role_map

@@ -45,6 +45,8 @@ struct Framework {
     password: &'static str,
     /// Before the stored hash (Django's `bcrypt$`).
     prefix: &'static str,
+    /// The `$2?$` variant the stored hash is rewritten to (Laravel's `2y`); "" keeps it.
+    bcrypt: &'static str,
     /// A column only the backend writes, as text, and the value it had before the sync.
     backend: (&'static str, &'static str),
     /// SQL (text) recorded after each lifecycle step, for the framework's own checks.
@@ -99,6 +101,7 @@ const DJANGO: Framework = Framework {
     first_name: "first_name",
     password: "password",
     prefix: "bcrypt$",
+    bcrypt: "",
     backend: ("last_login::text", "2023-05-01 10:00:00+00"),
     extra: "is_staff::text || '/' || is_superuser::text || '/' || \
             to_char(date_joined AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
@@ -126,7 +129,7 @@ const LARAVEL: Framework = Framework {
         [target.columns]
         email = "email"
         name = "first_name"
-        password = "password_hash"
+        password = { field = "password_hash", bcrypt = "2y" }
         created_at = "now_on_insert"
         updated_at = "now"
         [target.deactivation]
@@ -143,6 +146,7 @@ const LARAVEL: Framework = Framework {
     first_name: "name",
     password: "password",
     prefix: "",
+    bcrypt: "2y",
     backend: ("remember_token", "remember-me-token"),
     extra: "deleted_at::text",
 };
@@ -203,6 +207,7 @@ const DEVISE: Framework = Framework {
     first_name: "first_name",
     password: "encrypted_password",
     prefix: "",
+    bcrypt: "",
     backend: ("sign_in_count::text", "7"),
     extra: "deactivation_reason",
 };
@@ -451,7 +456,7 @@ async fn lifecycle(fw: &Framework) -> Vec<Option<String>> {
         );
         assert_eq!(
             row.password,
-            Some(format!("{}{hash}", fw.prefix)),
+            Some(format!("{}{}", fw.prefix, fw.stored_hash(&hash))),
             "{what}: the hash as the framework stores it"
         );
         assert_eq!(
@@ -467,6 +472,16 @@ async fn lifecycle(fw: &Framework) -> Vec<Option<String>> {
     verify_password(&stored, fw.prefix);
     worker.stop().await;
     extras
+}
+
+impl Framework {
+    /// The auth system's hash as this framework stores it (after any prefix).
+    fn stored_hash(&self, hash: &str) -> String {
+        match self.bcrypt {
+            "" => hash.to_string(),
+            variant => format!("${variant}${}", &hash[4..]),
+        }
+    }
 }
 
 /// The stored password verifies as the framework verifies it: with the Rust `bcrypt`
@@ -881,7 +896,8 @@ async fn an_invalid_unique_index_left_by_a_failed_concurrent_build_is_refused() 
     run_sql(db, DJANGO.ddl).await;
     let mapping = mapping_of(DJANGO.mapping);
     let sql = target_sql(&mapping);
-    let (add_column, create_index) = sql.split_once(";\n").unwrap();
+    let mut statements = sql.split(";\n");
+    let (add_column, create_index) = (statements.next().unwrap(), statements.next().unwrap());
     run_sql(db, add_column).await;
     run_sql(
         db,

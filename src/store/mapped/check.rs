@@ -144,10 +144,28 @@ fn expected_types(m: &Mapping) -> Vec<(String, &'static [&'static str])> {
 /// `user-sync migrate --print-target-sql`, never run by the service.
 pub fn target_sql(m: &Mapping) -> String {
     let index = q(&format!("{}_{}_key", m.table, m.key));
+    let by_email = q(&format!("{}_{}_lower_idx", m.table, m.email));
     format!(
         "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS {k} uuid;\n\
-         CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {t} ({k});\n",
+         CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {index} ON {t} ({k});\n\
+         CREATE INDEX CONCURRENTLY IF NOT EXISTS {by_email} ON {t} (lower({e}));\n",
         t = table(m),
-        k = q(&m.key)
+        k = q(&m.key),
+        e = q(&m.email)
     )
+}
+
+impl Store {
+    /// Whether an index serves `lower(email)`: without one, finding conflicts and rows to
+    /// adopt scans the table per event unless the planner may hash-join.
+    pub(crate) async fn email_indexed(&self, m: &Mapping) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) \
+               AND i.indisvalid AND pg_get_indexdef(i.indexrelid) ~ ('lower\\(\\(?' || $2 || '\\)?'))",
+        )
+        .bind(table(m))
+        .bind(&m.email)
+        .fetch_one(self.pool())
+        .await
+    }
 }

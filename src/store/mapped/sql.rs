@@ -36,6 +36,10 @@ pub(crate) struct MappedSql {
     pub update_status: String,
     /// Bound after the batch's nine arrays, in order, by `upsert` and `upsert_changes`.
     pub params: Vec<Param>,
+    /// No index serves `lower(email)`: each attempt lets the planner hash-join (one scan
+    /// of the table per statement) instead of the nested loops the connection prefers,
+    /// which would scan the table once per event.
+    pub hash_joins: bool,
 }
 
 /// The UNNEST of the batch, as alias `i`.
@@ -122,6 +126,7 @@ impl MappedSql {
             conflicts: conflicts(m, types),
             update_status: update_status(m, types),
             params,
+            hash_joins: false,
         }
     }
 }
@@ -158,8 +163,19 @@ fn value(source: &Source, params: &mut Vec<Param>) -> String {
         format!("${}", 9 + params.len())
     };
     match source {
-        Source::Field { field, prefix } => {
+        Source::Field {
+            field,
+            prefix,
+            bcrypt,
+        } => {
             let v = format!("i.{}", field.name()).replace("i.allowed_services", "i.services");
+            let v = match bcrypt {
+                None => v,
+                Some(variant) => {
+                    let variant = bind(Param::Text(Some(format!("${variant}$"))));
+                    format!("regexp_replace({v}, '^\\$2[abxy]\\$', {variant})")
+                }
+            };
             if prefix.is_empty() {
                 v
             } else {

@@ -41,7 +41,8 @@ fn a_django_mapping_resolves_with_every_kind_of_source() {
         source("password"),
         Source::Field {
             field: Field::PasswordHash,
-            prefix: "bcrypt$".into()
+            prefix: "bcrypt$".into(),
+            bcrypt: None,
         }
     );
     assert_eq!(source("date_joined"), Source::NowOnInsert);
