@@ -2,6 +2,7 @@
 //! its own database and broker names, so the tests run in parallel and leave nothing.
 
 mod attack;
+mod attack2;
 mod audit;
 mod brake;
 mod convergence;

@@ -21,7 +21,10 @@ impl MappedReads {
         let reason = m
             .reason
             .as_deref()
-            .map_or("NULL".to_string(), |r| format!("x.{}", q(r)));
+            // '' is "no reason" in a reason column that may not be NULL.
+            .map_or("NULL".to_string(), |r| {
+                format!("nullif(x.{}::text, '')", q(r))
+            });
         let active = active(m, "x");
         MappedReads {
             find_by_email: format!(

@@ -13,8 +13,14 @@ use std::collections::HashMap;
 pub(crate) struct Column {
     /// `information_schema.columns.udt_name`: `bool`, `text`, `varchar`, `_text`, `uuid`...
     pub udt: String,
+    /// `information_schema.columns.udt_schema`: where the type lives (`pg_catalog`, or
+    /// `public` for an extension's `citext`, or the backend's schema for an enum), since
+    /// the service's `search_path` is its own schema only.
+    pub udt_schema: String,
     pub nullable: bool,
     pub has_default: bool,
+    /// GENERATED ALWAYS (a generated column or an identity): never written by us.
+    pub generated: bool,
 }
 
 type Types = HashMap<String, Column>;
@@ -67,13 +73,19 @@ impl MappedSql {
             };
             // A text column that may not be NULL gets '' for a field the event left out
             // (Django's names): the backend's convention for "none".
+            // The services are never NULL: the batch binds a JSON array for every row (and
+            // '' is no JSON).
             let raw = match source {
+                Source::Field {
+                    field: Field::AllowedServices,
+                    ..
+                } => raw,
                 Source::Field { .. } if !column.nullable && is_text(&column.udt) => {
                     format!("coalesce({raw}, '')")
                 }
                 _ => raw,
             };
-            let expr = cast(raw, &column.udt);
+            let expr = cast(raw, column);
             insert_cols.push(q(col));
             insert_vals.push(expr);
             match source {
@@ -91,7 +103,7 @@ impl MappedSql {
         bits.push((dcol, bit_of("is_active")));
         if let Some(r) = &m.reason {
             insert_cols.push(q(r));
-            insert_vals.push(cast("i.reason".into(), &types[r].udt));
+            insert_vals.push(reason_value("i.reason", &types[r]));
             updates.push(format!("{} = EXCLUDED.{}", q(r), q(r)));
             bits.push((r.clone(), bit_of("deactivation_reason")));
         }
@@ -152,8 +164,21 @@ fn services(udt: &str) -> String {
     }
 }
 
-fn cast(expr: String, udt: &str) -> String {
-    format!("({expr})::{}", q(udt))
+/// `expr` as the column's type, named with its schema: the service's `search_path` holds
+/// its own schema only.
+fn cast(expr: String, column: &Column) -> String {
+    format!("({expr})::{}.{}", q(&column.udt_schema), q(&column.udt))
+}
+
+/// The reason as the reason column holds it: "no reason" is NULL, or '' in a column that
+/// may not be NULL (Rails' `null: false, default: ""`).
+fn reason_value(reason: &str, column: &Column) -> String {
+    let raw = if column.nullable {
+        reason.to_string()
+    } else {
+        format!("coalesce({reason}, '')")
+    };
+    cast(raw, column)
 }
 
 /// A column's value from the batch row `i`; constants and role maps add parameters.
@@ -218,14 +243,14 @@ fn deactivation(m: &Mapping, types: &Types) -> (String, String, String) {
     match &m.deactivation {
         Deactivation::Flag(c) => (
             c.clone(),
-            cast("i.active".into(), &types[c].udt),
+            cast("i.active".into(), &types[c]),
             format!("{0} = EXCLUDED.{0}", q(c)),
         ),
         Deactivation::Timestamp(c) => (
             c.clone(),
             cast(
                 "CASE WHEN i.active THEN NULL ELSE now() END".into(),
-                &types[c].udt,
+                &types[c],
             ),
             format!(
                 "{0} = CASE WHEN EXCLUDED.{0} IS NULL THEN NULL ELSE coalesce(u.{0}, EXCLUDED.{0}) END",
@@ -266,7 +291,7 @@ fn conflicts(m: &Mapping, types: &Types) -> String {
 /// reason, $4 event time.
 fn update_status(m: &Mapping, types: &Types) -> String {
     let mut sets = vec![match &m.deactivation {
-        Deactivation::Flag(c) => format!("{} = {}", q(c), cast("s.active".into(), &types[c].udt)),
+        Deactivation::Flag(c) => format!("{} = {}", q(c), cast("s.active".into(), &types[c])),
         Deactivation::Timestamp(c) => format!(
             "{0} = CASE WHEN s.active THEN NULL ELSE coalesce(u.{0}, now()) END",
             q(c)
@@ -276,7 +301,7 @@ fn update_status(m: &Mapping, types: &Types) -> String {
         sets.push(format!(
             "{} = {}",
             q(r),
-            cast("s.reason".into(), &types[r].udt)
+            reason_value("s.reason", &types[r])
         ));
     }
     for (col, source) in &m.columns {
