@@ -164,29 +164,32 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, MappingError> {
             }
         }
         SourceSpec::Constant { constant } => Source::Constant(constant.text()),
-        SourceSpec::RoleMap { role_map, default } => Source::RoleMap {
-            map: role_map
+        SourceSpec::RoleMap { role_map, default } => {
+            let map: BTreeMap<String, String> = role_map
                 .iter()
                 .map(|(r, v)| (r.to_lowercase(), v.text()))
-                .collect(),
-            default: default.as_ref().map(|d| d.text()),
-        },
+                .collect();
+            if map.len() != role_map.len() {
+                return Err(MappingError(format!(
+                    "columns.{column}: role_map names a role twice (roles compare case-insensitively)"
+                )));
+            }
+            Source::RoleMap {
+                map,
+                default: default.as_ref().map(|d| d.text()),
+            }
+        }
     })
 }
 
-/// Identifiers are quoted in every statement; these rules keep them plain as well.
+/// Identifiers are quoted in every statement, so any Postgres name fits (`"AspNetUsers"`);
+/// a quote or NUL in one is refused rather than escaped, as no real schema has them.
 fn identifier(what: &str, name: &str) -> Result<(), MappingError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-    if ok {
+    if !name.is_empty() && name.len() <= 63 && !name.contains(['"', '\0']) {
         Ok(())
     } else {
         Err(MappingError(format!(
-            "{what}: `{name}` is not a plain lower-case identifier"
+            "{what}: `{name}` is not a Postgres identifier (1-63 bytes, no quote)"
         )))
     }
 }

@@ -338,15 +338,12 @@ async fn a_user_that_cannot_write_the_table_is_refused_at_start() {
 }
 
 // ---------------------------------------------------------------------------------------
-// LOW: limitations.
+// LOW: limitations (lifted).
 // ---------------------------------------------------------------------------------------
 
-/// FAILS NOW (by design: identifiers must be plain lower case). ASP.NET Identity's
-/// `"AspNetUsers"` (columns `"Email"`, `"UserName"`) and any schema or table with upper
-/// case cannot be mapped at all, although every statement quotes its identifiers. Fix:
-/// accept any identifier of 1..63 bytes without NUL (q() doubles quotes), and match the
-/// email index in `email_indexed` by `pg_index.indexprs` / a quoted name, not a regex
-/// built from the name.
+/// FAILED BEFORE (identifiers had to be plain lower case): ASP.NET Identity's
+/// `"AspNetUsers"` (columns `"Email"`, `"UserName"`) could not be mapped at all, although
+/// every statement quotes its identifiers.
 #[test]
 fn a_mixed_case_table_can_be_mapped() {
     let spec = spec_of(

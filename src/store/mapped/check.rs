@@ -209,7 +209,9 @@ impl Store {
     pub(crate) async fn email_indexed(&self, m: &Mapping) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) \
-               AND i.indisvalid AND pg_get_indexdef(i.indexrelid) ~ ('lower\\(\\(?' || $2 || '\\)?'))",
+               AND i.indisvalid AND (\
+                 position('lower(' || quote_ident($2) || ')' in pg_get_indexdef(i.indexrelid)) > 0 \
+                 OR position('lower((' || quote_ident($2) || ')::' in pg_get_indexdef(i.indexrelid)) > 0))",
         )
         .bind(table(m))
         .bind(&m.email)

@@ -25,7 +25,7 @@ impl MappedReads {
             .map_or("NULL".to_string(), |r| {
                 format!("nullif(x.{}::text, '')", q(r))
             });
-        let active = active(m, "x");
+        let active = format!("coalesce({}, false)", active(m, "x"));
         MappedReads {
             find_by_email: format!(
                 "SELECT x.{k}::uuid FROM {t} x WHERE lower(x.{e}::text) = lower($1) \

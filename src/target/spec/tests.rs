@@ -88,8 +88,12 @@ fn each_mistake_is_one_line_naming_its_column() {
             "column `email` is written twice",
         ),
         (
-            DJANGO.replace("key = \"auth_user_id\"", "key = \"Auth\""),
-            "key: `Auth`",
+            DJANGO.replace("key = \"auth_user_id\"", "key = 'a\"b'"),
+            "key: `a\"b`",
+        ),
+        (
+            DJANGO.replace("Teacher = true", "Teacher = true, teacher = false"),
+            "names a role twice",
         ),
     ];
     for (toml, expected) in cases {
@@ -97,4 +101,26 @@ fn each_mistake_is_one_line_naming_its_column() {
         assert!(err.contains(expected), "{expected}: {err}");
         assert!(!err.contains('\n'), "{err}");
     }
+}
+
+#[test]
+fn mixed_case_names_keep_their_case() {
+    let m = Mapping::resolve(&spec(
+        r#"
+[target]
+table = "Identity.AspNetUsers"
+key = "AuthUserId"
+[target.columns]
+Email = "email"
+UserName = "email"
+[target.deactivation]
+flag = "IsActive"
+"#,
+    ))
+    .unwrap();
+    assert_eq!(
+        (m.schema.as_str(), m.table.as_str()),
+        ("Identity", "AspNetUsers")
+    );
+    assert_eq!(m.written(), ["Email", "UserName", "IsActive"]);
 }
