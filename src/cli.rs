@@ -136,6 +136,10 @@ pub struct SendArgs {
     /// Send this JSON file's body as it is instead.
     #[arg(long, conflicts_with_all = ["email", "role", "services", "user_id"])]
     file: Option<PathBuf>,
+    /// Publish on the shared auth exchange (RABBITMQ_EXCHANGE), so that every service bound
+    /// to it receives the event; by default only this service's queue does.
+    #[arg(long)]
+    to_exchange: bool,
 }
 
 fn fail(what: impl std::fmt::Display) -> ExitCode {
@@ -224,9 +228,22 @@ pub async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
             }
         }
     };
-    match send::send(settings, &body).await {
-        Ok(key) => {
+    let to = if args.to_exchange {
+        eprintln!(
+            "user-sync: publishing on the shared exchange {}: every service bound to it receives this event",
+            settings.rabbitmq_exchange
+        );
+        send::Destination::SharedExchange
+    } else {
+        send::Destination::OwnQueue
+    };
+    match send::send(settings, &body, to).await {
+        Ok(key) if args.to_exchange => {
             println!("sent {key} to exchange {}", settings.rabbitmq_exchange);
+            ExitCode::SUCCESS
+        }
+        Ok(key) => {
+            println!("sent {key} to queue {} only", settings.rabbitmq_queue);
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

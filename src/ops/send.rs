@@ -1,5 +1,8 @@
-//! `user-sync send`: publish one well-formed event to the auth exchange, as the auth system
-//! would, for a smoke test after a deployment.
+//! `user-sync send`: publish one well-formed event for a smoke test after a deployment. By
+//! default it goes to this service's own queue only, the way our retry copies return
+//! (through the default exchange, the routing key in `x-routing-key`): a smoke test must
+//! not create a teacher in every backend of the company. `--to-exchange` publishes on the
+//! shared auth exchange instead, as the auth system would.
 
 use crate::broker::{BrokerError, Session, Topology};
 use crate::event::{self, Decoded};
@@ -65,9 +68,18 @@ impl Draft {
     }
 }
 
-/// Checks the body with the worker's own decoder, then publishes it with the event type
-/// as routing key and waits for the broker's confirm. Returns the routing key.
-pub async fn send(settings: &Settings, body: &[u8]) -> Result<String, SendError> {
+/// Where `send` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// This service's queue only.
+    OwnQueue,
+    /// The shared auth exchange: every service bound to it receives the event.
+    SharedExchange,
+}
+
+/// Checks the body with the worker's own decoder, then publishes it and waits for the
+/// broker's confirm. Returns the routing key.
+pub async fn send(settings: &Settings, body: &[u8], to: Destination) -> Result<String, SendError> {
     let routing_key = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("event_type")?.as_str().map(str::to_string))
@@ -96,9 +108,23 @@ pub async fn send(settings: &Settings, body: &[u8]) -> Result<String, SendError>
         );
         props = props.with_headers(headers);
     }
-    let sent = session
-        .publish_confirmed(&topo.exchange, &routing_key, body, props)
-        .await;
+    let sent = match to {
+        Destination::SharedExchange => {
+            session
+                .publish_confirmed(&topo.exchange, &routing_key, body, props)
+                .await
+        }
+        Destination::OwnQueue => {
+            let key = [(
+                crate::headers::ROUTING_KEY,
+                crate::broker::text(&routing_key),
+            )];
+            let props = crate::broker::with_headers(&props, &key);
+            session
+                .publish_confirmed("", &topo.queue, body, props)
+                .await
+        }
+    };
     session.close().await;
     sent?;
     Ok(routing_key)

@@ -385,3 +385,69 @@ async fn browsing_the_dlq_spends_no_delivery_attempt() {
     let last = env.command(&["dlq", "list", "--json"]).stdout;
     assert_eq!(last, first);
 }
+
+/// A smoke test stays local: `send` reaches this service's queue only, and another
+/// service's queue bound to the same exchange receives nothing unless `--to-exchange`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_reaches_only_this_services_queue_unless_told_otherwise() {
+    use lapin::options::{QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+    let env = Env::new().await;
+    let worker = env.start().await;
+    let other = format!("{}.other_service", env.broker.queue);
+    let conn = lapin::Connection::connect(&amqp(), lapin::ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare(
+        other.as_str().into(),
+        QueueDeclareOptions::default(),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    for key in user_sync::broker::ROUTING_KEYS {
+        ch.queue_bind(
+            other.as_str().into(),
+            env.broker.exchange.as_str().into(),
+            key.into(),
+            QueueBindOptions::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let id = uid(8).to_string();
+    let local = env.command(&[
+        "send",
+        "--email",
+        "smoke8@example.com",
+        "--services",
+        "lms",
+        "--user-id",
+        &id,
+    ]);
+    assert_eq!(local.code, 0, "{}", local.stderr);
+    assert!(local.stdout.contains("only"), "{}", local.stdout);
+    let store = env.store();
+    wait_for("applied here", WAIT, || async {
+        row(&store, 8).await.is_some()
+    })
+    .await;
+    assert_eq!(
+        queue_counts(&other).await.map(|c| c.0),
+        Some(0),
+        "the other service saw it"
+    );
+    let shared = env.command(&["send", "--email", "smoke9@example.com", "--to-exchange"]);
+    assert_eq!(shared.code, 0, "{}", shared.stderr);
+    assert!(shared.stderr.contains("every service"), "{}", shared.stderr);
+    wait_for("the other service's copy", WAIT, || async {
+        queue_counts(&other).await.is_some_and(|c| c.0 == 1)
+    })
+    .await;
+    let _ = ch
+        .queue_delete(other.as_str().into(), QueueDeleteOptions::default())
+        .await;
+    let _ = conn.close(200, "bye".into()).await;
+    worker.stop().await;
+}
