@@ -1,0 +1,49 @@
+#!/usr/bin/env python3
+"""What the schema check cannot see: the manifests agree with the image and with the
+settings they carry. Run from the repository root: python3 deploy/kubernetes/check.py"""
+import re
+import sys
+from pathlib import Path
+
+import yaml  # PyYAML, a dependency of kubernetes-validate
+
+ROOT = Path(__file__).resolve().parents[2]
+user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
+UID, GID = int(user[1]), int(user[2])
+problems = []
+
+for path in sorted(Path(__file__).parent.glob("*.yaml")):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    config = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    for doc in docs:
+        if doc["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = doc["spec"]["template"]["spec"]
+        where = f"{path.name}: {doc['kind']} {doc['metadata']['name']}"
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            if "/user-sync:" not in c["image"]:
+                continue
+            ctx = {**pod.get("securityContext", {}), **c.get("securityContext", {})}
+            if (ctx.get("runAsUser"), ctx.get("runAsGroup")) != (UID, GID):
+                problems.append(f"{where}/{c['name']}: runs as {ctx.get('runAsUser')}:"
+                                f"{ctx.get('runAsGroup')}, the image's user is {UID}:{GID}")
+            settings = {}
+            for ref in c.get("envFrom", []):
+                settings.update(config.get(ref.get("configMapRef", {}).get("name"), {}))
+            grace = pod.get("terminationGracePeriodSeconds", 30)
+            timeout_s = int(settings.get("SHUTDOWN_TIMEOUT_MS", "10000")) / 1000
+            if c["args"] == ["run"] and grace <= timeout_s:
+                problems.append(f"{where}: terminationGracePeriodSeconds {grace} is not above "
+                                f"SHUTDOWN_TIMEOUT_MS ({timeout_s:g} s)")
+            ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+            if c["args"] == ["run"]:
+                addr_port = int(settings.get("HTTP_ADDR", ":0").rsplit(":", 1)[1])
+                if ports.get("sync-http") != addr_port:
+                    problems.append(f"{where}/{c['name']}: port sync-http is "
+                                    f"{ports.get('sync-http')}, HTTP_ADDR says {addr_port}")
+            if c.get("restartPolicy") == "Always" and "readinessProbe" in c:
+                problems.append(f"{where}/{c['name']}: a sidecar's readiness probe would "
+                                "take the backend out of its Service")
+
+print("\n".join(problems) or "manifests consistent with the Dockerfile and their settings")
+sys.exit(1 if problems else 0)
