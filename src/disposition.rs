@@ -39,6 +39,14 @@ pub enum DeadKind {
 }
 
 impl DeadKind {
+    /// Every kind, so the metrics can export each at 0 from the start.
+    pub const ALL: [DeadKind; 4] = [
+        DeadKind::Permanent,
+        DeadKind::RetriesExhausted,
+        DeadKind::EmailConflict,
+        DeadKind::BadSignature,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             DeadKind::Permanent => "permanent",

@@ -18,7 +18,7 @@ use crate::headers::Route;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{Commit, Store};
+use crate::store::{Commit, EventResult, Store};
 use crate::worker::Pause;
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
@@ -122,7 +122,12 @@ impl Pipeline {
             .await?;
         self.brake.record(&results, released);
         if !split.users.is_empty() {
-            self.metrics.applied_now();
+            let newest = results
+                .iter()
+                .filter(|(_, r)| matches!(r, EventResult::Done(_)))
+                .map(|&(p, _)| events.planned[p].key.timestamp)
+                .max();
+            self.metrics.committed_batch(newest);
         }
         for (p, result) in results {
             records[events.origin[p]].applied(result);

@@ -87,7 +87,10 @@ impl Worker {
             };
             match end {
                 Ok(()) => return,
-                Err(e) => tracing::warn!(error = %e, "broker session ended; reconnecting"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker session ended; reconnecting");
+                    self.metrics.broker_reconnect();
+                }
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,

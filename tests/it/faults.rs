@@ -138,6 +138,12 @@ async fn broker_drops_twice_then_events_published_after_are_applied() {
     }
     converged(&env, &events).await;
     assert!(env.dead_letters().await.is_empty());
+    let (_, metrics) = http_get(worker.http, "/metrics").await;
+    let reconnects = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("user_sync_broker_reconnects_total "))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(reconnects.is_some_and(|n| n >= 1.0), "{metrics}");
     worker.stop().await;
 }
 

@@ -16,6 +16,7 @@ mod isolation;
 mod leaks;
 mod lifecycle;
 mod model;
+mod observability;
 mod ops;
 mod process;
 mod signed;

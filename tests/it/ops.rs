@@ -49,7 +49,7 @@ async fn endpoints_report_liveness_readiness_and_metrics() {
     assert_eq!(m("user_sync_broker_connected ").await, Some(1.0));
     assert_eq!(m("user_sync_database_up ").await, Some(1.0));
     assert_eq!(m("user_sync_paused ").await, Some(0.0));
-    let last = m("user_sync_last_applied_event_timestamp_seconds ").await;
+    let last = m("user_sync_last_commit_timestamp_seconds ").await;
     assert!(last.is_some_and(|t| t > 1.7e9), "{last:?}");
     let (_, text) = http_get(worker.http, "/metrics").await;
     assert!(
