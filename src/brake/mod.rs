@@ -4,21 +4,22 @@
 //! `user-sync brake release` (or restarts with a higher threshold). A bug upstream that
 //! deletes every user then costs a page, not a school's worth of lockouts.
 //!
-//! The window counts this process's deactivations: with several replicas, each has its own.
-//! `brake_log` carries engagements and releases between replicas and across restarts.
+//! The window lives in the database (`brake_window`) and counts the deactivations every
+//! replica on the queue was admitted to apply, so the threshold means the same with one
+//! replica or ten. `brake_log` carries engagements and releases between replicas and
+//! across restarts.
 
 mod split;
-mod window;
+mod state;
 
-use window::{Engaged, State};
+use state::{Engaged, State};
 
 use crate::backoff::Backoff;
-use crate::decide::Outcome;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{EventResult, Store};
+use crate::store::Store;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The brake of one worker, shared by its tasks.
 #[derive(Clone)]
@@ -43,7 +44,7 @@ impl Brake {
             hold_queue: hold_queue.to_string(),
             store,
             metrics,
-            state: Arc::new(Mutex::new(State::new(limit, span))),
+            state: Arc::new(Mutex::new(State::new())),
         }
     }
 
@@ -81,20 +82,14 @@ impl Brake {
             .collect())
     }
 
-    /// Counts the batch's deactivations in the window, but for those an operator released.
-    pub(crate) fn record(
-        &self,
-        results: &[(usize, EventResult)],
-        released: impl Fn(usize) -> bool,
-    ) {
-        if !self.is_on() {
-            return;
+    /// How many of `want` deactivating users may go ahead: none while engaged, otherwise
+    /// what the shared window grants (and records) for this batch. A granted user whose
+    /// events then change nothing still counts: the window errs on the side of holding.
+    pub(crate) async fn admit(&self, want: usize) -> Result<usize, sqlx::Error> {
+        if !self.is_on() || want == 0 || self.state().engaged != Engaged::No {
+            return Ok(0);
         }
-        let n = results
-            .iter()
-            .filter(|(p, r)| *r == EventResult::Done(Outcome::Deactivated) && !released(*p))
-            .count();
-        self.state().window.record(Instant::now(), n as u32);
+        self.store.brake_admit(self.limit, self.span, want).await
     }
 
     /// Marks the brake engaged, then writes the log entry in the background (the decision
@@ -143,9 +138,7 @@ impl Brake {
             && !last.engaged
             && last.id > id
         {
-            let mut state = self.state();
-            state.engaged = Engaged::No;
-            state.window.clear();
+            self.state().engaged = Engaged::No;
             self.metrics.set_brake(false);
             tracing::warn!("deactivation brake released by an operator; deactivations flow again");
         }

@@ -1,10 +1,9 @@
 //! Which users of a batch the brake lets through, and which it parks.
 
 use super::Brake;
-use super::window::Engaged;
+use super::state::{Engaged, admit};
 use crate::decide::{Intent, Planned, UserBatch};
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
 use uuid::Uuid;
 
 /// A batch after the brake: what goes on to be applied, and the events to park.
@@ -16,50 +15,56 @@ pub(crate) struct Split {
 }
 
 impl Brake {
-    /// Takes the users the brake holds out of a reduced batch and engages the brake if it
-    /// was not. Nothing is held unless a deactivation would take the window past
-    /// `DEACTIVATION_BRAKE`; deactivations an operator released (`released`, by planned
-    /// index) always go ahead.
-    ///
-    /// A user counts as deactivating when any of its events in the batch deactivates, not
-    /// only the newest: should the newest fail, `apply_isolated` applies the older ones, and
-    /// a deletion among them must have passed the brake. A held user's events are all
-    /// parked, its superseded ones (`losers`) too, so none is acknowledged as stale in
-    /// favour of an event that may never be applied.
-    pub(crate) fn split(
+    /// The users (indices into `users`) that deactivate in this batch: a user counts when
+    /// any of its events in the batch deactivates, not only the newest, since should the
+    /// newest fail, `apply_isolated` applies the older ones, and a deletion among them must
+    /// have passed the brake. Deactivations an operator released (`released`, by planned
+    /// index) do not count.
+    pub(crate) fn deactivating(
         &self,
         planned: &[Planned],
-        users: Vec<UserBatch>,
-        losers: Vec<usize>,
+        users: &[UserBatch],
+        losers: &[usize],
         released: impl Fn(usize) -> bool,
-    ) -> Split {
-        let pass = |users, losers| Split {
-            users,
-            losers,
-            held: Vec::new(),
-        };
+    ) -> Vec<usize> {
         if !self.is_on() {
-            return pass(users, losers);
+            return Vec::new();
         }
-        let events_of = events_by_user(planned, &users, &losers);
-        let deactivating: Vec<usize> = (0..users.len())
+        let events_of = events_by_user(planned, users, losers);
+        (0..users.len())
             .filter(|&u| {
                 events_of[&planned[users[u].newest].user_id]
                     .iter()
                     .any(|&i| !released(i) && deactivates(&planned[i]))
             })
-            .collect();
-        let (held, was_engaged) = {
-            let mut state = self.state();
-            let (_, held) = state.admit(Instant::now(), &deactivating);
-            (held, state.engaged != Engaged::No)
-        };
+            .collect()
+    }
+
+    /// Takes the users the brake holds out of a reduced batch (the `deactivating` ones past
+    /// the `granted` room; all of them while engaged) and engages the brake if it was not.
+    /// A held user's events are all parked, its superseded ones (`losers`) too, so none is
+    /// acknowledged as stale in favour of an event that may never be applied.
+    pub(crate) fn split(
+        &self,
+        planned: &[Planned],
+        users: Vec<UserBatch>,
+        losers: Vec<usize>,
+        deactivating: &[usize],
+        granted: usize,
+    ) -> Split {
+        let engaged = self.state().engaged;
+        let held = admit(engaged, granted, deactivating);
         if held.is_empty() {
-            return pass(users, losers);
+            return Split {
+                users,
+                losers,
+                held: Vec::new(),
+            };
         }
-        if !was_engaged {
+        if engaged == Engaged::No {
             self.engage(held.len());
         }
+        let events_of = events_by_user(planned, &users, &losers);
         let held_users: HashSet<Uuid> = held
             .iter()
             .map(|&u| planned[users[u].newest].user_id)

@@ -106,7 +106,15 @@ impl Pipeline {
         let (users, losers) = decide::reduce(&events.planned);
         let released = self.released(batch, events, pause, shutdown).await?;
         let released = |p: usize| released[p];
-        let split = self.brake.split(&events.planned, users, losers, released);
+        let deactivating = self
+            .brake
+            .deactivating(&events.planned, &users, &losers, released);
+        let granted = pause
+            .hold(shutdown, || self.brake.admit(deactivating.len()))
+            .await?;
+        let split = self
+            .brake
+            .split(&events.planned, users, losers, &deactivating, granted);
         for &p in &split.held {
             records[events.origin[p]].fate = Fate::Decided(D::Held);
         }
@@ -120,7 +128,6 @@ impl Pipeline {
                 apply_isolated(&self.store, planned, users, losers, Commit::Yes, trail)
             })
             .await?;
-        self.brake.record(&results, released);
         if !split.users.is_empty() {
             let newest = results
                 .iter()

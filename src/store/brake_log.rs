@@ -1,5 +1,6 @@
 //! The brake's log (see `brake`): written when the brake engages or is released, read by
-//! every replica so that one operator command releases them all.
+//! every replica so that one operator command releases them all; and the brake's window,
+//! shared by every replica on the queue.
 
 use super::Store;
 use sqlx::Row;
@@ -23,20 +24,61 @@ impl Store {
         .await
     }
 
+    /// Admits up to `want` deactivations into the window of the last `span`, whatever
+    /// replica asks: returns how many fit under `limit` and records them. The table lock
+    /// (held for one short transaction) makes two replicas' admissions take turns, so
+    /// together they never pass the threshold.
+    pub async fn brake_admit(
+        &self,
+        limit: u32,
+        span: std::time::Duration,
+        want: usize,
+    ) -> Result<usize, sqlx::Error> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("LOCK TABLE brake_window IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await?;
+        let span = span.as_secs_f64();
+        sqlx::query("DELETE FROM brake_window WHERE at < now() - make_interval(secs => $1)")
+            .bind(span)
+            .execute(&mut *tx)
+            .await?;
+        let used: i64 = sqlx::query_scalar("SELECT coalesce(sum(n), 0)::int8 FROM brake_window")
+            .fetch_one(&mut *tx)
+            .await?;
+        let room = (i64::from(limit) - used).max(0) as usize;
+        let granted = want.min(room);
+        if granted > 0 {
+            sqlx::query("INSERT INTO brake_window (n) VALUES ($1)")
+                .bind(granted as i32)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(granted)
+    }
+
     /// Records a release; `token` is the one the released deactivations carry, if any.
+    /// The window starts afresh: the operator has looked at what was held.
     pub async fn brake_released(
         &self,
         detail: &str,
         token: Option<&str>,
     ) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("DELETE FROM brake_window")
+            .execute(&mut *tx)
+            .await?;
+        let id = sqlx::query_scalar(
             "INSERT INTO brake_log (action, detail, token) VALUES ('released', $1, $2) \
              RETURNING id",
         )
         .bind(detail)
         .bind(token)
-        .fetch_one(self.pool())
-        .await
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     /// Those of `tokens` that name a recorded release.

@@ -221,7 +221,7 @@ async fn a_release_applies_every_held_deactivation_once_when_more_than_the_thres
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_release_reaches_two_replicas_and_applies_every_held_deactivation_once() {
+async fn two_replicas_share_one_window_and_a_release_applies_every_held_deactivation_once() {
     let env = Env::new()
         .await
         .set("deactivation_brake", "50")
@@ -230,8 +230,10 @@ async fn a_release_reaches_two_replicas_and_applies_every_held_deactivation_once
     let (one, two) = (env.start().await, env.start().await);
     env.wait_consumers(2, "two consumers", WAIT).await;
     let p = env.publisher().await;
-    let held = delete_until_settled(&env, &p, 300).await;
-    assert!(held >= 200, "each replica admits at most 50: {held}");
+    // One window for the queue: the two replicas together apply at most 50 deletions
+    // before the brake holds (it was 50 each, 100 in all, when each counted its own).
+    let held = delete_until_settled(&env, &p, 200).await;
+    assert!(held >= 150, "two replicas applied {} of 200", 200 - held);
     assert_eq!(release_within(&env).await, (held, 0));
     all_applied_once(&env, held).await;
     one.stop().await;
