@@ -47,6 +47,9 @@ pub enum StartError {
     Migrate(sqlx::Error),
     #[error("HTTP_ADDR: cannot listen on {0}: {1}")]
     Http(SocketAddr, std::io::Error),
+    /// A setting the database or a pooler refuses: exit 2 with the reason, never a pause.
+    #[error("{0}")]
+    Config(String),
     /// The `[target]` mapping does not fit the database: one line per problem.
     #[error("the [target] mapping does not fit the database:\n{}", .0.join("\n"))]
     Target(Vec<String>),
@@ -94,9 +97,20 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
     tracing::info!(%addr, "http listening");
     let worker = assemble(&app.settings, &app.store, &app.metrics);
     let result = async {
+        if let Err(e) = app.store.ping().await
+            && let Some(problem) = store::config_problem(&e)
+        {
+            return Err(StartError::Config(problem));
+        }
         if !worker.pause.wait_for_database(&app.store, &shutdown).await {
             return Ok(());
         }
+        // Before anything else touches the database: through a pooler in transaction
+        // mode the migrations would already run in the wrong session.
+        app.store
+            .verify_session()
+            .await
+            .map_err(StartError::Config)?;
         app.store.migrate().await.map_err(StartError::Migrate)?;
         app.store.prepare_target().await.map_err(|problems| {
             StartError::Target(problems.iter().map(ToString::to_string).collect())

@@ -113,6 +113,11 @@ fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> ExitCode {
         Ok(Ok(())) => ExitCode::SUCCESS,
         // A mapping that does not fit is a configuration error: one line per problem,
         // exit 2 like any other invalid setting.
+        Ok(Err(StartError::Config(problem))) => {
+            tracing::error!("{problem}");
+            eprintln!("user-sync: {problem}");
+            ExitCode::from(2)
+        }
         Ok(Err(StartError::Target(problems))) => {
             for problem in problems {
                 tracing::error!("{problem}");

@@ -71,6 +71,16 @@ fn server_state(code: &str) -> bool {
         )
 }
 
+/// A connection refused for a reason no retry fixes: authentication (class 28), a database
+/// that does not exist (3D000), a pooler refusing a startup parameter (08P01). At start these
+/// are configuration errors, reported and exited on, never a pause that looks like an outage.
+pub fn config_problem(e: &sqlx::Error) -> Option<String> {
+    let db = e.as_database_error()?;
+    let code = db.code()?;
+    let config = code.starts_with("28") || code == "3D000" || code == "08P01";
+    config.then(|| format!("DATABASE_URL: {} (SQLSTATE {code})", db.message()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

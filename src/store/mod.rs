@@ -14,6 +14,7 @@ mod trail;
 pub use apply::{Commit, EventResult};
 pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
 pub use brake_log::BrakeEntry;
+pub use classify::config_problem;
 pub use lookup::{RowView, WatermarkView};
 pub use mapped::{TargetProblem, target_sql};
 pub use report::UserCounts;
@@ -24,7 +25,7 @@ use crate::target::Mapping;
 use mapped::{MappedReads, MappedSql};
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Row};
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -32,6 +33,17 @@ use std::time::Duration;
 use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// What every connection sets first: the service's schema for every statement and the
+/// migrations; and the planner steered to index nested loops. Every statement joins a batch
+/// (at most BATCH_SIZE rows, from UNNEST) to a table on an indexed key. With generic-plan
+/// estimates Postgres picked hash joins over a full scan of `users`, a cost that grows with
+/// the table: 17-27 ms per statement at 25 000 users against 2 ms as index nested loops, and
+/// 3x the Postgres CPU per drained event (BENCHMARKS.md). These connections run only our
+/// statements. The schema was checked to be a plain identifier at start; quoted anyway.
+fn session_settings(schema: &str) -> String {
+    format!("SET search_path = \"{schema}\"; SET enable_hashjoin = off; SET enable_mergejoin = off")
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -41,6 +53,9 @@ pub struct Store {
     target: Option<Arc<Mapping>>,
     mapped: Arc<OnceLock<MappedSql>>,
     reads: Option<Arc<MappedReads>>,
+    /// How to connect, and what each connection sets first (`verify_session` uses both).
+    opts: PgConnectOptions,
+    session: String,
 }
 
 impl Store {
@@ -48,27 +63,27 @@ impl Store {
     /// delays the worker instead of crashing it.
     pub fn new(settings: &crate::settings::Settings) -> Result<Self, sqlx::Error> {
         let opts = PgConnectOptions::from_str(settings.database_url.expose_secret())?
-            // Sent in the startup packet: every statement and the migrations use the
-            // service's schema with no extra round trip and no qualified names.
-            .options([
-                ("search_path", settings.database_schema.as_str()),
-                // Every statement joins a batch (at most BATCH_SIZE rows, from UNNEST) to a
-                // table on an indexed key. With generic-plan estimates Postgres picked hash
-                // joins over a full scan of `users`, a cost that grows with the table:
-                // 17-27 ms per statement at 25 000 users against 2 ms as index nested
-                // loops, and 3x the Postgres CPU per drained event (BENCHMARKS.md). These
-                // connections run only our statements, so the planner is steered here.
-                ("enable_hashjoin", "off"),
-                ("enable_mergejoin", "off"),
-            ])
             .application_name("user-sync")
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let session = session_settings(&settings.database_schema);
+        let on_connect = session.clone();
         let pool = PgPoolOptions::new()
             .max_connections(settings.database_max_connections)
             // Short: a database outage must surface as an error quickly so the worker pauses.
             .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(opts);
+            // Set on each new connection, not in the startup packet's `options`: PgBouncer
+            // refuses `options`, or with `ignore_startup_parameters` drops it silently and
+            // the statements would meet whatever `users` lives in `public`. `verify_session`
+            // checks at start that the settings hold.
+            .after_connect(move |conn, _| {
+                let session = on_connect.clone();
+                Box::pin(async move {
+                    sqlx::Executor::execute(conn, session.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_lazy_with(opts.clone());
         Ok(Self {
             pool,
             schema: settings.database_schema.clone(),
@@ -78,6 +93,8 @@ impl Store {
                 .as_ref()
                 .map(|m| Arc::new(MappedReads::new(m))),
             mapped: Arc::new(OnceLock::new()),
+            opts,
+            session,
         })
     }
 
@@ -111,6 +128,70 @@ impl Store {
         }
     }
 
+    /// At start: the session holds our settings on every transaction. A pooler in
+    /// transaction mode hands a client's transactions to whichever server connection is
+    /// free, and most of those never ran `session_settings`: statements would meet another
+    /// schema's tables. Two connections of our own mark their sessions; while the first
+    /// holds a transaction open, the second must keep seeing its own mark and our schema,
+    /// before and after the first lets go. Otherwise: a configuration error, never an
+    /// outage.
+    pub async fn verify_session(&self) -> Result<(), String> {
+        let text = |e: sqlx::Error| e.to_string();
+        let mut first = PgConnection::connect_with(&self.opts).await.map_err(text)?;
+        let mut second = PgConnection::connect_with(&self.opts).await.map_err(text)?;
+        for (conn, mark) in [(&mut first, "first"), (&mut second, "second")] {
+            let set = format!("{}; SET user_sync.session = '{mark}'", self.session);
+            sqlx::Executor::execute(&mut *conn, set.as_str())
+                .await
+                .map_err(text)?;
+        }
+        let mut held = first.begin().await.map_err(text)?;
+        sqlx::query("SELECT 1")
+            .persistent(false)
+            .execute(&mut *held)
+            .await
+            .map_err(text)?;
+        let mut marks = vec![self.session_mark(&mut second).await?];
+        held.commit().await.map_err(text)?;
+        for _ in 0..3 {
+            marks.push(self.session_mark(&mut second).await?);
+        }
+        let _ = (first.close().await, second.close().await);
+        if marks.iter().all(|m| m.as_deref() == Some("second")) {
+            return Ok(());
+        }
+        Err(
+            "DATABASE_URL: transactions of one connection reach other server sessions \
+             (a pooler in transaction mode): the worker's session settings and prepared \
+             statements would not hold; connect directly or use PgBouncer with \
+             pool_mode = session"
+                .into(),
+        )
+    }
+
+    /// The connection's session mark, after checking that its schema is ours.
+    async fn session_mark(&self, conn: &mut PgConnection) -> Result<Option<String>, String> {
+        // Unnamed statements: a named one could meet another client's in a pooled session.
+        let (schema, mark): (Option<String>, Option<String>) = sqlx::query_as(
+            "SELECT current_setting('search_path'), current_setting('user_sync.session', true)",
+        )
+        .persistent(false)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| e.to_string())?;
+        // Before the migrations the schema may not exist yet: compare the setting itself.
+        let schema = schema.map(|s| s.trim_matches('"').to_string());
+        if schema.as_deref() != Some(self.schema.as_str()) {
+            return Err(format!(
+                "DATABASE_URL: the session's schema is {schema:?}, not DATABASE_SCHEMA ({}): a \
+                 pooler in front of Postgres dropped the session settings; connect directly \
+                 or use PgBouncer with pool_mode = session",
+                self.schema
+            ));
+        }
+        Ok(mark)
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -131,7 +212,9 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        // Unnamed (not prepared) so that it answers the same through any pooler.
         sqlx::query("SELECT 1")
+            .persistent(false)
             .execute(&self.pool)
             .await
             .map(|_| ())

@@ -18,6 +18,7 @@ mod lifecycle;
 mod model;
 mod observability;
 mod ops;
+mod pgbouncer;
 mod process;
 mod signed;
 mod tls;
