@@ -17,6 +17,7 @@ mod leaks;
 mod lifecycle;
 mod model;
 mod ops;
+mod probes;
 mod process;
 mod signed;
 mod tls;
