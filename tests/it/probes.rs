@@ -99,7 +99,7 @@ async fn wait_readyz(worker: &Worker, code: u16, what: &str, limit: Duration) ->
 /// time, `/healthz` answers 200 throughout. The stall bound is 3 s, shorter than the
 /// reconnect backoff (to 30 s), the database wait's backoff (to 10 s) and the 20 s a batch
 /// is held through an outage: only waits that tick keep it fresh.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_stays_200_through_broker_and_database_outages_while_readyz_turns_503() {
     let proxy = BrokerProxy::start().await;
     let env = Env::new()
@@ -157,7 +157,7 @@ async fn healthz_stays_200_through_broker_and_database_outages_while_readyz_turn
 
 /// `user-sync healthcheck` with nothing but `HTTP_ADDR` set (no `SERVICE_NAME`, no
 /// database): 0 against a running worker bound to 0.0.0.0, 1 once nothing listens.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthcheck_exits_0_against_a_running_worker_and_1_when_nothing_listens() {
     let env = Env::new().await.set("http_addr", "0.0.0.0:0");
     let worker = env.start().await;
