@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Consume events and converge the users table (the default).
     Run,
+    /// Ask the local `/healthz` (at `HTTP_ADDR`; 0.0.0.0 means 127.0.0.1): exit 0 if the
+    /// worker makes progress, 1 otherwise. For the image's HEALTHCHECK.
+    Healthcheck,
     /// Create the schema and apply the migrations, then exit.
     Migrate {
         /// Print, without running it, the DDL the backend adds for a `[target]` table: the
@@ -149,6 +152,25 @@ fn fail(what: impl std::fmt::Display) -> ExitCode {
 
 fn json(v: impl serde::Serialize) -> String {
     serde_json::to_string_pretty(&v).expect("serialises")
+}
+
+/// Short: Docker's HEALTHCHECK and compose kill a probe at their own timeout (3 s in the
+/// Dockerfile), and a worker that cannot answer /healthz in 2 s is not healthy.
+const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads only `HTTP_ADDR`, so a probe never fails on a setting it does not use.
+pub async fn healthcheck() -> ExitCode {
+    let addr = match Settings::load_http_addr() {
+        Ok(addr) => addr,
+        Err(e) => return fail(e),
+    };
+    match user_sync::health::check(addr, HEALTHCHECK_TIMEOUT).await {
+        Ok(()) => {
+            println!("healthy");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("unhealthy: {e}")),
+    }
 }
 
 pub async fn status(settings: &Settings, as_json: bool) -> ExitCode {

@@ -1,5 +1,6 @@
 //! The HTTP adapter: liveness, readiness and metrics for the orchestrator and Prometheus.
 
+use crate::health::Watchdog;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use axum::extract::State;
@@ -20,19 +21,25 @@ const DB_PROBE_TIMEOUT: Duration = Duration::from_millis(800);
 struct Http {
     metrics: Arc<Metrics>,
     store: Store,
+    watchdog: Arc<Watchdog>,
 }
 
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     store: Store,
+    watchdog: Arc<Watchdog>,
     shutdown: CancellationToken,
 ) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
-        .with_state(Http { metrics, store });
+        .with_state(Http {
+            metrics,
+            store,
+            watchdog,
+        });
     let stopped = shutdown.cancelled_owned();
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(stopped)
@@ -42,10 +49,21 @@ pub(crate) async fn serve(
     }
 }
 
-/// Alive: the process answers. Restarting it would not fix a broker or database outage,
-/// so neither is checked here.
-async fn healthz() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// Alive: the worker's loops tick the watchdog (see `health`). Restarting would not fix a
+/// broker or database outage, nor an engaged brake, so none of them is checked here: in the
+/// sidecar form a failing liveness probe restarts this container and takes the Pod (the
+/// backend's too) out of Ready while it restarts.
+async fn healthz(State(s): State<Http>) -> impl IntoResponse {
+    match s.watchdog.stalled() {
+        None => (StatusCode::OK, Json(json!({"status": "ok"}))),
+        Some(age) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "stalled",
+                "reason": format!("the worker has not made progress for {} s", age.as_secs()),
+            })),
+        ),
+    }
 }
 
 /// Ready: consuming from the broker, the database answering, no brake engaged.

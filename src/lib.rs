@@ -11,6 +11,7 @@ pub mod decide;
 pub mod disposition;
 pub mod event;
 pub mod headers;
+pub mod health;
 mod http;
 pub mod membership;
 pub mod metrics;
@@ -24,6 +25,7 @@ pub mod target;
 pub mod telemetry;
 pub mod worker;
 
+use health::Watchdog;
 use metrics::Metrics;
 use settings::Settings;
 use std::net::SocketAddr;
@@ -36,6 +38,8 @@ pub struct App {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// Ticked by the worker's loops; `/healthz` fails when it goes stale.
+    pub watchdog: Arc<Watchdog>,
     http: std::net::TcpListener,
 }
 
@@ -65,6 +69,7 @@ pub fn build(settings: Settings) -> Result<App, StartError> {
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| StartError::Http(addr, e))?;
     Ok(App {
+        watchdog: Arc::new(Watchdog::new(settings.health_stall)),
         settings: Arc::new(settings),
         store,
         metrics: Arc::new(Metrics::new()),
@@ -92,30 +97,40 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
         listener,
         app.metrics.clone(),
         app.store.clone(),
+        app.watchdog.clone(),
         http_stop.clone(),
     ));
     tracing::info!(%addr, "http listening");
-    let worker = assemble(&app.settings, &app.store, &app.metrics);
+    let worker = assemble(&app.settings, &app.store, &app.metrics, &app.watchdog);
+    let dog = &app.watchdog;
     let result = async {
         if let Err(e) = app.store.ping().await
             && let Some(problem) = store::config_problem(&e)
         {
             return Err(StartError::Config(problem));
         }
-        if !worker.pause.wait_for_database(&app.store, &shutdown).await {
+        // Starting is waiting on the database: each wait ticks the watchdog, so a startup
+        // probe on /healthz passes however long the database takes (readiness says why).
+        if !dog
+            .waiting(worker.pause.wait_for_database(&app.store, &shutdown))
+            .await
+        {
             return Ok(());
         }
         // Before anything else touches the database: through a pooler in transaction
         // mode the migrations would already run in the wrong session.
-        app.store
-            .verify_session()
+        dog.waiting(app.store.verify_session())
             .await
             .map_err(StartError::Config)?;
-        app.store.migrate().await.map_err(StartError::Migrate)?;
-        app.store.prepare_target().await.map_err(|problems| {
-            StartError::Target(problems.iter().map(ToString::to_string).collect())
-        })?;
-        worker.brake.restore().await?;
+        dog.waiting(app.store.migrate())
+            .await
+            .map_err(StartError::Migrate)?;
+        dog.waiting(app.store.prepare_target())
+            .await
+            .map_err(|problems| {
+                StartError::Target(problems.iter().map(ToString::to_string).collect())
+            })?;
+        dog.waiting(worker.brake.restore()).await?;
         tracing::info!(settings = ?app.settings, "user-sync started");
         let pruner = tokio::spawn(prune_audit(
             app.store.clone(),
@@ -136,7 +151,12 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
 }
 
 /// The supervisor and what it owns, from the assembled service.
-fn assemble(settings: &Arc<Settings>, store: &Store, metrics: &Arc<Metrics>) -> worker::Worker {
+fn assemble(
+    settings: &Arc<Settings>,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    watchdog: &Arc<Watchdog>,
+) -> worker::Worker {
     let (settings, store, metrics) = (settings.clone(), store.clone(), metrics.clone());
     let hold = broker::Topology::new(&settings).hold;
     let brake = brake::Brake::new(&settings, store.clone(), metrics.clone(), &hold);
@@ -153,6 +173,7 @@ fn assemble(settings: &Arc<Settings>, store: &Store, metrics: &Arc<Metrics>) -> 
         metrics,
         brake,
         pipeline,
+        watchdog: watchdog.clone(),
     }
 }
 

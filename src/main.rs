@@ -50,6 +50,10 @@ fn limit_malloc_arenas() {}
 
 async fn async_main() -> ExitCode {
     let cli = Cli::parse();
+    // Before loading the settings: the probe needs HTTP_ADDR only.
+    if let Some(Command::Healthcheck) = cli.command {
+        return cli::healthcheck().await;
+    }
     let settings = match Settings::load() {
         Ok(s) => s,
         Err(e) => {
@@ -59,6 +63,7 @@ async fn async_main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(settings).await,
+        Command::Healthcheck => unreachable!("answered before the settings are loaded"),
         Command::Migrate { print_target_sql } => migrate(settings, print_target_sql).await,
         // The operator's commands print reports, not logs.
         Command::Status { json } => cli::status(&settings, json).await,

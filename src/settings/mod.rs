@@ -58,6 +58,8 @@ pub struct Settings {
     /// How far ahead of our clock an event's timestamp may be before it is rejected.
     pub max_future_skew: Duration,
     pub http_addr: SocketAddr,
+    /// `/healthz` fails once the worker's loops have not ticked the watchdog for this long.
+    pub health_stall: Duration,
     pub log_format: LogFormat,
     pub shutdown_timeout: Duration,
     /// Deactivations allowed per window before the brake holds the rest; 0: no brake.
@@ -113,7 +115,12 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("max_attempts", "5"),
     // Generous for any clock drift; short enough that a mistyped year is refused.
     ("max_future_skew_secs", "86400"),
-    ("http_addr", "0.0.0.0:8080"),
+    // A port of its own: the backend beside it in the Pod shares the network namespace,
+    // and 8080, 8000, 3000, 5000 and 9090 are what backends and their tools usually take.
+    ("http_addr", "0.0.0.0:8791"),
+    // Far above the longest pause between ticks (1 s while waiting), far below "forever":
+    // a liveness probe restarts a wedged worker within about a minute.
+    ("health_stall_secs", "60"),
     ("log_format", "json"),
     ("log_pii", "false"),
     ("shutdown_timeout_ms", "10000"),
@@ -154,6 +161,20 @@ impl Settings {
         let mut settings = Self::from_lookup(|key| cfg.get_string(key).ok())?;
         settings.target = target(&cfg)?;
         Ok(settings)
+    }
+
+    /// Only `HTTP_ADDR`, from the same sources as `load`: `user-sync healthcheck` must not
+    /// fail because a setting it does not use is missing or invalid.
+    pub fn load_http_addr() -> Result<SocketAddr, SettingsError> {
+        let _ = dotenvy::dotenv();
+        let file = std::env::var("CONFIG_FILE").unwrap_or_else(|_| "user-sync.toml".into());
+        let cfg = Config::builder()
+            .add_source(File::new(&file, FileFormat::Toml).required(false))
+            .add_source(Environment::default())
+            .build()
+            .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
+        // The source falls back to the defaults table by itself.
+        Source::new(|key| cfg.get_string(key).ok()).parsed("HTTP_ADDR", "host:port")
     }
 
     /// Builds settings from any key lookup (lower-case keys); used by `load` and by tests.
@@ -202,6 +223,8 @@ impl Settings {
             deactivation_brake: src.number("DEACTIVATION_BRAKE", 0, u32::MAX.into())?,
             deactivation_brake_window: src.secs("DEACTIVATION_BRAKE_WINDOW_S", 1, 7 * 24 * 3600)?,
             audit_retention_days: src.number("AUDIT_RETENTION_DAYS", 0, 36_500)?,
+            // At least 2 s: waits tick once a second, so a smaller bound would flap.
+            health_stall: src.secs("HEALTH_STALL_SECS", 2, 24 * 3600)?,
             target: None,
         })
     }
@@ -278,6 +301,8 @@ impl fmt::Debug for Settings {
             .field("deactivation_brake", &self.deactivation_brake)
             .field("deactivation_brake_window", &self.deactivation_brake_window)
             .field("audit_retention_days", &self.audit_retention_days)
+            .field("http_addr", &self.http_addr)
+            .field("health_stall", &self.health_stall)
             .field("log_pii", &self.log_pii)
             .field("event_signing_keys", &self.event_signing_keys.len())
             .finish_non_exhaustive()

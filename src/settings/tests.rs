@@ -31,6 +31,8 @@ fn defaults_follow_the_spec() {
     assert_eq!(s.retry_delays.len(), 3);
     assert_eq!(s.max_attempts, 5);
     assert_eq!(s.max_future_skew, Duration::from_secs(86_400));
+    assert_eq!(s.http_addr, "0.0.0.0:8791".parse().unwrap());
+    assert_eq!(s.health_stall, Duration::from_secs(60));
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub use pause::Pause;
 use crate::backoff::Backoff;
 use crate::brake::Brake;
 use crate::broker::{BrokerError, Session, Topology};
+use crate::health::Watchdog;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, Stop};
 use crate::settings::Settings;
@@ -50,6 +51,8 @@ pub struct Worker {
     pub brake: Brake,
     pub pipeline: Pipeline,
     pub pause: Pause,
+    /// Ticked at every iteration and, while waiting, every second (see `health`).
+    pub watchdog: Arc<Watchdog>,
 }
 
 impl Worker {
@@ -64,20 +67,23 @@ impl Worker {
     pub async fn run(&self, shutdown: CancellationToken) {
         let topo = Topology::new(&self.settings);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let dog = &self.watchdog;
         loop {
+            dog.tick();
             // Do not take deliveries we cannot apply: wait for the database first.
-            if !self.pause.wait_for_database(&self.store, &shutdown).await {
+            let waited = self.pause.wait_for_database(&self.store, &shutdown);
+            if !dog.waiting(waited).await {
                 return;
             }
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                s = Session::open(&self.settings, &topo) => s,
+                s = dog.waiting(Session::open(&self.settings, &topo)) => s,
             };
             let end = match opened {
                 Ok(session) => {
                     let started = Instant::now();
                     let end = self.consume(&session, &topo, &shutdown).await;
-                    session.close().await;
+                    dog.waiting(session.close()).await;
                     if started.elapsed() > Duration::from_secs(30) {
                         backoff.reset();
                     }
@@ -92,9 +98,11 @@ impl Worker {
                     self.metrics.broker_reconnect();
                 }
             }
+            // The backoff reaches 30 s: the sleep ticks too, or a long outage would look
+            // like a wedged worker.
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = dog.waiting(tokio::time::sleep(backoff.next_delay())) => {}
             }
         }
     }
@@ -109,7 +117,8 @@ impl Worker {
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
         let prefetch = self.settings.prefetch;
-        let mut consumer = session.consumer(&topo.queue, prefetch).await?;
+        let consumer = session.consumer(&topo.queue, prefetch);
+        let mut consumer = self.watchdog.waiting(consumer).await?;
         tracing::info!(queue = %topo.queue, prefetch, "consuming");
         self.metrics.set_broker_connected(true);
         let end = self.consume_batches(session, &mut consumer, shutdown).await;
@@ -123,8 +132,11 @@ impl Worker {
         consumer: &mut Consumer,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
+        let dog = &self.watchdog;
+        // Idle, this interval ticks the liveness watchdog once a second.
         let mut watchdog = tokio::time::interval(WATCHDOG);
         loop {
+            dog.tick();
             let first = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return Ok(()),
@@ -133,7 +145,7 @@ impl Worker {
                     if !session.connection.status().connected() {
                         return Err(SessionEnd::ConnectionLost);
                     }
-                    self.brake.poll().await;
+                    dog.waiting(self.brake.poll()).await;
                     continue;
                 }
             };
@@ -143,11 +155,11 @@ impl Worker {
             };
             let (size, wait) = (self.settings.batch_size, self.settings.batch_max_wait);
             let batch = collect(first, consumer, size, wait)?;
-            match self
-                .pipeline
-                .process(session, batch, &self.pause, shutdown)
-                .await
-            {
+            // A batch waits on the database (held up to 20 s through an outage) and on the
+            // broker's confirms: waits on dependencies, which readiness reports; liveness
+            // only asks that this task is still polled.
+            let processed = self.pipeline.process(session, batch, &self.pause, shutdown);
+            match dog.waiting(processed).await {
                 Ok(()) => {}
                 Err(Stop::Shutdown) => return Ok(()),
                 Err(Stop::DatabaseDown) => return Err(SessionEnd::DatabaseDown),

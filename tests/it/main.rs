@@ -19,6 +19,7 @@ mod model;
 mod observability;
 mod ops;
 mod pgbouncer;
+mod probes;
 mod process;
 mod signed;
 mod tls;
