@@ -26,7 +26,7 @@ struct Bouncer {
 }
 
 impl Bouncer {
-    async fn start(server_port: u16) -> Self {
+    async fn start(server_port: u16, extra: &str) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("pgbouncer-a3-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir(&dir).unwrap();
@@ -36,7 +36,7 @@ impl Bouncer {
             "[databases]\n* = host=127.0.0.1 port={server_port}\n[pgbouncer]\n\
              listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n\
              auth_file = {}\npool_mode = session\n\
-             ignore_startup_parameters = extra_float_digits\nunix_socket_dir =\n",
+             ignore_startup_parameters = extra_float_digits\nunix_socket_dir =\n{extra}",
             users.display()
         );
         let ini_path = dir.join("pgbouncer.ini");
@@ -86,7 +86,7 @@ impl Drop for Bouncer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_down_behind_pgbouncer_at_start_is_an_outage_not_a_configuration_error() {
     // Nothing listens on this port: the database behind the pooler is down.
-    let bouncer = Bouncer::start(free_port()).await;
+    let bouncer = Bouncer::start(free_port(), "").await;
     let env = Env::new().await;
     let url = bouncer.url(&env.db.name);
     let env = env.set("database_url", &url);
@@ -265,4 +265,46 @@ async fn a_replica_stuck_holding_the_window_lock_does_not_stall_the_queue() {
         "user 2's creation waited 25 s behind the brake window's lock (/healthz {health})"
     );
     worker.stop().await;
+}
+
+/// A PgBouncer pool sized for the sidecar (`default_pool_size` = DATABASE_MAX_CONNECTIONS):
+/// the pool keeps the start's ping connection, and `verify_session` opens two more of its
+/// own; PgBouncer queues the third login and those connects have no timeout, so start
+/// hangs (until PgBouncer's query_wait_timeout, 120 s by default, should answer 08P01, which
+/// start would take for a configuration error). Meanwhile /healthz is green (the wait ticks
+/// the watchdog) and shutdown is not heard either: `run` is still going 5 s after the
+/// token is cancelled (SIGTERM during start waits for SIGKILL). FAILS NOW: suggested
+/// fix, take the first connection of the check from the pool (the ping's idle one) and open
+/// one more, under a timeout, and treat a timeout as "could not check".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pgbouncer_pool_sized_to_the_sidecar_still_starts() {
+    let bouncer = Bouncer::start(5432, "default_pool_size = 2\n").await;
+    let env = Env::new().await;
+    let url = bouncer.url(&env.db.name);
+    let env = env
+        .set("database_url", &url)
+        .set("database_max_connections", "2");
+    let app = user_sync::build(env.settings()).unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(user_sync::run(app, shutdown.clone()));
+    let queue = env.broker.queue.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let started = loop {
+        if task.is_finished() {
+            break false;
+        }
+        if queue_counts(&queue).await.is_some_and(|(_, c)| c > 0) {
+            break true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(
+        started,
+        "not consuming 20 s after start through a pool of 2: {result:?}"
+    );
 }
