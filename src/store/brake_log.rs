@@ -38,6 +38,16 @@ impl Store {
         sqlx::query("LOCK TABLE brake_window IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await?;
+        // Another replica on the queue engaged the brake (its entry is the newest): this
+        // one holds too, as a single replica would, until `brake release`.
+        let engaged: Option<bool> =
+            sqlx::query_scalar("SELECT action = 'engaged' FROM brake_log ORDER BY id DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await?;
+        if engaged == Some(true) {
+            tx.commit().await?;
+            return Ok(0);
+        }
         let span = span.as_secs_f64();
         sqlx::query("DELETE FROM brake_window WHERE at < now() - make_interval(secs => $1)")
             .bind(span)

@@ -3,6 +3,7 @@
 
 mod attack;
 mod attack2;
+mod attack3;
 mod audit;
 mod brake;
 mod convergence;
