@@ -119,9 +119,11 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
         }
         // Before anything else touches the database: through a pooler in transaction
         // mode the migrations would already run in the wrong session.
-        dog.waiting(app.store.verify_session())
-            .await
-            .map_err(StartError::Config)?;
+        let verified = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            v = dog.waiting(app.store.verify_session()) => v,
+        };
+        verified.map_err(StartError::Config)?;
         dog.waiting(app.store.migrate())
             .await
             .map_err(StartError::Migrate)?;

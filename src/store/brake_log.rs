@@ -35,9 +35,24 @@ impl Store {
         want: usize,
     ) -> Result<usize, sqlx::Error> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query("LOCK TABLE brake_window IN SHARE ROW EXCLUSIVE MODE")
+        // A replica stuck while holding the lock (a partition, a frozen node) must not stall
+        // the queue: after a few seconds this batch's deactivations are held instead (the
+        // brake engages and says so), creates and updates flow on.
+        sqlx::query("SET LOCAL lock_timeout = '5s'")
             .execute(&mut *tx)
             .await?;
+        let locked = sqlx::query("LOCK TABLE brake_window IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await;
+        if let Err(e) = locked {
+            if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("55P03") {
+                tracing::warn!(
+                    "the brake window stayed locked by another session for 5 s; holding this batch's deactivations"
+                );
+                return Ok(0);
+            }
+            return Err(e);
+        }
         // Another replica on the queue engaged the brake (its entry is the newest): this
         // one holds too, as a single replica would, until `brake release`.
         let engaged: Option<bool> =

@@ -40,8 +40,21 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// estimates Postgres picked hash joins over a full scan of `users`, a cost that grows with
 /// the table: 17-27 ms per statement at 25 000 users against 2 ms as index nested loops, and
 /// 3x the Postgres CPU per drained event (BENCHMARKS.md). These connections run only our
-/// statements. The schema was checked to be a plain identifier at start; quoted anyway.
-/// `verify_session` could not open its two connections (SQLSTATE 53300): said, not fatal.
+/// statements. The schema was checked to be a plain identifier at start; quoted anyway. A
+/// session idle inside a transaction for a minute (a replica frozen while holding the
+/// brake window's lock) is ended by the server.
+fn session_settings(schema: &str) -> String {
+    format!(
+        "SET search_path = \"{schema}\"; SET enable_hashjoin = off; SET enable_mergejoin = off; \
+         SET idle_in_transaction_session_timeout = '60s'"
+    )
+}
+
+/// How long `verify_session` waits for each of its own connections.
+const VERIFY_CONNECT: Duration = Duration::from_secs(5);
+
+/// `verify_session` could not open its two connections (SQLSTATE 53300): said, not fatal;
+/// so is a connect that does not answer within `VERIFY_CONNECT`.
 fn skipped(e: &sqlx::Error) -> Result<(), String> {
     tracing::warn!(
         error = %e,
@@ -49,10 +62,6 @@ fn skipped(e: &sqlx::Error) -> Result<(), String> {
          check skipped"
     );
     Ok(())
-}
-
-fn session_settings(schema: &str) -> String {
-    format!("SET search_path = \"{schema}\"; SET enable_hashjoin = off; SET enable_mergejoin = off")
 }
 
 #[derive(Clone)]
@@ -154,25 +163,32 @@ impl Store {
             e.as_database_error()
                 .and_then(|d| d.code())
                 .is_some_and(|c| c == "53300")
+                // A pooler whose pool is sized to the sidecar queues the extra logins.
+                || matches!(e, sqlx::Error::PoolTimedOut)
         };
-        let mut first = match PgConnection::connect_with(&self.opts).await {
+        let connect = || async {
+            tokio::time::timeout(VERIFY_CONNECT, PgConnection::connect_with(&self.opts))
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        };
+        // The first session is the pool's own (the start's ping left it idle), so the check
+        // needs one connection more than the pool, not two.
+        let pooled = tokio::time::timeout(VERIFY_CONNECT, self.pool.acquire()).await;
+        let mut first = match pooled.unwrap_or(Err(sqlx::Error::PoolTimedOut)) {
             Err(e) if too_many(&e) => return skipped(&e),
             other => other.map_err(text)?,
         };
-        let mut second = match PgConnection::connect_with(&self.opts).await {
-            Err(e) if too_many(&e) => {
-                let _ = first.close().await;
-                return skipped(&e);
-            }
+        let mut second = match connect().await {
+            Err(e) if too_many(&e) => return skipped(&e),
             other => other.map_err(text)?,
         };
-        for (conn, mark) in [(&mut first, "first"), (&mut second, "second")] {
+        for (conn, mark) in [(&mut *first, "first"), (&mut second, "second")] {
             let set = format!("{}; SET user_sync.session = '{mark}'", self.session);
             sqlx::Executor::execute(&mut *conn, set.as_str())
                 .await
                 .map_err(text)?;
         }
-        let mut held = first.begin().await.map_err(text)?;
+        let mut held = (*first).begin().await.map_err(text)?;
         sqlx::query("SELECT 1")
             .persistent(false)
             .execute(&mut *held)
@@ -183,7 +199,8 @@ impl Store {
         for _ in 0..3 {
             marks.push(self.session_mark(&mut second).await?);
         }
-        let _ = (first.close().await, second.close().await);
+        drop(first);
+        let _ = second.close().await;
         if marks.iter().all(|m| m.as_deref() == Some("second")) {
             return Ok(());
         }
