@@ -89,6 +89,14 @@ impl Metrics {
             };
             drop(m.dead_letters.get_or_create(&kind));
         }
+        m.register_all();
+        m
+    }
+
+    /// Puts every series in the registry: the process's own under their conventional names,
+    /// the service's under `user_sync_`.
+    fn register_all(&mut self) {
+        let m = self;
         // The process's own series keep their conventional names, without the prefix.
         m.registry.register_collector(Box::new(ProcessCollector));
         let r = m.registry.sub_registry_with_prefix("user_sync");
@@ -165,7 +173,6 @@ impl Metrics {
             "Broker sessions that ended and were opened again",
             m.reconnects.clone(),
         );
-        m
     }
 
     /// The Prometheus/OpenMetrics text exposition.
