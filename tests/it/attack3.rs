@@ -3,90 +3,20 @@
 
 use crate::helpers::*;
 use sqlx::Connection;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A PgBouncer of this test's own (session pooling) in front of `server_port`.
-struct Bouncer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Bouncer {
-    async fn start(server_port: u16, extra: &str) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("pgbouncer-a3-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).unwrap();
-        let users = dir.join("users.txt");
-        std::fs::write(&users, "\"postgres\" \"\"\n").unwrap();
-        let ini = format!(
-            "[databases]\n* = host=127.0.0.1 port={server_port}\n[pgbouncer]\n\
-             listen_addr = 127.0.0.1\nlisten_port = {port}\nauth_type = trust\n\
-             auth_file = {}\npool_mode = session\n\
-             ignore_startup_parameters = extra_float_digits\nunix_socket_dir =\n{extra}",
-            users.display()
-        );
-        let ini_path = dir.join("pgbouncer.ini");
-        std::fs::write(&ini_path, ini).unwrap();
-        for path in [&dir, &users, &ini_path] {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if path == &dir { 0o755 } else { 0o644 };
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-        let mut cmd = Command::new("pgbouncer");
-        if unsafe { libc::geteuid() } == 0 {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd
-            .arg(&ini_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgbouncer installed");
-        wait_for("pgbouncer listening", WAIT, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        Bouncer { child, port, dir }
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-}
-
-impl Drop for Bouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// `config_problem` takes every 08P01 for a configuration error, and PgBouncer reports its
 /// own troubles with 08P01 too ("pgbouncer cannot connect to server", query_wait_timeout).
 /// A database down behind the pooler at start must be waited for, not exit 2. Passes: the
 /// pooler queues the login and the pool's 3 s acquire timeout turns it into a pause before
-/// any 08P01 arrives (verify_session's own connections have no timeout, though).
+/// any 08P01 arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_down_behind_pgbouncer_at_start_is_an_outage_not_a_configuration_error() {
     // Nothing listens on this port: the database behind the pooler is down.
-    let bouncer = Bouncer::start(free_port(), "").await;
+    let bouncer = Bouncer::start(free_port(), "session").await;
     let env = Env::new().await;
     let url = bouncer.url(&env.db.name);
     let env = env.set("database_url", &url);

@@ -5,81 +5,13 @@
 //! a pause that looks like an outage.
 
 use crate::helpers::*;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A PgBouncer of this test's own, in front of the local Postgres, on a free port.
-struct Bouncer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Bouncer {
-    async fn start(pool_mode: &str) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("pgbouncer-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).unwrap();
-        let users = dir.join("users.txt");
-        std::fs::write(&users, "\"postgres\" \"\"\n").unwrap();
-        // sqlx sends extra_float_digits in the startup packet; the usual setting lets it by.
-        let ini = format!(
-            "[databases]\n* = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
-             listen_port = {port}\nauth_type = trust\nauth_file = {}\npool_mode = {pool_mode}\n\
-             ignore_startup_parameters = extra_float_digits\nunix_socket_dir =\n",
-            users.display()
-        );
-        let ini_path = dir.join("pgbouncer.ini");
-        std::fs::write(&ini_path, ini).unwrap();
-        for path in [&dir, &users, &ini_path] {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if path == &dir { 0o755 } else { 0o644 };
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-        }
-        // PgBouncer refuses to run as root; it drops to `nobody` itself.
-        let mut cmd = Command::new("pgbouncer");
-        if unsafe { libc::geteuid() } == 0 {
-            cmd.args(["-u", "nobody"]);
-        }
-        let child = cmd
-            .arg(&ini_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pgbouncer installed (.ci/run installs Debian's package)");
-        wait_for("pgbouncer listening", WAIT, || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        })
-        .await;
-        Bouncer { child, port, dir }
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-}
-
-impl Drop for Bouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_pooling_syncs_like_a_direct_connection() {
-    let bouncer = Bouncer::start("session").await;
+    let bouncer = Bouncer::start(5432, "session").await;
     let env = Env::new().await;
     let direct = env.store();
     let url = bouncer.url(&env.db.name);
@@ -101,7 +33,7 @@ async fn session_pooling_syncs_like_a_direct_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pooling_is_refused_at_start_with_the_cause_and_the_fix() {
-    let bouncer = Bouncer::start("transaction").await;
+    let bouncer = Bouncer::start(5432, "transaction").await;
     let env = Env::new().await;
     let url = bouncer.url(&env.db.name);
     let env = env.set("database_url", &url);
