@@ -99,18 +99,7 @@ async fn two_replicas_on_one_queue_converge() {
         .new_tree(&mut runner)
         .unwrap();
     let history = proptest::strategy::ValueTree::current(&history);
-    let mut stream: Vec<&serde_json::Value> =
-        history.iter().chain(history.iter().step_by(3)).collect();
-    // A fixed shuffle: reverse, then interleave halves.
-    stream.reverse();
-    let (left, right) = stream.split_at(stream.len() / 2);
-    let shuffled: Vec<&serde_json::Value> = left
-        .iter()
-        .zip(right.iter())
-        .flat_map(|(x, y)| [*x, *y])
-        .chain(right.iter().skip(left.len()).copied())
-        .collect();
-    for e in &shuffled {
+    for e in replayed_out_of_order(&history) {
         p.publish_json(e).await;
     }
     let planned: Vec<Planned> = history.iter().map(planned).collect();

@@ -699,17 +699,7 @@ async fn django_two_replicas_converge_to_the_model() {
         .new_tree(&mut runner)
         .unwrap();
     let history = proptest::strategy::ValueTree::current(&history);
-    let mut stream: Vec<&serde_json::Value> =
-        history.iter().chain(history.iter().step_by(3)).collect();
-    stream.reverse();
-    let (left, right) = stream.split_at(stream.len() / 2);
-    let shuffled: Vec<&serde_json::Value> = left
-        .iter()
-        .zip(right.iter())
-        .flat_map(|(x, y)| [*x, *y])
-        .chain(right.iter().skip(left.len()).copied())
-        .collect();
-    for e in &shuffled {
+    for e in replayed_out_of_order(&history) {
         p.publish_json(e).await;
     }
     let planned: Vec<Planned> = history.iter().map(|e| plan_as(e, &membership())).collect();

@@ -897,3 +897,17 @@ impl Drop for Bouncer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A history as a broker might deliver it: every third event twice, in a fixed shuffle
+/// (reversed, then its halves interleaved).
+pub fn replayed_out_of_order(history: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    let mut stream: Vec<&serde_json::Value> =
+        history.iter().chain(history.iter().step_by(3)).collect();
+    stream.reverse();
+    let (left, right) = stream.split_at(stream.len() / 2);
+    left.iter()
+        .zip(right.iter())
+        .flat_map(|(x, y)| [*x, *y])
+        .chain(right.iter().skip(left.len()).copied())
+        .collect()
+}
