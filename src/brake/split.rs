@@ -2,8 +2,8 @@
 
 use super::Brake;
 use super::state::{Engaged, admit};
-use crate::decide::{Intent, Planned, UserBatch};
-use std::collections::{HashMap, HashSet};
+use crate::decide::{Intent, Planned, UserBatch, events_by_user};
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// A batch after the brake: what goes on to be applied, and the events to park.
@@ -81,22 +81,6 @@ impl Brake {
             losers: losers.into_iter().filter(|l| !parked(l)).collect(),
         }
     }
-}
-
-/// Every event of the batch by user: the ones `reduce` kept and the ones it superseded.
-fn events_by_user(
-    planned: &[Planned],
-    users: &[UserBatch],
-    losers: &[usize],
-) -> HashMap<Uuid, Vec<usize>> {
-    let mut events_of: HashMap<Uuid, Vec<usize>> = HashMap::new();
-    let named = users
-        .iter()
-        .flat_map(|u| std::iter::once(u.newest).chain(u.upsert.filter(|up| *up != u.newest)));
-    for i in named.chain(losers.iter().copied()) {
-        events_of.entry(planned[i].user_id).or_default().push(i);
-    }
-    events_of
 }
 
 fn deactivates(p: &Planned) -> bool {

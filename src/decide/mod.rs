@@ -202,6 +202,32 @@ pub struct UserBatch {
     pub upsert: Option<usize>,
 }
 
+impl UserBatch {
+    /// The events it names: the newest, and the upsert when that is another event.
+    pub fn events(&self) -> impl Iterator<Item = usize> {
+        let newest = self.newest;
+        std::iter::once(newest).chain(self.upsert.filter(move |up| *up != newest))
+    }
+}
+
+/// Every event of a reduced batch by user: the ones `reduce` kept and the ones it
+/// superseded, in no particular order.
+pub fn events_by_user(
+    planned: &[Planned],
+    users: &[UserBatch],
+    losers: &[usize],
+) -> std::collections::HashMap<Uuid, Vec<usize>> {
+    let mut events_of: std::collections::HashMap<Uuid, Vec<usize>> = Default::default();
+    for i in users
+        .iter()
+        .flat_map(UserBatch::events)
+        .chain(losers.iter().copied())
+    {
+        events_of.entry(planned[i].user_id).or_default().push(i);
+    }
+    events_of
+}
+
 /// Reduces a batch to one [`UserBatch`] per user, sorted by user id (the order the store
 /// locks rows in, so concurrent replicas cannot deadlock), and the indices that can
 /// change nothing because a newer event in the same batch supersedes them.

@@ -129,16 +129,11 @@ fn failed_spans(
         .filter(|(_, r)| !matches!(r, EventResult::Done(_)))
         .map(|(i, _)| (planned[*i].user_id, VecDeque::new()))
         .collect();
-    let mut events: BTreeMap<Uuid, Vec<usize>> = BTreeMap::new();
-    let named = users
-        .iter()
-        .flat_map(|u| std::iter::once(u.newest).chain(u.upsert.filter(|up| *up != u.newest)));
-    for i in named.chain(losers.iter().copied()) {
-        if spans.contains_key(&planned[i].user_id) {
-            events.entry(planned[i].user_id).or_default().push(i);
-        }
-    }
-    for (user, mut events) in events {
+    let events = decide::events_by_user(planned, users, losers);
+    let failed = events
+        .into_iter()
+        .filter(|(user, _)| spans.contains_key(user));
+    for (user, mut events) in failed.collect::<Vec<_>>() {
         events.sort_by_key(|&i| planned[i].key);
         spans
             .get_mut(&user)

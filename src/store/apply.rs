@@ -68,10 +68,7 @@ impl Store {
         };
         let mut results = Vec::with_capacity(users.len());
         let fail_user = |results: &mut Vec<(usize, EventResult)>, u: &UserBatch, r: EventResult| {
-            results.push((u.newest, r.clone()));
-            if let Some(up) = u.upsert.filter(|up| *up != u.newest) {
-                results.push((up, r));
-            }
+            results.extend(u.events().map(|i| (i, r.clone())));
         };
         let mut work: Vec<Vec<usize>> = vec![(0..users.len()).collect()];
         let mut contended = 0;

@@ -136,12 +136,7 @@ fn sort_moved(
     for &u in set {
         let user = &users[u];
         match advanced.get(&planned[user.newest].user_id) {
-            None => {
-                outcomes.push((user.newest, Outcome::Stale));
-                if let Some(up) = user.upsert.filter(|up| *up != user.newest) {
-                    outcomes.push((up, Outcome::Stale));
-                }
-            }
+            None => outcomes.extend(user.events().map(|i| (i, Outcome::Stale))),
             Some(a) if a.data => moved.data.push(u),
             Some(_) => moved.status_only.push(u),
         }
