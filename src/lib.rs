@@ -160,15 +160,17 @@ fn assemble(
     watchdog: &Arc<Watchdog>,
 ) -> worker::Worker {
     let (settings, store, metrics) = (settings.clone(), store.clone(), metrics.clone());
-    let hold = broker::Topology::new(&settings).hold;
-    let brake = brake::Brake::new(&settings, store.clone(), metrics.clone(), &hold);
+    let topo = Arc::new(broker::Topology::new(&settings));
+    let brake = brake::Brake::new(&settings, store.clone(), metrics.clone(), &topo.hold);
     let pipeline = pipeline::Pipeline::new(
         settings.clone(),
         store.clone(),
         metrics.clone(),
         brake.clone(),
+        topo.clone(),
     );
     worker::Worker {
+        topo,
         pause: worker::Pause::new(metrics.clone()),
         settings,
         store,

@@ -58,10 +58,16 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(settings: Arc<Settings>, store: Store, metrics: Arc<Metrics>, brake: Brake) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        brake: Brake,
+        topo: Arc<Topology>,
+    ) -> Self {
         Self {
             membership: Membership::new(&settings.service_name, &settings.all_access_roles),
-            topo: Arc::new(Topology::new(&settings)),
+            topo,
             store,
             settings,
             metrics,

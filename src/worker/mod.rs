@@ -45,6 +45,8 @@ impl From<lapin::Error> for SessionEnd {
 /// The supervisor: owns the broker session, the database pause and the brake's polling,
 /// and hands each batch to the pipeline.
 pub struct Worker {
+    /// The queue and its satellites, named once for the pipeline and the brake too.
+    pub topo: Arc<Topology>,
     pub settings: Arc<Settings>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -65,7 +67,7 @@ impl Worker {
     /// connection per session is simple to reason about, and unacked deliveries of a lost
     /// session return to the queue by themselves.
     pub async fn run(&self, shutdown: CancellationToken) {
-        let topo = Topology::new(&self.settings);
+        let topo = &self.topo;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let dog = &self.watchdog;
         loop {
@@ -77,12 +79,12 @@ impl Worker {
             }
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                s = dog.waiting(Session::open(&self.settings, &topo)) => s,
+                s = dog.waiting(Session::open(&self.settings, topo)) => s,
             };
             let end = match opened {
                 Ok(session) => {
                     let started = Instant::now();
-                    let end = self.consume(&session, &topo, &shutdown).await;
+                    let end = self.consume(&session, topo, &shutdown).await;
                     dog.waiting(session.close()).await;
                     if started.elapsed() > Duration::from_secs(30) {
                         backoff.reset();
