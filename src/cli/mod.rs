@@ -1,9 +1,12 @@
 //! The command line: the worker's commands and the operator's, parsed by clap.
 
+mod import;
+
 use clap::{Args, Parser, Subcommand};
+pub use import::{ImportArgs, import};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use user_sync::ops::{brake, dlq, explain, import, send, status};
+use user_sync::ops::{brake, dlq, explain, send, status};
 use user_sync::settings::Settings;
 
 /// Keeps this backend's users in step with the central auth system's RabbitMQ events.
@@ -69,25 +72,6 @@ pub enum BrakeCommand {
     },
 }
 
-#[derive(Args)]
-pub struct ImportArgs {
-    file: PathBuf,
-    /// The time of records without their own `timestamp` (RFC 3339), e.g. when the export
-    /// was taken.
-    #[arg(long, value_parser = parse_time)]
-    as_of: Option<time::OffsetDateTime>,
-    /// Count what would change, write nothing.
-    #[arg(long)]
-    dry_run: bool,
-    #[arg(long)]
-    json: bool,
-}
-
-fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| format!("not an RFC 3339 time: {e}"))
-}
-
 #[derive(Subcommand)]
 pub enum DlqCommand {
     /// One line per dead letter, oldest first; nothing is consumed.
@@ -145,12 +129,12 @@ pub struct SendArgs {
     to_exchange: bool,
 }
 
-fn fail(what: impl std::fmt::Display) -> ExitCode {
+pub(crate) fn fail(what: impl std::fmt::Display) -> ExitCode {
     eprintln!("user-sync: {what}");
     ExitCode::FAILURE
 }
 
-fn json(v: impl serde::Serialize) -> String {
+pub(crate) fn json(v: impl serde::Serialize) -> String {
     serde_json::to_string_pretty(&v).expect("serialises")
 }
 
@@ -270,33 +254,6 @@ pub async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
         }
         Err(e) => fail(e),
     }
-}
-
-pub async fn import(settings: &Settings, args: ImportArgs) -> ExitCode {
-    let text = match std::fs::read_to_string(&args.file) {
-        Ok(t) => t,
-        Err(e) => return fail(format!("{}: {e}", args.file.display())),
-    };
-    let total = import::records(&text).map(|r| r.len()).unwrap_or(0);
-    // A bar on a terminal only: redirected output stays a clean summary.
-    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) && !args.json {
-        indicatif::ProgressBar::new(total as u64)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-    let opts = import::ImportOptions {
-        as_of: args.as_of,
-        dry_run: args.dry_run,
-        batch_size: settings.batch_size,
-    };
-    let result = import::import(settings, &text, &opts, |done| bar.set_position(done as u64)).await;
-    bar.finish_and_clear();
-    match result {
-        Ok(summary) if args.json => println!("{}", json(&summary)),
-        Ok(summary) => print!("{}", summary.to_text()),
-        Err(e) => return fail(e),
-    }
-    ExitCode::SUCCESS
 }
 
 pub async fn brake(settings: &Settings, command: BrakeCommand) -> ExitCode {
