@@ -32,6 +32,8 @@ pub enum Reason {
     Deleted,
     AccessRevoked,
     InactiveUpstream,
+    /// A full export (`import --full`) taken after the user's last event no longer has them.
+    AbsentFromExport,
 }
 
 impl Reason {
@@ -40,6 +42,7 @@ impl Reason {
             Reason::Deleted => "deleted",
             Reason::AccessRevoked => "access_revoked",
             Reason::InactiveUpstream => "inactive_upstream",
+            Reason::AbsentFromExport => "absent_from_export",
         }
     }
 
@@ -48,6 +51,7 @@ impl Reason {
             Reason::Deleted,
             Reason::AccessRevoked,
             Reason::InactiveUpstream,
+            Reason::AbsentFromExport,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -166,6 +170,21 @@ pub fn plan(event: &Event, membership: &Membership) -> Planned {
     }
 }
 
+/// A full export as of `as_of` leaves this user out: a deactivation ranked as a deletion
+/// at that time, so that any event after the export (and only such an event) stands.
+pub fn absent_from_export(user_id: Uuid, as_of: OffsetDateTime) -> Planned {
+    Planned {
+        user_id,
+        key: EventKey {
+            timestamp: as_of,
+            rank: EventKind::Deleted as i16,
+            // Fixed: every reconcile at the same time agrees, and its rerun is stale.
+            digest: 0,
+        },
+        intent: Intent::Deactivate(Reason::AbsentFromExport),
+    }
+}
+
 /// FNV-1a over the event's content (not its id): deterministic across processes and
 /// versions, which a replica-safe tie-break needs; `DefaultHasher` promises neither.
 fn digest(event: &Event) -> i64 {
@@ -269,7 +288,7 @@ pub fn upsert_outcome(was_active: Option<bool>, now_active: bool) -> Outcome {
 pub fn deactivate_outcome(row_existed: bool, reason: Reason) -> Outcome {
     match (row_existed, reason) {
         (true, _) => Outcome::Deactivated,
-        (false, Reason::Deleted) => Outcome::Absent,
+        (false, Reason::Deleted | Reason::AbsentFromExport) => Outcome::Absent,
         (false, _) => Outcome::NotForService,
     }
 }

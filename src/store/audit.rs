@@ -54,6 +54,7 @@ pub(crate) fn reason(
         Reason::Deleted => "deleted upstream".to_string(),
         Reason::AccessRevoked => revoked(),
         Reason::InactiveUpstream => "inactive upstream".to_string(),
+        Reason::AbsentFromExport => "absent from a full export".to_string(),
     };
     let applied = || applied_ts.map_or("a newer event".into(), |t| format!("event of {}", at(t)));
     Some(match (outcome, intent) {

@@ -44,7 +44,7 @@ pub struct DeactivationSpec {
     pub flag: Option<String>,
     /// A timestamp column, set while deactivated.
     pub timestamp: Option<String>,
-    /// Where the reason (`deleted`, `access_revoked`, `inactive_upstream`) goes.
+    /// Where the reason (`deleted`, `access_revoked`, `inactive_upstream`, `absent_from_export`) goes.
     pub reason: Option<String>,
 }
 

@@ -339,11 +339,11 @@ async fn import_refuses_a_far_future_timestamp() {
     });
     let opts = user_sync::ops::import::ImportOptions {
         as_of: None,
-        dry_run: false,
         batch_size: 100,
+        ..Default::default()
     };
     let summary =
-        user_sync::ops::import::import(&env.settings(), &format!("{record}\n"), &opts, |_| {})
+        env.import_text(&format!("{record}\n"), &opts)
             .await
             .unwrap();
     assert_eq!(

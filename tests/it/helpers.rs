@@ -284,6 +284,19 @@ impl Env {
     }
 
     /// `command`, failing the test if it takes longer than `limit`.
+    /// Runs the library's import on `text`, written to a file of this test's own.
+    pub async fn import_text(
+        &self,
+        text: &str,
+        opts: &user_sync::ops::import::ImportOptions,
+    ) -> Result<user_sync::ops::import::ImportSummary, user_sync::ops::import::ImportError> {
+        let path = std::env::temp_dir().join(format!("{}.import", self.db.name));
+        std::fs::write(&path, text).unwrap();
+        let result = user_sync::ops::import::import(&self.settings(), &path, opts, |_, _| {}).await;
+        std::fs::remove_file(&path).unwrap();
+        result
+    }
+
     pub async fn command_within(&self, args: &[&str], limit: Duration) -> Run {
         let mut cmd = self.binary();
         cmd.args(args);

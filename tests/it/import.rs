@@ -57,7 +57,7 @@ async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win
     let path = file.to_str().unwrap();
 
     let out = import(&env, &[path, "--as-of", "2025-01-01T00:00:00Z", "--json"]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.code, 3, "done, but two records were rejected: {}", out.stderr);
     let s = out.json();
     assert_eq!(s["records"], 10_000);
     let invalid: Vec<u64> = s["invalid"]
@@ -69,7 +69,7 @@ async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win
     assert_eq!(invalid, [17, 100]);
     // Lines 17 and 100 are records 16 (lms) and 99 (sat); record 5 (lms) is stale.
     let lms = (0..10_000u32).filter(|i| i % 10 <= 6).count() as u64;
-    assert_eq!(s["outcomes"]["applied"].as_u64(), Some(lms - 2));
+    assert_eq!(s["outcomes"]["created"].as_u64(), Some(lms - 2));
     assert_eq!(s["outcomes"]["stale"], 1);
     let active = count(&store, "SELECT count(*) FROM users WHERE is_active").await;
     assert_eq!(active as u64, lms - 1);
@@ -83,7 +83,7 @@ async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win
     let Run {
         code, stdout: out, ..
     } = import(&env, &[path, "--as-of", "2025-01-01T00:00:00Z"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 3);
     assert!(out.contains("changed: 0\n"), "{out}");
     let total = count(&store, "SELECT count(*) FROM users").await;
     assert_eq!(total as u64, lms - 1);
@@ -111,13 +111,13 @@ async fn dry_run_counts_and_writes_nothing_and_the_summary_reads_plainly() {
     let Run {
         code, stdout: out, ..
     } = import(&env, &[path, "--dry-run"]);
-    assert_eq!(code, 0);
+    assert_eq!(code, 3, "one record was rejected");
     // The non-TTY output, whole: no progress bar, no escape codes.
     assert_eq!(
         out,
         "records: 3\n\
          would change: 1\n  \
-           applied: 1\n  \
+           created: 1\n  \
            not-for-this-service: 1\n\
          invalid: 1\n  \
            line 2: no timestamp, and no --as-of given\n\

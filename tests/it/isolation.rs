@@ -274,14 +274,14 @@ async fn an_import_applies_the_older_record_when_the_newer_one_of_the_user_fails
     );
     let opts = user_sync::ops::import::ImportOptions {
         as_of: None,
-        dry_run: false,
         batch_size: 100,
+        ..Default::default()
     };
-    let summary = user_sync::ops::import::import(&env.settings(), &text, &opts, |_| {})
+    let summary = env.import_text(&text, &opts)
         .await
         .unwrap();
     assert_eq!(summary.email_conflicts, [2]);
-    assert_eq!(summary.outcomes.get("applied"), Some(&1), "{summary:?}");
+    assert_eq!(summary.outcomes.get("updated"), Some(&1), "{summary:?}");
     assert_eq!(summary.outcomes.get("stale"), None, "{summary:?}");
     assert_eq!(hash_of(&store, 1).await.as_deref(), Some(new_hash.as_str()));
 }

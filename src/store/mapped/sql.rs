@@ -40,6 +40,8 @@ pub(crate) struct MappedSql {
     pub adopt: String,
     pub conflicts: String,
     pub update_status: String,
+    /// $1 auth ids: those that have a row (an import tells a created user from an update).
+    pub existing: String,
     /// Bound after the batch's nine arrays, in order, by `upsert` and `upsert_changes`.
     pub params: Vec<Param>,
     /// No index serves `lower(email)`: each attempt lets the planner hash-join (one scan
@@ -137,6 +139,12 @@ impl MappedSql {
             adopt: adopt(m, types),
             conflicts: conflicts(m, types),
             update_status: update_status(m, types),
+            existing: format!(
+                "SELECT x.{k}::uuid FROM {t} x JOIN UNNEST($1::uuid[]) AS i(auth_user_id) \
+                 ON x.{k} = {key}",
+                t = table(m),
+                k = q(&m.key)
+            ),
             params,
             hash_joins: false,
         }

@@ -1,0 +1,222 @@
+//! `user-sync import FILE`: backfill the users that existed before this service joined;
+//! with `--full --as-of T`, also deactivate the users a full export leaves out.
+//!
+//! Each record becomes a `user.created` event at its own `timestamp` (or `--as-of`) and
+//! goes through the worker's decoder, decision and SQL, so the watermarks protect every
+//! newer live event: an import never overrides one, and a rerun is all `stale`.
+//! `created` is also the weakest kind at an equal timestamp. The file is read as a stream
+//! (`read`), so memory does not grow with the export.
+
+mod full;
+mod read;
+mod record;
+mod summary;
+
+pub use summary::{ImportSummary, LISTED, Reconcile};
+
+use crate::decide::{self, Outcome, Planned};
+use crate::event::Rules;
+use crate::membership::Membership;
+use crate::pipeline::{Trail, apply_isolated};
+use crate::settings::Settings;
+use crate::store::{Commit, EventMeta, EventResult, Store};
+use read::Records;
+use record::Decoder;
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+#[derive(Debug, Default)]
+pub struct ImportOptions {
+    /// The time of records without their own `timestamp`; with `full`, the export's time.
+    pub as_of: Option<OffsetDateTime>,
+    pub dry_run: bool,
+    pub batch_size: usize,
+    /// The export holds every user: deactivate those it leaves out.
+    pub full: bool,
+    /// The operator confirmed a reconcile that deactivates more than the brake allows.
+    pub confirmed: bool,
+    /// Collect the auth ids of each change (for `--dry-run --json`).
+    pub list_ids: bool,
+}
+
+/// Where an import is, for a progress bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// `--full`, first read: the export's ids into the database; `done` is bytes read.
+    Checking,
+    /// Applying the records; `done` is bytes read.
+    Importing,
+    /// `--full`: deactivating the users left out; `done` of `of` users.
+    Deactivating { of: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}")]
+    File(String),
+    /// Nothing was changed: the export, or what it would do, needs the operator first.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Imports `path`; `progress(stage, done)` is called after each batch.
+pub async fn import(
+    settings: &Settings,
+    path: &Path,
+    opts: &ImportOptions,
+    progress: impl FnMut(Stage, u64),
+) -> Result<ImportSummary, ImportError> {
+    let store = Store::new(settings)?;
+    store.migrate().await?;
+    store.prepare_target().await.map_err(|p| {
+        let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
+        ImportError::File(lines.join("\n"))
+    })?;
+    let mut run = Run {
+        settings,
+        store: &store,
+        opts,
+        path: path.to_path_buf(),
+        summary: ImportSummary {
+            dry_run: opts.dry_run,
+            ids: opts.list_ids.then(Default::default),
+            ..Default::default()
+        },
+        progress,
+    };
+    let result = if opts.full {
+        full::reconcile(&mut run).await
+    } else {
+        run.import().await
+    };
+    store.pool().close().await;
+    result?;
+    run.summary.invalid.sort();
+    run.summary.email_conflicts.sort();
+    Ok(run.summary)
+}
+
+/// One import's state: where it reads, what it has done.
+struct Run<'a, P> {
+    settings: &'a Settings,
+    store: &'a Store,
+    opts: &'a ImportOptions,
+    path: PathBuf,
+    summary: ImportSummary,
+    progress: P,
+}
+
+/// Which tally a batch's results go to.
+#[derive(Clone, Copy)]
+enum Tally {
+    Records,
+    LeftOut,
+}
+
+impl<P: FnMut(Stage, u64)> Run<'_, P> {
+    fn open(&self) -> Result<Records, ImportError> {
+        let s = self.settings;
+        let decoder = Decoder {
+            as_of: self.opts.as_of.map(|t| t.format(&Rfc3339).expect("formats")),
+            // The worker's rules but the signature: a record dated far ahead would freeze
+            // its user.
+            rules: Rules {
+                max_body: s.max_body_bytes,
+                latest: Some(OffsetDateTime::now_utc() + s.max_future_skew),
+                signed: false,
+            },
+            membership: Membership::new(&s.service_name, &s.all_access_roles),
+        };
+        Records::open(&self.path, decoder, self.opts.batch_size)
+            .map_err(|e| ImportError::File(format!("{}: {e}", self.path.display())))
+    }
+
+    /// Reads the export and applies its records, a batch at a time.
+    async fn import(&mut self) -> Result<(), ImportError> {
+        let mut records = self.open()?;
+        while let Some(batch) = records.next().await {
+            let mut lines = Vec::new();
+            let mut planned = Vec::new();
+            for (line, decoded) in batch.map_err(ImportError::File)? {
+                self.summary.records += 1;
+                match decoded {
+                    Ok(p) => {
+                        lines.push(line);
+                        planned.push(p);
+                    }
+                    Err(why) => self.summary.invalid(line, why),
+                }
+            }
+            self.apply(&planned, Some(&lines), Tally::Records).await?;
+            (self.progress)(Stage::Importing, records.bytes_read());
+        }
+        Ok(())
+    }
+
+    /// Applies one batch as the worker would (isolating a failing record) and tallies the
+    /// results; `lines` of the records, none for the users a reconcile left out.
+    async fn apply(
+        &mut self,
+        planned: &[Planned],
+        lines: Option<&[usize]>,
+        tally: Tally,
+    ) -> Result<(), ImportError> {
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<_> = planned.iter().map(|p| p.user_id).collect();
+        let had_row = self.store.with_rows(&ids).await?;
+        let (users, losers) = decide::reduce(planned);
+        let meta = EventMeta {
+            event_id: None,
+            event_type: match tally {
+                Tally::Records => "import",
+                Tally::LeftOut => "reconcile",
+            },
+            received_at: OffsetDateTime::now_utc(),
+        };
+        let meta = vec![meta; planned.len()];
+        let trail = (self.settings.audit_retention_days > 0).then(|| Trail {
+            service: &self.settings.service_name,
+            meta: &meta,
+        });
+        let commit = if self.opts.dry_run {
+            Commit::RollBack
+        } else {
+            Commit::Yes
+        };
+        let results = apply_isolated(self.store, planned, &users, &losers, commit, trail).await?;
+        for (i, result) in results {
+            let line = lines.map_or(0, |l| l[i]);
+            let outcome = match result {
+                EventResult::Done(Outcome::Applied) if !had_row.contains(&ids[i]) => "created",
+                EventResult::Done(Outcome::Applied) => "updated",
+                EventResult::Done(o) => o.as_str(),
+                EventResult::EmailConflict => {
+                    self.summary.email_conflict(line);
+                    continue;
+                }
+                EventResult::Rejected(why) => {
+                    self.summary.invalid(line, why);
+                    continue;
+                }
+            };
+            let counts = match (tally, self.summary.reconcile.as_mut()) {
+                (Tally::LeftOut, Some(r)) => &mut r.absent,
+                _ => &mut self.summary.outcomes,
+            };
+            *counts.entry(outcome).or_default() += 1;
+            let listed = ["created", "updated", "reactivated", "deactivated"];
+            if let (Some(ids_of), true) = (self.summary.ids.as_mut(), listed.contains(&outcome)) {
+                ids_of.entry(outcome).or_default().push(ids[i]);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

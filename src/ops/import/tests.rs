@@ -1,0 +1,69 @@
+use super::read::Records;
+use super::record::Decoder;
+use crate::event::Rules;
+use crate::membership::Membership;
+
+fn decoder() -> Decoder {
+    Decoder {
+        as_of: Some("2024-01-01T00:00:00Z".into()),
+        rules: Rules {
+            max_body: 1 << 20,
+            latest: None,
+            signed: false,
+        },
+        membership: Membership::new("lms", &["teacher".to_string()]),
+    }
+}
+
+/// Every record's number and whether it decoded, and the file error that ended it, if any.
+async fn read(text: &str, batch: usize) -> (Vec<(usize, bool)>, Option<String>) {
+    let dir = std::env::temp_dir().join(format!("usync-read-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("export");
+    std::fs::write(&path, text).unwrap();
+    let mut records = Records::open(&path, decoder(), batch).unwrap();
+    let (mut seen, mut failed) = (Vec::new(), None);
+    while let Some(b) = records.next().await {
+        match b {
+            Ok(b) => seen.extend(b.into_iter().map(|(l, r)| (l, r.is_ok()))),
+            Err(e) => failed = Some(e),
+        }
+    }
+    assert_eq!(records.bytes_read(), text.len() as u64);
+    std::fs::remove_dir_all(&dir).unwrap();
+    (seen, failed)
+}
+
+fn user(n: u32) -> String {
+    format!(
+        r#"{{"id":"00000000-0000-0000-0000-{n:012}","email":"u{n}@example.com","role":"teacher","is_active":true}}"#
+    )
+}
+
+#[tokio::test]
+async fn json_lines_keep_their_line_numbers_across_batches_and_blank_lines() {
+    let text = format!("\n\n{}\n\n  \nnot json\n{}\r\n{}", user(1), user(2), user(3));
+    let (seen, failed) = read(&text, 2).await;
+    assert_eq!(seen, [(3, true), (6, false), (7, true), (8, true)]);
+    assert_eq!(failed, None);
+}
+
+#[tokio::test]
+async fn array_items_are_numbered_and_a_broken_array_ends_the_stream() {
+    let text = format!(" [{}, 5, {}]\n", user(1), user(2));
+    let (seen, failed) = read(&text, 1).await;
+    assert_eq!(seen, [(1, true), (2, false), (3, true)]);
+    assert_eq!(failed, None);
+
+    let (seen, failed) = read(&format!("[{}, {}", user(1), user(2)), 10).await;
+    assert_eq!(seen, [(1, true), (2, true)], "what was read before the error");
+    assert!(failed.unwrap().starts_with("not a JSON array"));
+    let (_, failed) = read(&format!("[{}] trailing", user(1)), 10).await;
+    assert!(failed.is_some());
+}
+
+#[tokio::test]
+async fn an_empty_file_has_no_records() {
+    assert_eq!(read("", 3).await, (vec![], None));
+    assert_eq!(read(" \n\n", 3).await, (vec![], None));
+}
