@@ -3,8 +3,8 @@
 //! one set-based statement, whatever the export's size, and never a set in memory.
 
 use super::Store;
-use sqlx::postgres::PgPoolCopyExt;
 use crate::decide::{EventKey, Intent, Planned};
+use sqlx::postgres::PgPoolCopyExt;
 use std::collections::HashSet;
 use std::fmt::Write;
 use time::OffsetDateTime;
@@ -52,7 +52,10 @@ impl ExportIds {
         .fetch_all(store.pool())
         .await?;
         for old in tables {
-            let born = old[PREFIX.len()..].split('_').next().and_then(|t| t.parse().ok());
+            let born = old[PREFIX.len()..]
+                .split('_')
+                .next()
+                .and_then(|t| t.parse().ok());
             if born.is_some_and(|t: i64| t < now - LEFTOVER_SECS) {
                 sqlx::query(&format!("DROP TABLE IF EXISTS \"{old}\""))
                     .execute(store.pool())

@@ -342,10 +342,10 @@ async fn import_refuses_a_far_future_timestamp() {
         batch_size: 100,
         ..Default::default()
     };
-    let summary =
-        env.import_text(&format!("{record}\n"), &opts)
-            .await
-            .unwrap();
+    let summary = env
+        .import_text(&format!("{record}\n"), &opts)
+        .await
+        .unwrap();
     assert_eq!(
         summary.invalid.len(),
         1,

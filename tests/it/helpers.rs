@@ -283,7 +283,6 @@ impl Env {
         run(self.binary().args(args))
     }
 
-    /// `command`, failing the test if it takes longer than `limit`.
     /// Runs the library's import on `text`, written to a file of this test's own.
     pub async fn import_text(
         &self,
@@ -297,6 +296,7 @@ impl Env {
         result
     }
 
+    /// `command`, failing the test if it takes longer than `limit`.
     pub async fn command_within(&self, args: &[&str], limit: Duration) -> Run {
         let mut cmd = self.binary();
         cmd.args(args);

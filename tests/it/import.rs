@@ -57,7 +57,11 @@ async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win
     let path = file.to_str().unwrap();
 
     let out = import(&env, &[path, "--as-of", "2025-01-01T00:00:00Z", "--json"]);
-    assert_eq!(out.code, 3, "done, but two records were rejected: {}", out.stderr);
+    assert_eq!(
+        out.code, 3,
+        "done, but two records were rejected: {}",
+        out.stderr
+    );
     let s = out.json();
     assert_eq!(s["records"], 10_000);
     let invalid: Vec<u64> = s["invalid"]
@@ -130,4 +134,61 @@ async fn dry_run_counts_and_writes_nothing_and_the_summary_reads_plainly() {
         0
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[path = "../../benches/import/export.rs"]
+mod export;
+
+/// Runs `cmd` to its end; its exit code and peak resident memory (KiB), from the kernel's
+/// own accounting of the child (`wait4`), not from sampling.
+fn peak_rss(mut cmd: std::process::Command) -> (i32, i64) {
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is valid; wait4 reaps our own child and fills it in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as libc::pid_t;
+    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid);
+    (libc::WEXITSTATUS(status), usage.ru_maxrss)
+}
+
+/// Import reads its export as a stream: ten times the users, the same peak memory. (The
+/// in-memory import it replaced peaked at about 6.5 times the file's size.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peak_memory_does_not_grow_with_the_export() {
+    let env = Env::new().await.set("audit_retention_days", "0");
+    let store = env.store();
+    let dir = std::env::temp_dir().join(format!("usync-rss-{}", env.db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut peaks = Vec::new();
+    for n in [20_000u64, 200_000] {
+        let file = dir.join(format!("{n}.jsonl"));
+        export::write_export(&file, n).unwrap();
+        let mut cmd = env.binary();
+        cmd.args([
+            "import",
+            file.to_str().unwrap(),
+            "--as-of",
+            "2024-01-01T00:00:00Z",
+        ]);
+        let (code, peak) = tokio::task::spawn_blocking(move || peak_rss(cmd))
+            .await
+            .unwrap();
+        assert_eq!(code, 0, "import of {n} users");
+        std::fs::remove_file(&file).unwrap();
+        peaks.push(peak);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    let rows = count(&store, "SELECT count(*) FROM users").await;
+    assert!(rows > 100_000, "the exports were applied: {rows} rows");
+    let (small, large) = (peaks[0], peaks[1]);
+    assert!(
+        large < small + 8 * 1024,
+        "peak RSS grew with the export: 20 000 users {small} KiB, 200 000 users {large} KiB"
+    );
+    eprintln!("peak RSS: 20 000 users {small} KiB, 200 000 users {large} KiB");
 }

@@ -277,9 +277,7 @@ async fn an_import_applies_the_older_record_when_the_newer_one_of_the_user_fails
         batch_size: 100,
         ..Default::default()
     };
-    let summary = env.import_text(&text, &opts)
-        .await
-        .unwrap();
+    let summary = env.import_text(&text, &opts).await.unwrap();
     assert_eq!(summary.email_conflicts, [2]);
     assert_eq!(summary.outcomes.get("updated"), Some(&1), "{summary:?}");
     assert_eq!(summary.outcomes.get("stale"), None, "{summary:?}");

@@ -22,5 +22,6 @@ mod ops;
 mod pgbouncer;
 mod probes;
 mod process;
+mod reconcile;
 mod signed;
 mod tls;

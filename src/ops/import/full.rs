@@ -46,8 +46,7 @@ async fn passes<P: FnMut(Stage, u64)>(
     let valid = record_ids(run, ids).await?;
     if valid == 0 {
         return Err(ImportError::Refused(
-            "the export holds no valid record: a full reconcile would deactivate every user"
-                .into(),
+            "the export holds no valid record: a full reconcile would deactivate every user".into(),
         ));
     }
     ids.seal().await?;

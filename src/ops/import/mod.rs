@@ -120,7 +120,10 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
     fn open(&self) -> Result<Records, ImportError> {
         let s = self.settings;
         let decoder = Decoder {
-            as_of: self.opts.as_of.map(|t| t.format(&Rfc3339).expect("formats")),
+            as_of: self
+                .opts
+                .as_of
+                .map(|t| t.format(&Rfc3339).expect("formats")),
             // The worker's rules but the signature: a record dated far ahead would freeze
             // its user.
             rules: Rules {

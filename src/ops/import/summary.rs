@@ -9,7 +9,13 @@ use uuid::Uuid;
 pub const LISTED: usize = 1000;
 
 /// The outcomes that change the table.
-const CHANGES: [&str; 5] = ["created", "updated", "reactivated", "deactivated", "backfilled"];
+const CHANGES: [&str; 5] = [
+    "created",
+    "updated",
+    "reactivated",
+    "deactivated",
+    "backfilled",
+];
 
 #[derive(Debug, Default, Serialize)]
 pub struct ImportSummary {
@@ -48,9 +54,8 @@ pub struct Reconcile {
 impl ImportSummary {
     pub fn changed(&self) -> usize {
         let absent = self.reconcile.as_ref().map(|r| &r.absent);
-        let count = |m: &BTreeMap<&str, usize>| -> usize {
-            CHANGES.iter().filter_map(|k| m.get(k)).sum()
-        };
+        let count =
+            |m: &BTreeMap<&str, usize>| -> usize { CHANGES.iter().filter_map(|k| m.get(k)).sum() };
         count(&self.outcomes) + absent.map_or(0, count)
     }
 

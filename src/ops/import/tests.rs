@@ -42,7 +42,12 @@ fn user(n: u32) -> String {
 
 #[tokio::test]
 async fn json_lines_keep_their_line_numbers_across_batches_and_blank_lines() {
-    let text = format!("\n\n{}\n\n  \nnot json\n{}\r\n{}", user(1), user(2), user(3));
+    let text = format!(
+        "\n\n{}\n\n  \nnot json\n{}\r\n{}",
+        user(1),
+        user(2),
+        user(3)
+    );
     let (seen, failed) = read(&text, 2).await;
     assert_eq!(seen, [(3, true), (6, false), (7, true), (8, true)]);
     assert_eq!(failed, None);
@@ -56,7 +61,11 @@ async fn array_items_are_numbered_and_a_broken_array_ends_the_stream() {
     assert_eq!(failed, None);
 
     let (seen, failed) = read(&format!("[{}, {}", user(1), user(2)), 10).await;
-    assert_eq!(seen, [(1, true), (2, true)], "what was read before the error");
+    assert_eq!(
+        seen,
+        [(1, true), (2, true)],
+        "what was read before the error"
+    );
     assert!(failed.unwrap().starts_with("not a JSON array"));
     let (_, failed) = read(&format!("[{}] trailing", user(1)), 10).await;
     assert!(failed.is_some());

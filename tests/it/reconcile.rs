@@ -1,0 +1,329 @@
+//! `user-sync import --full --as-of T`: a full export repairs drift, and never undoes an
+//! event newer than the export.
+
+use crate::helpers::*;
+use serde_json::Value;
+use std::time::Duration;
+
+const T: &str = "2024-06-01T00:00:00Z";
+const BEFORE: &str = "2024-01-01T00:00:00Z";
+const AFTER: &str = "2024-07-01T00:00:00Z";
+
+/// User `n`'s record in an export (no timestamp of its own: `--as-of` dates it).
+fn record(n: u8, role: &str, services: &[&str]) -> Value {
+    let mut user = event("user.created", n, BEFORE, role, services)["user"].clone();
+    user.as_object_mut().unwrap().remove("timestamp");
+    user
+}
+
+fn lines(records: &[Value]) -> String {
+    records.iter().map(|r| format!("{r}\n")).collect()
+}
+
+/// A file of this test's own; removed when dropped.
+struct Export(std::path::PathBuf);
+
+impl Export {
+    fn new(env: &Env, name: &str, text: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("{}-{name}.jsonl", env.db.name));
+        std::fs::write(&path, text).unwrap();
+        Export(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for Export {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn full(env: &Env, export: &Export, extra: &[&str]) -> Run {
+    let args = [&["import", export.path(), "--full", "--as-of", T], extra].concat();
+    env.command(&args)
+}
+
+/// Every user's (active, reason, email, last name), by auth id.
+async fn table(store: &user_sync::store::Store) -> Vec<(uuid::Uuid, bool, Option<String>, String)> {
+    sqlx::query_as(
+        "SELECT auth_user_id, is_active, deactivation_reason, coalesce(last_name, '') \
+         FROM users ORDER BY auth_user_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Waits until the workers have decided `events` events (each leaves one audit row).
+async fn drained(store: &user_sync::store::Store, events: i64) {
+    let sql = "SELECT count(*) FROM audit_log WHERE event_type LIKE 'user.%'";
+    wait_for("the events decided", Duration::from_secs(30), || async {
+        count(store, sql).await >= events
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_of_each_kind_is_repaired_and_newer_events_stand() {
+    let env = Env::new().await;
+    let store = env.store();
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    for n in [1, 2, 3, 4, 5, 7] {
+        p.send("user.created", n, BEFORE, "student", &["lms"]).await;
+    }
+    p.send("user.created", 9, BEFORE, "teacher", &[]).await;
+    // 3 was deleted, but the export (taken later) has them: a lost reactivation.
+    p.send(
+        "user.deleted",
+        3,
+        "2024-02-01T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+    .await;
+    // After the export: 7 deleted, 8 created.
+    p.send("user.deleted", 7, AFTER, "student", &["lms"]).await;
+    p.send("user.created", 8, AFTER, "student", &["lms"]).await;
+    drained(&store, 10).await;
+    worker.stop().await;
+
+    let mut renamed = record(2, "student", &["lms"]);
+    renamed["last_name"] = "Renamed".into();
+    let export = Export::new(
+        &env,
+        "full",
+        &lines(&[
+            record(1, "student", &["lms"]),
+            renamed,
+            record(3, "student", &["lms"]),
+            // 4 and 9 are left out; 5 is no longer for this service; 6 is new.
+            record(5, "student", &["sat"]),
+            record(6, "student", &["lms"]),
+            record(7, "student", &["lms"]),
+        ]),
+    );
+    let out = full(&env, &export, &["--json"]).ok();
+    let s = out.json();
+    assert_eq!(s["reconcile"]["would_deactivate"], 3, "{s}");
+    assert_eq!(s["outcomes"]["created"], 1, "{s}");
+    assert_eq!(s["outcomes"]["reactivated"], 1, "{s}");
+    assert_eq!(s["outcomes"]["deactivated"], 1, "{s}");
+    // 7's deletion after T stands; the record's fields are newer than the row's.
+    assert_eq!(s["outcomes"]["backfilled"], 1, "{s}");
+    assert_eq!(s["reconcile"]["absent"]["deactivated"], 2, "{s}");
+
+    let state = |n: u8| {
+        let store = &store;
+        async move { row(store, n).await.map(|(a, r, _)| (a, r)) }
+    };
+    let active = Some((true, None));
+    let gone = |why: &str| Some((false, Some(why.to_string())));
+    assert_eq!(state(1).await, active);
+    assert_eq!(state(2).await, active);
+    assert_eq!(state(3).await, active, "reactivated");
+    assert_eq!(state(4).await, gone("absent_from_export"));
+    assert_eq!(state(5).await, gone("access_revoked"));
+    assert_eq!(state(6).await, active, "created");
+    assert_eq!(state(7).await, gone("deleted"), "a deletion after T stands");
+    assert_eq!(state(8).await, active, "a user created after T stays");
+    assert_eq!(state(9).await, gone("absent_from_export"), "staff too");
+    let name: String = sqlx::query_scalar("SELECT last_name FROM users WHERE auth_user_id = $1")
+        .bind(uid(2))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(name, "Renamed");
+
+    // The reconcile's decision reads like an event's.
+    let why = env.command(&["explain", &uid(4).to_string()]).ok().stdout;
+    assert!(why.contains("reconcile"), "{why}");
+    assert!(why.contains("absent from a full export"), "{why}");
+
+    let before = table(&store).await;
+    let again = full(&env, &export, &[]).ok();
+    assert!(again.stdout.contains("changed: 0\n"), "{}", again.stdout);
+    assert_eq!(table(&store).await, before, "a rerun changes nothing");
+    let tables = count(
+        &store,
+        "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'export_ids_%'",
+    )
+    .await;
+    assert_eq!(tables, 0, "the export's id table is dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brake_and_an_empty_export_refuse_and_a_dry_run_lists_the_diff() {
+    let env = Env::new().await.set("deactivation_brake", "2");
+    let store = env.store();
+    let everyone: Vec<Value> = (1..=5).map(|n| record(n, "student", &["lms"])).collect();
+    let setup = Export::new(&env, "setup", &lines(&everyone));
+    env.command(&["import", setup.path(), "--as-of", BEFORE])
+        .ok();
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM users WHERE is_active").await,
+        5
+    );
+
+    let mut renamed = record(1, "student", &["lms"]);
+    renamed["last_name"] = "Renamed".into();
+    let one = Export::new(
+        &env,
+        "one",
+        &lines(&[renamed, record(6, "student", &["lms"])]),
+    );
+    let dry = full(&env, &one, &["--dry-run", "--json"]).ok();
+    let s = dry.json();
+    let ids = |kind: &str| -> Vec<String> {
+        let list = s["ids"][kind].as_array().cloned().unwrap_or_default();
+        list.iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut left_out: Vec<String> = (2..=5).map(|n| uid(n).to_string()).collect();
+    left_out.sort();
+    assert_eq!(ids("deactivated"), left_out, "{s}");
+    assert_eq!(ids("created"), [uid(6).to_string()], "{s}");
+    assert_eq!(ids("updated"), [uid(1).to_string()], "{s}");
+    assert_eq!(s["reconcile"]["needs_yes"], true, "{s}");
+    let text = full(&env, &one, &["--dry-run"]).ok().stdout;
+    assert!(text.contains("needs --yes"), "{text}");
+    assert!(text.contains("dry run: nothing was written"), "{text}");
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM users WHERE is_active").await,
+        5
+    );
+
+    let refused = full(&env, &one, &[]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("DEACTIVATION_BRAKE"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM users WHERE is_active").await,
+        5
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM users").await,
+        5,
+        "nothing created"
+    );
+
+    let confirmed = full(&env, &one, &["--yes"]).ok();
+    assert!(
+        confirmed.stdout.contains("deactivated: 4"),
+        "{}",
+        confirmed.stdout
+    );
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM users WHERE is_active").await,
+        2
+    );
+
+    for (name, text) in [("empty", ""), ("invalid", "{\"id\": 5}\nnot json\n")] {
+        let empty = Export::new(&env, name, text);
+        let refused = full(&env, &empty, &["--yes"]);
+        assert_eq!(refused.code, 1, "{name}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains("no valid record"),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(
+        count(&store, "SELECT count(*) FROM users WHERE is_active").await,
+        2
+    );
+
+    // Usage: --full needs --as-of; --yes needs --full.
+    let no_time = env.command(&["import", one.path(), "--full"]);
+    assert_eq!(no_time.code, 2, "{}", no_time.stderr);
+    let stray_yes = env.command(&["import", one.path(), "--yes"]);
+    assert_eq!(stray_yes.code, 2, "{}", stray_yes.stderr);
+}
+
+/// The events of the reconcile tests below: before `T` (the export reflects them, but for
+/// the lost deletions of 31-35), and after it.
+fn history() -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+    let mut before = Vec::new();
+    for n in 1..=35 {
+        before.push(event("user.created", n, BEFORE, "student", &["lms"]));
+    }
+    // In the export: 1-30. 31-35 were deleted upstream, their events lost.
+    let export = (1..=30).map(|n| record(n, "student", &["lms"])).collect();
+    let mut after = Vec::new();
+    for n in 1..=5 {
+        after.push(event("user.deleted", n, AFTER, "student", &["lms"]));
+    }
+    for n in 6..=10 {
+        let mut e = event("user.updated", n, AFTER, "student", &["lms"]);
+        e["user"]["last_name"] = "Later".into();
+        after.push(e);
+    }
+    for n in 41..=45 {
+        after.push(event("user.created", n, AFTER, "student", &["lms"]));
+    }
+    // Redeliveries of older events, interleaved.
+    after.extend(before.iter().step_by(3).cloned());
+    (before, export, after)
+}
+
+/// Two replicas consuming while the reconcile runs end with the table of the reconcile
+/// followed by the events. Small batches, so that the two interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_consuming_during_a_reconcile_converge_to_reconcile_then_consume() {
+    let (before, export, after) = history();
+    let mut tables = Vec::new();
+    for concurrent in [false, true] {
+        let env = Env::new().await.set("batch_size", "5");
+        let store = env.store();
+        let p = env.publisher().await;
+        let first = env.start().await;
+        for e in &before {
+            p.publish_json(e).await;
+        }
+        drained(&store, 35).await;
+        let file = Export::new(&env, "full", &lines(&export));
+        let args = ["import", file.path(), "--full", "--as-of", T];
+        if concurrent {
+            let second = env.start().await;
+            let publishing = async {
+                for e in &after {
+                    p.publish_json(e).await;
+                }
+            };
+            let reconciling = env.command_within(&args, Duration::from_secs(60));
+            let (_, out) = tokio::join!(publishing, reconciling);
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            drained(&store, (before.len() + after.len()) as i64).await;
+            second.stop().await;
+        } else {
+            first.stop().await;
+            env.command(&args).ok();
+            let first = env.start().await;
+            for e in &after {
+                p.publish_json(e).await;
+            }
+            drained(&store, (before.len() + after.len()) as i64).await;
+            first.stop().await;
+            tables.push(table(&store).await);
+            continue;
+        }
+        first.stop().await;
+        tables.push(table(&store).await);
+    }
+    assert_eq!(tables[0].len(), 40);
+    let inactive = tables[0].iter().filter(|r| !r.1).count();
+    assert_eq!(inactive, 10, "1-5 deleted, 31-35 absent: {:?}", tables[0]);
+    assert_eq!(tables[1], tables[0]);
+}
