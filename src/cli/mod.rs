@@ -74,12 +74,7 @@ pub enum Command {
     /// Backfill users from an export (a JSON array or JSON lines of `user` objects, each
     /// with a `timestamp` or given `--as-of`), through the worker's rules: safe to rerun,
     /// never overrides a newer event.
-    // The import's arguments live in cli/import.rs; their help is completed here until
-    // that file carries it.
-    #[command(
-        mut_arg("file", |a| a.help("The export file: a JSON array, or one JSON object per line")),
-        mut_arg("json", |a| a.help(JSON_HELP)),
-    )]
+    #[command(mut_args(import_help))]
     Import(ImportArgs),
     /// The mass-deactivation brake: whether it holds, and releasing it.
     #[command(subcommand)]
@@ -92,6 +87,19 @@ pub enum Command {
         #[command(flatten)]
         report: Report,
     },
+}
+
+/// Help for the import's arguments (cli/import.rs) that do not carry their own: theirs wins
+/// once written. `mut_args`, not `mut_arg`: clap panics on a `mut_arg` whose id is gone.
+fn import_help(arg: clap::Arg) -> clap::Arg {
+    if arg.get_help().is_some() {
+        return arg;
+    }
+    match arg.get_id().as_str() {
+        "file" => arg.help("The export file: a JSON array, or one JSON object per line"),
+        "json" => arg.help(JSON_HELP),
+        _ => arg,
+    }
 }
 
 impl Command {
