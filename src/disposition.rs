@@ -29,8 +29,10 @@ pub enum Disposition {
     },
 }
 
-/// The `x-error-kind` header of a dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The `x-error-kind` header of a dead letter. Its command-line names (`dlq replay
+/// --kind`) are the header's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
 pub enum DeadKind {
     Permanent,
     RetriesExhausted,
@@ -114,6 +116,16 @@ mod tests {
             }
         );
         assert_eq!(DeadKind::BadSignature.as_str(), "bad_signature");
+    }
+
+    #[test]
+    fn the_command_lines_kinds_are_the_headers_values() {
+        use clap::ValueEnum;
+        assert_eq!(DeadKind::value_variants(), DeadKind::ALL);
+        for kind in DeadKind::ALL {
+            let name = kind.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(name.as_deref(), Some(kind.as_str()));
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 mod cli;
 
 use clap::Parser;
+use cli::exit::Exit;
 use cli::{Cli, Command};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,29 +50,26 @@ fn limit_malloc_arenas() {
 fn limit_malloc_arenas() {}
 
 async fn async_main() -> ExitCode {
-    let cli = Cli::parse();
+    let command = Cli::parse().command.unwrap_or(Command::Run);
     // Before loading the settings: the probe needs HTTP_ADDR only.
-    if let Some(Command::Healthcheck) = cli.command {
+    if let Command::Healthcheck = command {
         return cli::healthcheck().await;
     }
-    let settings = match Settings::load() {
+    let settings = match cli::settings_for(&command) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("user-sync: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    match cli.command.unwrap_or(Command::Run) {
+    match command {
         Command::Run => run(settings).await,
         Command::Healthcheck => unreachable!("answered before the settings are loaded"),
         Command::Migrate { print_target_sql } => migrate(settings, print_target_sql).await,
         // The operator's commands print reports, not logs.
-        Command::Status { json } => cli::status(&settings, json).await,
+        Command::Status { report } => cli::status(&settings, report).await,
         Command::Dlq(dlq) => cli::dlq(&settings, dlq).await,
         Command::Send(args) => cli::send(&settings, args).await,
         Command::Import(args) => cli::import(&settings, args).await,
         Command::Brake(brake) => cli::brake(&settings, brake).await,
-        Command::Explain { user, json } => cli::explain(&settings, &user, json).await,
+        Command::Explain { user, report } => cli::explain(&settings, &user, report).await,
     }
 }
 
@@ -84,7 +82,7 @@ async fn run(settings: Settings) -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
-            return ExitCode::FAILURE;
+            return Exit::Failed.into();
         }
     };
     let shutdown = CancellationToken::new();
@@ -98,45 +96,45 @@ async fn run(settings: Settings) -> ExitCode {
                 Ok(r) => r,
                 Err(_) => {
                     tracing::error!("drain timed out; unacked deliveries return to the queue");
-                    return ExitCode::FAILURE;
+                    return Exit::Failed.into();
                 }
             }
         }
     };
     match exit_code(joined) {
-        ExitCode::SUCCESS if PANICKED.load(Ordering::SeqCst) => {
+        Exit::Done if PANICKED.load(Ordering::SeqCst) => {
             tracing::error!("a task panicked");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
-        code => code,
+        code => code.into(),
     }
 }
 
 /// The worker task's end as an exit code: an error or a panic (a `JoinError`) is a failure.
-fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> ExitCode {
+fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> Exit {
     match joined {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(())) => Exit::Done,
         // A mapping that does not fit is a configuration error: one line per problem,
         // exit 2 like any other invalid setting.
         Ok(Err(StartError::Config(problem))) => {
             tracing::error!("{problem}");
             eprintln!("user-sync: {problem}");
-            ExitCode::from(2)
+            Exit::Usage
         }
         Ok(Err(StartError::Target(problems))) => {
             for problem in problems {
                 tracing::error!("{problem}");
                 eprintln!("user-sync: {problem}");
             }
-            ExitCode::from(2)
+            Exit::Usage
         }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "user-sync failed");
-            ExitCode::FAILURE
+            Exit::Failed
         }
         Err(e) => {
             tracing::error!(error = %e, "the worker task panicked or was cancelled");
-            ExitCode::FAILURE
+            Exit::Failed
         }
     }
 }
@@ -145,11 +143,10 @@ fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> ExitCode {
 async fn migrate(settings: Settings, print_target_sql: bool) -> ExitCode {
     if print_target_sql {
         let Some(target) = &settings.target else {
-            eprintln!("user-sync: no [target] section in the settings file");
-            return ExitCode::from(2);
+            return cli::usage("no [target] section in the settings file");
         };
         print!("{}", user_sync::store::target_sql(target));
-        return ExitCode::SUCCESS;
+        return Exit::Done.into();
     }
     user_sync::telemetry::init(settings.log_format);
     let migrated = match user_sync::store::Store::new(&settings) {
@@ -159,11 +156,11 @@ async fn migrate(settings: Settings, print_target_sql: bool) -> ExitCode {
     match migrated {
         Ok(()) => {
             tracing::info!(schema = %settings.database_schema, "migrations applied");
-            ExitCode::SUCCESS
+            Exit::Done.into()
         }
         Err(e) => {
             tracing::error!(error = %e, "migrations failed");
-            ExitCode::FAILURE
+            Exit::Failed.into()
         }
     }
 }
@@ -184,7 +181,9 @@ mod tests {
     #[tokio::test]
     async fn a_panicked_worker_task_is_a_failure_exit() {
         let panicked = tokio::spawn(async { panic!("boom") }).await;
-        assert_eq!(exit_code(panicked.map(|()| Ok(()))), ExitCode::FAILURE);
-        assert_eq!(exit_code(Ok(Ok(()))), ExitCode::SUCCESS);
+        assert_eq!(exit_code(panicked.map(|()| Ok(()))), Exit::Failed);
+        assert_eq!(exit_code(Ok(Ok(()))), Exit::Done);
+        let config = StartError::Config("a pooler in transaction mode".into());
+        assert_eq!(exit_code(Ok(Err(config))), Exit::Usage);
     }
 }

@@ -1,21 +1,48 @@
-//! The command line: the worker's commands and the operator's, parsed by clap.
+//! The command line: the worker's commands and the operator's, parsed by clap, and what
+//! each of them needs of the settings.
 
+mod brake;
+mod dlq;
+pub(crate) mod exit;
 mod import;
+mod send;
+#[cfg(test)]
+mod tests;
 
 use clap::{Args, Parser, Subcommand};
-pub use import::{ImportArgs, import};
-use std::path::PathBuf;
+use exit::Exit;
 use std::process::ExitCode;
-use user_sync::ops::{brake, dlq, explain, send, status};
+use user_sync::ops::{explain, status};
 use user_sync::settings::Settings;
+
+pub use brake::{BrakeCommand, brake};
+pub use dlq::{DlqCommand, dlq};
+pub use import::{ImportArgs, import};
+pub use send::{SendArgs, send};
 
 /// Keeps this backend's users in step with the central auth system's RabbitMQ events.
 /// Every command reads the same environment (see README, Configuration).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Exit codes: 0 done; 1 failed (unreachable, refused, runtime error); \
+                  2 usage or configuration; 3 done, but some records were rejected or came \
+                  straight back (import, dlq replay)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+const JSON_HELP: &str = "Print the report as JSON, for scripts";
+
+// `--json`, the same on every command that reports. Not a doc comment: clap would make a
+// flattened struct's doc the about of every command it is flattened into.
+#[derive(Args, Clone, Copy)]
+pub struct Report {
+    #[arg(long, help = JSON_HELP)]
+    pub json: bool,
 }
 
 #[derive(Subcommand)]
@@ -28,110 +55,102 @@ pub enum Command {
     /// Create the schema and apply the migrations, then exit.
     Migrate {
         /// Print, without running it, the DDL the backend adds for a `[target]` table: the
-        /// key column and its unique index.
+        /// key column and its unique index. Needs no database.
         #[arg(long)]
         print_target_sql: bool,
     },
-    /// Queue depths and consumers, and the table's user counts. Exit 1 if the broker or
-    /// the database cannot be reached.
+    /// Queue depths and consumers, and the table's user counts (without `DATABASE_URL`,
+    /// the queues only). Exit 1 if the broker, or the database when configured, cannot be
+    /// reached.
     Status {
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        report: Report,
     },
     /// Inspect, replay or purge the dead-letter queue.
     #[command(subcommand)]
     Dlq(DlqCommand),
-    /// Publish one well-formed event to the exchange (a smoke test after a deployment).
+    /// Publish one well-formed event (a smoke test after a deployment).
     Send(SendArgs),
     /// Backfill users from an export (a JSON array or JSON lines of `user` objects, each
     /// with a `timestamp` or given `--as-of`), through the worker's rules: safe to rerun,
     /// never overrides a newer event.
+    #[command(mut_args(import_help))]
     Import(ImportArgs),
-    /// The mass-deactivation brake: `status`, or `release` it (every replica) and move the
-    /// held deactivations back to the queue to be applied.
+    /// The mass-deactivation brake: whether it holds, and releasing it.
     #[command(subcommand)]
     Brake(BrakeCommand),
     /// Why is this user missing, inactive or still active? Their row, watermarks, audit
-    /// trail (newest first) and any dead letters, by email, auth id or local row id.
+    /// trail (newest first) and any dead letters.
     Explain {
+        /// The user: an email, an auth user id (UUID) or a local row id.
         user: String,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        report: Report,
     },
 }
 
-#[derive(Subcommand)]
-pub enum BrakeCommand {
-    Status {
-        #[arg(long)]
-        json: bool,
-    },
-    Release {
-        #[arg(long)]
-        json: bool,
-    },
+/// Help for the import's arguments (cli/import.rs) that do not carry their own: theirs wins
+/// once written. `mut_args`, not `mut_arg`: clap panics on a `mut_arg` whose id is gone.
+fn import_help(arg: clap::Arg) -> clap::Arg {
+    if arg.get_help().is_some() {
+        return arg;
+    }
+    match arg.get_id().as_str() {
+        "file" => arg.help("The export file: a JSON array, or one JSON object per line"),
+        "json" => arg.help(JSON_HELP),
+        _ => arg,
+    }
 }
 
-#[derive(Subcommand)]
-pub enum DlqCommand {
-    /// One line per dead letter, oldest first; nothing is consumed.
-    List {
-        #[arg(long, default_value_t = 1000)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Headers and body of the dead letter at a position of `list` (hashes masked).
-    Show {
-        position: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Move dead letters back to the main queue with their attempts reset.
-    Replay {
-        /// Only this `x-error-kind` (permanent, retries_exhausted, email_conflict).
-        #[arg(long)]
-        kind: Option<String>,
-        #[arg(long)]
-        limit: Option<usize>,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Delete every dead letter.
-    Purge {
-        /// Required: purging cannot be undone.
-        #[arg(long)]
-        yes: bool,
-    },
+impl Command {
+    /// As typed after `user-sync`: a missing setting's error names it.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Command::Run => "run",
+            Command::Healthcheck => "healthcheck",
+            Command::Migrate { .. } => "migrate",
+            Command::Status { .. } => "status",
+            Command::Dlq(_) => "dlq",
+            Command::Send(_) => "send",
+            Command::Import(_) => "import",
+            Command::Brake(BrakeCommand::Status { .. }) => "brake status",
+            Command::Brake(BrakeCommand::Release { .. }) => "brake release",
+            Command::Explain { .. } => "explain",
+        }
+    }
+
+    /// Whether the command cannot run without the database. `status` asks it only when
+    /// it is configured; `explain` looks into the DLQ too, if the broker answers.
+    pub(crate) fn needs_database(&self) -> bool {
+        match self {
+            Command::Run | Command::Import(_) | Command::Brake(_) | Command::Explain { .. } => true,
+            Command::Migrate { print_target_sql } => !print_target_sql,
+            Command::Healthcheck | Command::Status { .. } | Command::Dlq(_) | Command::Send(_) => {
+                false
+            }
+        }
+    }
 }
 
-#[derive(Args)]
-pub struct SendArgs {
-    /// created, updated or deleted.
-    #[arg(long = "type", default_value = "created")]
-    kind: String,
-    #[arg(long, default_value = "smoke-test@example.com")]
-    email: String,
-    #[arg(long, default_value = "student")]
-    role: String,
-    /// Comma-separated services for `allowed_services_json`.
-    #[arg(long, value_delimiter = ',', default_value = "")]
-    services: Vec<String>,
-    /// Auth user id (default: a new one).
-    #[arg(long)]
-    user_id: Option<uuid::Uuid>,
-    /// Send this JSON file's body as it is instead.
-    #[arg(long, conflicts_with_all = ["email", "role", "services", "user_id"])]
-    file: Option<PathBuf>,
-    /// Publish on the shared auth exchange (RABBITMQ_EXCHANGE), so that every service bound
-    /// to it receives the event; by default only this service's queue does.
-    #[arg(long)]
-    to_exchange: bool,
+/// The settings `command` runs with; or, having said what is wrong, the usage exit: an
+/// invalid setting, or no `DATABASE_URL` for a command that needs it, stops it before it
+/// does anything.
+pub(crate) fn settings_for(command: &Command) -> Result<Settings, ExitCode> {
+    let settings = Settings::load(command.name()).map_err(usage)?;
+    if command.needs_database() {
+        settings.database_url().map_err(usage)?;
+    }
+    Ok(settings)
 }
 
 pub(crate) fn fail(what: impl std::fmt::Display) -> ExitCode {
     eprintln!("user-sync: {what}");
-    ExitCode::FAILURE
+    Exit::Failed.into()
+}
+
+pub(crate) fn usage(what: impl std::fmt::Display) -> ExitCode {
+    eprintln!("user-sync: {what}");
+    Exit::Usage.into()
 }
 
 pub(crate) fn json(v: impl serde::Serialize) -> String {
@@ -142,7 +161,8 @@ pub(crate) fn json(v: impl serde::Serialize) -> String {
 /// Dockerfile), and a worker that cannot answer /healthz in 2 s is not healthy.
 const HEALTHCHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Reads only `HTTP_ADDR`, so a probe never fails on a setting it does not use.
+/// Reads only `HTTP_ADDR`, so a probe never fails on a setting it does not use. Exits 0
+/// or 1 only, an invalid `HTTP_ADDR` included: Docker reserves a HEALTHCHECK's exit 2.
 pub async fn healthcheck() -> ExitCode {
     let addr = match Settings::load_http_addr() {
         Ok(addr) => addr,
@@ -151,150 +171,31 @@ pub async fn healthcheck() -> ExitCode {
     match user_sync::health::check(addr, HEALTHCHECK_TIMEOUT).await {
         Ok(()) => {
             println!("healthy");
-            ExitCode::SUCCESS
+            Exit::Done.into()
         }
         Err(e) => fail(format!("unhealthy: {e}")),
     }
 }
 
-pub async fn status(settings: &Settings, as_json: bool) -> ExitCode {
+pub async fn status(settings: &Settings, report: Report) -> ExitCode {
     let s = status::status(settings).await;
-    if as_json {
+    if report.json {
         println!("{}", json(s.to_json()));
     } else {
         print!("{}", s.to_table());
     }
     if s.reachable() {
-        ExitCode::SUCCESS
+        Exit::Done.into()
     } else {
-        ExitCode::FAILURE
+        Exit::Failed.into()
     }
 }
 
-pub async fn dlq(settings: &Settings, command: DlqCommand) -> ExitCode {
-    match command {
-        DlqCommand::List { limit, json: j } => match dlq::list(settings, limit).await {
-            Ok(letters) if j => println!("{}", json(&letters)),
-            Ok(letters) if letters.is_empty() => println!("the dead-letter queue is empty"),
-            Ok(letters) => print!("{}", dlq::list_table(&letters)),
-            Err(e) => return fail(e),
-        },
-        DlqCommand::Show { position, json: j } => match dlq::show(settings, position).await {
-            Ok(Some(shown)) if j => println!("{}", json(&shown)),
-            Ok(Some(shown)) => print!("{}", dlq::show_text(&shown)),
-            Ok(None) => return fail(format!("no dead letter at position {position}")),
-            Err(e) => return fail(e),
-        },
-        DlqCommand::Replay {
-            kind,
-            limit,
-            json: j,
-        } => match dlq::replay(settings, kind.as_deref(), limit).await {
-            Ok(r) if j => println!("{}", json(&r)),
-            Ok(r) => println!(
-                "replayed {} dead letter(s) to the main queue; {} of other kinds left in place; {}",
-                r.replayed,
-                r.kept,
-                r.came_back_text()
-            ),
-            Err(e) => return fail(e),
-        },
-        DlqCommand::Purge { yes: false } => {
-            return fail("purge deletes every dead letter for good; add --yes");
-        }
-        DlqCommand::Purge { yes: true } => match dlq::purge(settings).await {
-            Ok(n) => println!("purged {n} dead letter(s)"),
-            Err(e) => return fail(e),
-        },
-    }
-    ExitCode::SUCCESS
-}
-
-pub async fn send(settings: &Settings, args: SendArgs) -> ExitCode {
-    let body = match &args.file {
-        Some(path) => match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) => return fail(format!("{}: {e}", path.display())),
-        },
-        None => {
-            let draft = send::Draft {
-                kind: args.kind,
-                email: args.email,
-                role: args.role,
-                services: args
-                    .services
-                    .into_iter()
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                user_id: args.user_id,
-            };
-            match draft.body() {
-                Ok(b) => b,
-                Err(e) => return fail(e),
-            }
-        }
-    };
-    let to = if args.to_exchange {
-        eprintln!(
-            "user-sync: publishing on the shared exchange {}: every service bound to it receives this event",
-            settings.rabbitmq_exchange
-        );
-        send::Destination::SharedExchange
-    } else {
-        send::Destination::OwnQueue
-    };
-    match send::send(settings, &body, to).await {
-        Ok(key) if args.to_exchange => {
-            println!("sent {key} to exchange {}", settings.rabbitmq_exchange);
-            ExitCode::SUCCESS
-        }
-        Ok(key) => {
-            println!("sent {key} to queue {} only", settings.rabbitmq_queue);
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(e),
-    }
-}
-
-pub async fn brake(settings: &Settings, command: BrakeCommand) -> ExitCode {
-    match command {
-        BrakeCommand::Status { json: j } => match brake::status(settings).await {
-            Ok(s) if j => println!("{}", json(&s)),
-            Ok(s) => println!(
-                "brake {}; threshold {} deactivations per {} s; {} held",
-                if s.engaged { "ENGAGED" } else { "not engaged" },
-                s.threshold,
-                s.window_s,
-                s.held
-            ),
-            Err(e) => return fail(e),
-        },
-        BrakeCommand::Release { json: j } => match brake::release(settings).await {
-            Ok(r) if j => println!("{}", json(&r)),
-            Ok(r) => println!(
-                "{}; moved {} held deactivation(s) back to the queue; {}",
-                if r.was_engaged {
-                    "brake released"
-                } else {
-                    "the brake was not engaged"
-                },
-                r.moved,
-                match r.came_back {
-                    Some(n) => format!("{n} parked again"),
-                    None => "no worker consumes the queue yet".into(),
-                }
-            ),
-            Err(e) => return fail(e),
-        },
-    }
-    ExitCode::SUCCESS
-}
-
-pub async fn explain(settings: &Settings, user: &str, as_json: bool) -> ExitCode {
+pub async fn explain(settings: &Settings, user: &str, report: Report) -> ExitCode {
     match explain::explain(settings, user).await {
-        Ok(e) if as_json => println!("{}", json(&e)),
+        Ok(e) if report.json => println!("{}", json(&e)),
         Ok(e) => print!("{}", e.to_text()),
         Err(e) => return fail(e),
     }
-    ExitCode::SUCCESS
+    Exit::Done.into()
 }

@@ -12,12 +12,16 @@ use uuid::Uuid;
 /// Default cap on a message body; anything larger is rejected before it is parsed.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// On the command line (`send --type`) a kind is named without its `user.` prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum EventKind {
     // The declaration order is the tie-break on equal timestamps: deleted beats updated
     // beats created (docs/contract.md#ordering-events).
+    #[value(alias = "user.created")]
     Created,
+    #[value(alias = "user.updated")]
     Updated,
+    #[value(alias = "user.deleted")]
     Deleted,
 }
 

@@ -1,5 +1,5 @@
 //! `user-sync status`: queue depths and consumers by passive declare (no management
-//! plugin needed, nothing created), and the table's user counts.
+//! plugin needed, nothing created), and the table's user counts when `DATABASE_URL` is set.
 
 use crate::broker::{self, Topology};
 use crate::settings::Settings;
@@ -18,19 +18,24 @@ pub struct QueueStatus {
 #[derive(Debug)]
 pub struct Status {
     pub queues: Result<Vec<QueueStatus>, String>,
-    pub database: Result<UserCounts, String>,
+    /// `None`: no `DATABASE_URL`, so the database was not asked.
+    pub database: Option<Result<UserCounts, String>>,
 }
 
 impl Status {
-    /// Both the broker and the database answered.
+    /// The broker answered, and so did the database if one is configured.
     pub fn reachable(&self) -> bool {
-        self.queues.is_ok() && self.database.is_ok()
+        self.queues.is_ok() && self.database.as_ref().is_none_or(Result::is_ok)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "queues": match &self.queues { Ok(q) => serde_json::json!(q), Err(e) => serde_json::json!({"error": e}) },
-            "database": match &self.database { Ok(d) => serde_json::json!(d), Err(e) => serde_json::json!({"error": e}) },
+            "database": match &self.database {
+                Some(Ok(d)) => serde_json::json!(d),
+                Some(Err(e)) => serde_json::json!({"error": e}),
+                None => serde_json::json!({"configured": false}),
+            },
         })
     }
 
@@ -56,7 +61,7 @@ impl Status {
         }
         out += "\n";
         match &self.database {
-            Ok(c) => {
+            Some(Ok(c)) => {
                 let mut rows = vec![vec!["active".to_string(), c.active.to_string()]];
                 for (reason, n) in &c.inactive {
                     rows.push(vec![format!("inactive ({reason})"), n.to_string()]);
@@ -69,26 +74,29 @@ impl Status {
                 rows.push(vec!["newest event".into(), newest]);
                 out += &super::table(&["users", "count"], &rows);
             }
-            Err(e) => out += &format!("database unreachable: {e}\n"),
+            Some(Err(e)) => out += &format!("database unreachable: {e}\n"),
+            None => out += "database: not configured (no DATABASE_URL), so no user counts\n",
         }
         out
     }
 }
 
 pub async fn status(settings: &Settings) -> Status {
-    let store = Store::new(settings);
-    let database = match store {
-        Ok(store) => {
-            let counts = store.user_counts().await.map_err(|e| e.to_string());
-            store.pool().close().await;
-            counts
-        }
-        Err(e) => Err(e.to_string()),
+    let database = match settings.database_url() {
+        Ok(_) => Some(user_counts(settings).await),
+        Err(_) => None,
     };
     Status {
         queues: queues(settings).await.map_err(|e| e.to_string()),
         database,
     }
+}
+
+async fn user_counts(settings: &Settings) -> Result<UserCounts, String> {
+    let store = Store::new(settings).map_err(|e| e.to_string())?;
+    let counts = store.user_counts().await.map_err(|e| e.to_string());
+    store.pool().close().await;
+    counts
 }
 
 async fn queues(settings: &Settings) -> Result<Vec<QueueStatus>, broker::BrokerError> {

@@ -45,7 +45,10 @@ pub struct Settings {
     /// the system's roots.
     pub rabbitmq_ca_file: Option<PathBuf>,
     pub service_name: String,
-    pub database_url: SecretString,
+    /// Only the commands that touch the database need it: read it through `database_url()`.
+    database_url: Option<SecretString>,
+    /// The command these settings were loaded for, named when one it needs is missing.
+    command: &'static str,
     pub database_schema: String,
     pub database_max_connections: u32,
     pub all_access_roles: Vec<String>,
@@ -145,8 +148,9 @@ fn default(key: &str) -> Option<String> {
 
 impl Settings {
     /// Reads `.env` (if present), then `CONFIG_FILE` (default `user-sync.toml`, optional),
-    /// then the process environment, which wins.
-    pub fn load() -> Result<Self, SettingsError> {
+    /// then the process environment, which wins. `command` (`run`, `dlq`, ...) is named
+    /// in the error of a setting it needs that is missing.
+    pub fn load(command: &'static str) -> Result<Self, SettingsError> {
         let _ = dotenvy::dotenv();
         let file = std::env::var("CONFIG_FILE").unwrap_or_else(|_| "user-sync.toml".into());
         let mut builder = Config::builder()
@@ -160,7 +164,16 @@ impl Settings {
             .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
         let mut settings = Self::from_lookup(|key| cfg.get_string(key).ok())?;
         settings.target = target(&cfg)?;
+        settings.command = command;
         Ok(settings)
+    }
+
+    /// `DATABASE_URL`, or the configuration error that names the command needing it.
+    pub fn database_url(&self) -> Result<&SecretString, SettingsError> {
+        self.database_url.as_ref().ok_or_else(|| {
+            let problem = format!("is required by `user-sync {}`", self.command);
+            err("DATABASE_URL", problem)
+        })
     }
 
     /// Only `HTTP_ADDR`, from the same sources as `load`: `user-sync healthcheck` must not
@@ -177,7 +190,8 @@ impl Settings {
         Source::new(|key| cfg.get_string(key).ok()).parsed("HTTP_ADDR", "host:port")
     }
 
-    /// Builds settings from any key lookup (lower-case keys); used by `load` and by tests.
+    /// Builds settings from any key lookup (lower-case keys), for the worker (`run`); used
+    /// by `load` and by tests.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
         let src = Source::new(get);
         // Of several mistakes the first read is reported, so the order below (the struct's
@@ -193,7 +207,7 @@ impl Settings {
         let log_pii = src.flag("LOG_PII")?;
         let log_format = src.choice("LOG_FORMAT", LOG_FORMATS)?;
         let rabbitmq_url = src.url("RABBITMQ_URL", &["amqp://", "amqps://"])?;
-        let database_url = src.url("DATABASE_URL", &["postgres://", "postgresql://"])?;
+        let database_url = src.optional_url("DATABASE_URL", &["postgres://", "postgresql://"])?;
         let all_access_roles = src.list("ALL_ACCESS_ROLES");
         let http_addr = src.parsed("HTTP_ADDR", "host:port")?;
         let retry_delays = src.delays_ms("RETRY_DELAYS_MS")?;
@@ -205,6 +219,7 @@ impl Settings {
             rabbitmq_ca_file: src.text("RABBITMQ_CA_FILE").map(PathBuf::from),
             service_name,
             database_url,
+            command: "run",
             database_schema,
             all_access_roles,
             retry_delays,
@@ -290,7 +305,13 @@ impl fmt::Debug for Settings {
             .field("rabbitmq_queue_type", &self.rabbitmq_queue_type)
             .field("rabbitmq_ca_file", &self.rabbitmq_ca_file)
             .field("service_name", &self.service_name)
-            .field("database_url", &mask_url(self.database_url.expose_secret()))
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .as_ref()
+                    .map(|u| mask_url(u.expose_secret())),
+            )
             .field("database_schema", &self.database_schema)
             .field("prefetch", &self.prefetch)
             .field("batch_size", &self.batch_size)

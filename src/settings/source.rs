@@ -140,9 +140,21 @@ impl<F: Fn(&str) -> Option<String>> Source<F> {
         var: &'static str,
         schemes: &[&str],
     ) -> Result<SecretString, SettingsError> {
-        let url = self.string(var)?;
+        self.optional_url(var, schemes)?
+            .ok_or_else(|| err(var, "is required"))
+    }
+
+    /// `url`, for a setting only some commands need: `None` when unset.
+    pub(super) fn optional_url(
+        &self,
+        var: &'static str,
+        schemes: &[&str],
+    ) -> Result<Option<SecretString>, SettingsError> {
+        let Some(url) = self.text(var) else {
+            return Ok(None);
+        };
         if schemes.iter().any(|s| url.starts_with(s)) {
-            Ok(url.into())
+            Ok(Some(url.into()))
         } else {
             Err(err(
                 var,

@@ -39,8 +39,9 @@ fn defaults_follow_the_spec() {
 fn errors_name_the_variable() {
     let e = load(&[("database_url", "postgres://x/y")]).unwrap_err();
     assert_eq!(e.var, "SERVICE_NAME");
-    let e = load(&[("service_name", "lms")]).unwrap_err();
-    assert_eq!(e.var, "DATABASE_URL");
+    let mut bad = BASE.to_vec();
+    bad.push(("database_url", "mysql://db.example.com/app"));
+    assert_eq!(load(&bad).unwrap_err().var, "DATABASE_URL");
     let mut bad = BASE.to_vec();
     bad.push(("prefetch", "lots"));
     let e = load(&bad).unwrap_err();
@@ -55,6 +56,26 @@ fn errors_name_the_variable() {
     let mut bad = BASE.to_vec();
     bad.push(("max_future_skew_secs", "-1"));
     assert_eq!(load(&bad).unwrap_err().var, "MAX_FUTURE_SKEW_SECS");
+}
+
+#[test]
+fn only_the_commands_that_use_the_database_need_its_url() {
+    let s = load(&[("service_name", "lms")]).expect("no DATABASE_URL is a valid setting");
+    let s = Settings {
+        command: "explain",
+        ..s
+    };
+    let e = s.database_url().unwrap_err();
+    assert_eq!(e.var, "DATABASE_URL");
+    assert_eq!(
+        e.to_string(),
+        "invalid configuration: DATABASE_URL: is required by `user-sync explain`"
+    );
+    let e = crate::store::Store::new(&s)
+        .err()
+        .expect("no store without a URL");
+    assert!(e.to_string().contains("`user-sync explain`"), "{e}");
+    assert!(load(BASE).unwrap().database_url().is_ok());
 }
 
 #[test]

@@ -83,7 +83,10 @@ impl Store {
     /// A lazy pool: nothing connects until first use, so a database that is down at start
     /// delays the worker instead of crashing it.
     pub fn new(settings: &crate::settings::Settings) -> Result<Self, sqlx::Error> {
-        let opts = PgConnectOptions::from_str(settings.database_url.expose_secret())?
+        let url = settings
+            .database_url()
+            .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        let opts = PgConnectOptions::from_str(url.expose_secret())?
             .application_name("user-sync")
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));

@@ -331,6 +331,7 @@ async fn replay_ends_when_the_cause_is_not_fixed_and_reports_what_came_back() {
     let out = env
         .command_within(&["dlq", "replay"], Duration::from_secs(45))
         .await;
+    assert_eq!(out.code, 3, "{}", out.text());
     let text = out.stdout;
     assert!(
         text.contains("replayed 50") && text.contains("50 came straight back"),
@@ -341,7 +342,7 @@ async fn replay_ends_when_the_cause_is_not_fixed_and_reports_what_came_back() {
     let out = env
         .command_within(&["dlq", "replay", "--json"], Duration::from_secs(45))
         .await;
-    assert!(out.success, "{}", out.stdout);
+    assert_eq!(out.code, 3, "some came straight back: {}", out.text());
     let report = out.json();
     assert_eq!(report["replayed"], 50, "{report}");
     assert_eq!(report["came_back"], 50, "{report}");

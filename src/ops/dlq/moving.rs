@@ -8,6 +8,7 @@
 
 use super::{DeadLetter, ack, get, ready, to_tail};
 use crate::broker::{self, BrokerError, Session, Topology};
+use crate::disposition::DeadKind;
 use crate::headers;
 use crate::settings::Settings;
 use lapin::BasicProperties;
@@ -52,13 +53,19 @@ impl Replayed {
             None => "no worker consumes the main queue yet, so none came back".into(),
         }
     }
+
+    /// Some of what was moved came straight back (see `came_back`). A move that moved
+    /// nothing cannot have had anything come back, whatever else arrived meanwhile.
+    pub fn came_straight_back(&self) -> bool {
+        self.replayed > 0 && self.came_back.is_some_and(|n| n > 0)
+    }
 }
 
 /// Moves dead letters (of `kind`, if given; at most `limit`) back to the main queue with
 /// their attempt count reset.
 pub async fn replay(
     settings: &Settings,
-    kind: Option<&str>,
+    kind: Option<DeadKind>,
     limit: Option<usize>,
 ) -> Result<Replayed, BrokerError> {
     let topo = Topology::new(settings);
@@ -78,7 +85,7 @@ pub async fn replay(
 /// how many, and the brake release token to stamp each copy with.
 pub(crate) struct Moving<'a> {
     pub from: &'a str,
-    pub kind: Option<&'a str>,
+    pub kind: Option<DeadKind>,
     pub limit: Option<usize>,
     pub stamp: Option<&'a str>,
 }
@@ -106,7 +113,7 @@ pub(crate) async fn move_back(
         let letter = DeadLetter::read(0, &m);
         if moving
             .kind
-            .is_some_and(|k| letter.kind.as_deref() != Some(k))
+            .is_some_and(|k| letter.kind.as_deref() != Some(k.as_str()))
         {
             to_tail(session, topo, &m).await?;
             done.kept += 1;
@@ -180,6 +187,22 @@ fn fresh_properties(
 mod tests {
     use super::*;
     use lapin::types::AMQPValue;
+
+    #[test]
+    fn only_moved_letters_can_come_straight_back() {
+        let r = |replayed, came_back| Replayed {
+            replayed,
+            kept: 0,
+            came_back,
+        };
+        assert!(r(5, Some(2)).came_straight_back());
+        assert!(!r(5, Some(0)).came_straight_back());
+        assert!(!r(5, None).came_straight_back(), "nobody consumes yet");
+        assert!(
+            !r(0, Some(1)).came_straight_back(),
+            "a new letter, not a replayed one"
+        );
+    }
 
     #[test]
     fn a_moved_copy_starts_afresh_without_the_producers_expiration() {
