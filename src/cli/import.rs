@@ -1,5 +1,6 @@
 //! `user-sync import`: its arguments and its report.
 
+use super::exit::Exit;
 use super::{fail, json};
 use clap::Args;
 use std::path::PathBuf;
@@ -36,9 +37,6 @@ fn parse_time(s: &str) -> Result<time::OffsetDateTime, String> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .map_err(|e| format!("not an RFC 3339 time: {e}"))
 }
-
-/// Done, but some records were invalid or their email is held by another user.
-const SOME_REJECTED: u8 = 3;
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> ExitCode {
     let size = match std::fs::metadata(&args.file) {
@@ -84,7 +82,7 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> ExitCode {
         print!("{}", summary.to_text());
     }
     if summary.rejected() {
-        ExitCode::from(SOME_REJECTED)
+        Exit::SomeRejected.into()
     } else {
         ExitCode::SUCCESS
     }

@@ -73,8 +73,7 @@ pub enum Command {
     Send(SendArgs),
     /// Backfill users from an export (a JSON array or JSON lines of `user` objects, each
     /// with a `timestamp` or given `--as-of`), through the worker's rules: safe to rerun,
-    /// never overrides a newer event.
-    #[command(mut_args(import_help))]
+    /// never overrides a newer event. With `--full`, also deactivate the users it leaves out.
     Import(ImportArgs),
     /// The mass-deactivation brake: whether it holds, and releasing it.
     #[command(subcommand)]
@@ -87,19 +86,6 @@ pub enum Command {
         #[command(flatten)]
         report: Report,
     },
-}
-
-/// Help for the import's arguments (cli/import.rs) that do not carry their own: theirs wins
-/// once written. `mut_args`, not `mut_arg`: clap panics on a `mut_arg` whose id is gone.
-fn import_help(arg: clap::Arg) -> clap::Arg {
-    if arg.get_help().is_some() {
-        return arg;
-    }
-    match arg.get_id().as_str() {
-        "file" => arg.help("The export file: a JSON array, or one JSON object per line"),
-        "json" => arg.help(JSON_HELP),
-        _ => arg,
-    }
 }
 
 impl Command {

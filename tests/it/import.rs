@@ -141,6 +141,8 @@ mod export;
 
 /// Runs `cmd` to its end; its exit code and peak resident memory (KiB), from the kernel's
 /// own accounting of the child (`wait4`), not from sampling.
+// The child is reaped by wait4, which std's `wait` cannot report the peak of.
+#[allow(clippy::zombie_processes)]
 fn peak_rss(mut cmd: std::process::Command) -> (i32, i64) {
     let child = cmd
         .stdout(std::process::Stdio::null())
