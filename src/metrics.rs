@@ -119,7 +119,7 @@ impl Metrics {
         r.register(
             "events",
             "What became of each delivery: applied, reactivated, deactivated, \
-             not-for-this-service, absent, backfilled, stale, ignored, retried, dead-lettered",
+             not-for-this-service, absent, backfilled, unchanged, stale, ignored, retried, dead-lettered",
             m.outcomes.clone(),
         );
         r.register(

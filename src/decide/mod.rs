@@ -90,6 +90,10 @@ pub struct Planned {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Applied,
+    /// Newer than the row, but its fields and status are the row's already: only the
+    /// watermark moved (a rerun of an export taken later, an update of another service's
+    /// field).
+    Unchanged,
     Reactivated,
     Deactivated,
     NotForService,
@@ -104,6 +108,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
             Outcome::Reactivated => "reactivated",
             Outcome::Deactivated => "deactivated",
             Outcome::NotForService => "not-for-this-service",

@@ -78,7 +78,12 @@ pub fn step(p: &Planned, current: &State) -> (Outcome, State) {
     let old_active = current.row.as_ref().map(|r| r.is_active);
     let outcome = match (&p.intent, status_newer) {
         (_, false) => Outcome::Backfilled,
-        (Intent::Upsert(new), true) => upsert_outcome(old_active, new.is_active),
+        (Intent::Upsert(new), true) => match upsert_outcome(old_active, new.is_active) {
+            Outcome::Applied if same_fields(current.row.as_ref(), row.as_ref()) => {
+                Outcome::Unchanged
+            }
+            outcome => outcome,
+        },
         (Intent::Deactivate(reason), true) => deactivate_outcome(old_active.is_some(), *reason),
     };
     let state = State {
@@ -91,6 +96,19 @@ pub fn step(p: &Planned, current: &State) -> (Outcome, State) {
         row,
     };
     (outcome, state)
+}
+
+/// Every field the service writes (the trail's `audit::FIELDS`) is the same; the time the
+/// status stands on is not a field.
+fn same_fields(old: Option<&UserRow>, new: Option<&UserRow>) -> bool {
+    let (Some(old), Some(new)) = (old, new) else {
+        return false;
+    };
+    let new = UserRow {
+        source_updated_at: old.source_updated_at,
+        ..new.clone()
+    };
+    new == *old
 }
 
 /// The table that applying `events` in key order gives: the expected state that tests and

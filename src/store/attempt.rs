@@ -76,14 +76,7 @@ impl Store {
                     moved.data.iter().zip(&rows).filter_map(of).collect(),
                 ));
             }
-            write_rows(
-                &mut tx,
-                &rows,
-                ctx.audit.is_some(),
-                self.mapped(),
-                &mut written,
-            )
-            .await?;
+            write_rows(&mut tx, &rows, self.mapped(), &mut written).await?;
         }
         if !moved.status_only.is_empty() {
             let ids: Vec<Uuid> = moved
@@ -172,11 +165,10 @@ fn data_rows(
 async fn write_rows(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
-    with_changes: bool,
     mapped: Option<&MappedSql>,
     written: &mut Written,
 ) -> Result<(), sqlx::Error> {
-    let upserted = upsert(tx, rows, with_changes, mapped).await?;
+    let upserted = upsert(tx, rows, mapped).await?;
     for (id, row) in rows {
         let (new, mask) = upserted.get(id).copied().unwrap_or((false, 0));
         if new {
@@ -203,7 +195,10 @@ fn push_outcomes(
     let a = &advanced[&id];
     let status_outcome = match &newest.intent {
         Intent::Upsert(_) if written.inserted.contains(&id) => Outcome::Applied,
-        Intent::Upsert(row) => upsert_outcome(a.prev_active, row.is_active),
+        Intent::Upsert(row) => match upsert_outcome(a.prev_active, row.is_active) {
+            Outcome::Applied if written.changes.get(&id) == Some(&0) => Outcome::Unchanged,
+            outcome => outcome,
+        },
         Intent::Deactivate(reason) => deactivate_outcome(written.existed.contains(&id), *reason),
     };
     let newest_outcome = if a.status {

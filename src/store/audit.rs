@@ -60,6 +60,7 @@ pub(crate) fn reason(
     Some(match (outcome, intent) {
         (Outcome::Applied, _) if inserted => "new row".into(),
         (Outcome::Applied, _) => "fields updated".into(),
+        (Outcome::Unchanged, _) => "nothing to change".into(),
         (Outcome::Reactivated, _) => "active again".into(),
         (Outcome::Deactivated, Intent::Deactivate(r)) => because(r),
         (Outcome::Deactivated, Intent::Upsert(row)) => row

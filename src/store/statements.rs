@@ -170,7 +170,6 @@ const CONFLICTS_SQL: &str = "SELECT i.auth_user_id FROM UNNEST($1::uuid[], $2::t
 pub(super) async fn upsert(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
-    changes: bool,
     mapped: Option<&MappedSql>,
 ) -> Result<HashMap<Uuid, (bool, i16)>, sqlx::Error> {
     let col = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
@@ -183,11 +182,9 @@ pub(super) async fn upsert(
         .collect();
     let active: Vec<bool> = rows.iter().map(|r| r.1.is_active).collect();
     let ts: Vec<OffsetDateTime> = rows.iter().map(|r| r.1.source_updated_at).collect();
-    let sql = match (mapped, changes) {
-        (Some(m), true) => m.upsert_changes.as_str(),
-        (Some(m), false) => m.upsert.as_str(),
-        (None, true) => UPSERT_CHANGES_SQL.as_str(),
-        (None, false) => UPSERT_SQL.as_str(),
+    let sql = match mapped {
+        Some(m) => m.upsert_changes.as_str(),
+        None => UPSERT_CHANGES_SQL.as_str(),
     };
     let query = sqlx::query(sql)
         .bind(&ids)
@@ -235,12 +232,9 @@ const UPSERT_BASE: &str = "INSERT INTO users AS u (auth_user_id, email, first_na
        deactivation_reason = EXCLUDED.deactivation_reason, \
        source_updated_at = EXCLUDED.source_updated_at, updated_at = now()";
 
-static UPSERT_SQL: LazyLock<String> =
-    LazyLock::new(|| format!("{UPSERT_BASE} RETURNING u.auth_user_id, (u.xmax = 0), NULL::int2"));
-
 // A sub-select in RETURNING runs on the statement's snapshot, so it reads each row as it
-// was before this statement: the trail's changed fields cost no extra round trip. The bits
-// are `audit::FIELDS` in order.
+// was before this statement: which fields changed (for the trail, and to tell `unchanged`
+// from `applied`) costs no extra round trip. The bits are `audit::FIELDS` in order.
 static UPSERT_CHANGES_SQL: LazyLock<String> = LazyLock::new(|| {
     let bits: Vec<String> = crate::store::audit::FIELDS
         .iter()

@@ -35,7 +35,6 @@ pub(crate) enum Param {
 /// The generated statements of one mapped target.
 #[derive(Debug, Clone)]
 pub(crate) struct MappedSql {
-    pub upsert: String,
     pub upsert_changes: String,
     pub adopt: String,
     pub conflicts: String,
@@ -128,7 +127,6 @@ impl MappedSql {
             })
             .collect();
         MappedSql {
-            upsert: format!("{base} RETURNING {returned_key}, (u.xmax = 0), NULL::int2"),
             upsert_changes: format!(
                 "{base} RETURNING {returned_key}, (u.xmax = 0), \
                  (SELECT ({}) FROM {} o WHERE o.{k} = u.{k})::int2",
