@@ -4,6 +4,7 @@
 mod attack;
 mod attack2;
 mod attack3;
+mod attack4;
 mod audit;
 mod brake;
 mod cli;
