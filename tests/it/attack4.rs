@@ -110,12 +110,12 @@ async fn an_invalid_record_of_a_listed_user_deactivates_them_as_absent_from_expo
 // 2. A UTF-8 byte order mark: the first record is lost (and its user deactivated).
 // ---------------------------------------------------------------------------------------
 
-/// Exports written by Windows tools (Windows PowerShell's `Out-File -Encoding utf8`, Excel,
-/// Notepad's "UTF-8 with BOM") start with a BOM. `read` (src/ops/import/read.rs) sniffs the first
-/// byte for `[` and hands lines to `serde_json::from_slice`, neither of which skips
-/// `EF BB BF`: the first JSON line is "not JSON", and a JSON array is read as JSON lines
-/// (every line invalid). Under `--full` the first user then counts as left out and is
-/// deactivated.
+/// Exports written by Windows tools (Windows PowerShell's `Out-File -Encoding utf8`,
+/// Excel, Notepad's "UTF-8 with BOM") start with a BOM. `read` (src/ops/import/read.rs)
+/// sniffs the first byte for `[` and hands lines to `serde_json::from_slice`, neither of
+/// which skips `EF BB BF`: the first JSON line is "not JSON", and a JSON array is read as
+/// JSON lines (every line invalid). Under `--full` the first user then counts as left out
+/// and is deactivated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_with_a_utf8_bom_loses_its_first_record_and_deactivates_that_user() {
     let env = Env::new().await;
