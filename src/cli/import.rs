@@ -20,9 +20,9 @@ pub struct ImportArgs {
     /// (reason `absent_from_export`), unless an event after `--as-of` stands on them.
     #[arg(long)]
     full: bool,
-    /// With `--full`: apply even when it deactivates more users than DEACTIVATION_BRAKE
-    /// allows (check with `--dry-run` first).
-    #[arg(long, requires = "full")]
+    /// Apply even when it deactivates more users than the mass-deactivation brake admits
+    /// (check with `--dry-run` first).
+    #[arg(long)]
     yes: bool,
     /// Count what would change, write nothing; with `--json`, list the auth ids of each
     /// change.
@@ -74,6 +74,10 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> ExitCode {
     let summary = match result {
         Ok(summary) => summary,
         Err(e @ ImportError::Refused(_)) => return fail(format!("{e}; nothing was changed")),
+        Err(ImportError::Config(problem)) => {
+            eprintln!("user-sync: {problem}");
+            return Exit::Usage.into();
+        }
         Err(e) => return fail(e),
     };
     if args.json {

@@ -84,7 +84,12 @@ pub fn step(p: &Planned, current: &State) -> (Outcome, State) {
             }
             outcome => outcome,
         },
-        (Intent::Deactivate(reason), true) => deactivate_outcome(old_active.is_some(), *reason),
+        (Intent::Deactivate(reason), true) => match current.row.as_ref() {
+            Some(old) if !old.is_active && old.deactivation_reason == Some(*reason) => {
+                Outcome::Unchanged
+            }
+            _ => deactivate_outcome(old_active.is_some(), *reason),
+        },
     };
     let state = State {
         status: Some(status),

@@ -36,6 +36,9 @@ pub(super) enum Attempt {
 struct Written {
     existed: HashSet<Uuid>,
     inserted: HashSet<Uuid>,
+    /// Rows the backend had before the sync, linked to their auth user now: a change even
+    /// when every field already had the event's value.
+    adopted: HashSet<Uuid>,
     /// Per data user, the fields the write changed (`audit::FIELDS` bits).
     changes: HashMap<Uuid, i16>,
 }
@@ -66,7 +69,7 @@ impl Store {
         let mut written = Written::default();
         let rows = data_rows(planned, users, &moved.data, &advanced);
         if !rows.is_empty() {
-            adopt(&mut tx, &rows, self.mapped()).await?;
+            written.adopted = adopt(&mut tx, &rows, self.mapped()).await?;
             let conflicts = email_conflicts(&mut tx, &rows, self.mapped()).await?;
             if !conflicts.is_empty() {
                 tx.rollback().await?;
@@ -196,9 +199,22 @@ fn push_outcomes(
     let status_outcome = match &newest.intent {
         Intent::Upsert(_) if written.inserted.contains(&id) => Outcome::Applied,
         Intent::Upsert(row) => match upsert_outcome(a.prev_active, row.is_active) {
-            Outcome::Applied if written.changes.get(&id) == Some(&0) => Outcome::Unchanged,
+            Outcome::Applied
+                if written.changes.get(&id) == Some(&0) && !written.adopted.contains(&id) =>
+            {
+                Outcome::Unchanged
+            }
             outcome => outcome,
         },
+        Intent::Deactivate(reason)
+            if a.prev_active == Some(false) && a.prev_reason == Some(*reason) =>
+        {
+            // The row's status was this already (watermarks and rows move together).
+            match deactivate_outcome(written.existed.contains(&id), *reason) {
+                Outcome::Deactivated => Outcome::Unchanged,
+                outcome => outcome,
+            }
+        }
         Intent::Deactivate(reason) => deactivate_outcome(written.existed.contains(&id), *reason),
     };
     let newest_outcome = if a.status {

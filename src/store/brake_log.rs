@@ -83,6 +83,40 @@ impl Store {
         Ok(granted)
     }
 
+    /// How many deactivations the shared window has room for now, without taking any: none
+    /// while the brake is engaged. For a command that checks before it changes anything.
+    pub async fn brake_room(
+        &self,
+        limit: u32,
+        span: std::time::Duration,
+    ) -> Result<usize, sqlx::Error> {
+        let (engaged, used): (Option<bool>, i64) = sqlx::query_as(
+            "SELECT (SELECT action = 'engaged' FROM brake_log ORDER BY id DESC LIMIT 1), \
+                    (SELECT coalesce(sum(n), 0)::int8 FROM brake_window \
+                      WHERE at >= now() - make_interval(secs => $1))",
+        )
+        .bind(span.as_secs_f64())
+        .fetch_one(self.pool())
+        .await?;
+        if engaged == Some(true) {
+            return Ok(0);
+        }
+        Ok((i64::from(limit) - used).max(0) as usize)
+    }
+
+    /// Counts `n` deactivations an operator's command applied in the shared window, room or
+    /// not (the command checked, or was told to go ahead): the workers' brake sees them.
+    pub async fn brake_count(&self, n: usize) -> Result<(), sqlx::Error> {
+        if n == 0 {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO brake_window (n) VALUES ($1)")
+            .bind(i32::try_from(n).unwrap_or(i32::MAX))
+            .execute(self.pool())
+            .await
+            .map(|_| ())
+    }
+
     /// Records a release; `token` is the one the released deactivations carry, if any.
     /// The window starts afresh: the operator has looked at what was held.
     pub async fn brake_released(

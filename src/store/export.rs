@@ -76,17 +76,28 @@ impl ExportIds {
         })
     }
 
-    /// Adds a batch of the export's records, by COPY.
-    pub async fn add(&self, planned: &[Planned]) -> Result<(), sqlx::Error> {
-        let mut rows = String::with_capacity(planned.len() * 96);
+    /// Whether a record takes its user's status to inactive.
+    pub fn deactivates(p: &Planned) -> bool {
+        match &p.intent {
+            Intent::Deactivate(_) => true,
+            Intent::Upsert(row) => !row.is_active,
+        }
+    }
+
+    /// Adds a batch of the export's records, and users it lists in records that cannot be
+    /// applied (`present`: listed, so not left out, but changing nothing), by COPY.
+    pub async fn add(&self, planned: &[Planned], present: &[Uuid]) -> Result<(), sqlx::Error> {
+        if planned.is_empty() && present.is_empty() {
+            return Ok(());
+        }
+        let mut rows = String::with_capacity((planned.len() + present.len()) * 96);
         for p in planned {
-            let deactivates = match &p.intent {
-                Intent::Deactivate(_) => true,
-                Intent::Upsert(row) => !row.is_active,
-            };
-            let flag = if deactivates { 't' } else { 'f' };
+            let flag = if Self::deactivates(p) { 't' } else { 'f' };
             let (ts, rank, digest) = (micros(p.key.timestamp), p.key.rank, p.key.digest);
             let _ = writeln!(rows, "{}\t{flag}\t{ts}\t{rank}\t{digest}", p.user_id);
+        }
+        for id in present {
+            let _ = writeln!(rows, "{id}\tf\t-infinity\t0\t0");
         }
         let mut copy = self
             .store
@@ -110,27 +121,34 @@ impl ExportIds {
         Ok(())
     }
 
-    /// Users active now whom the reconcile would deactivate: those a record of the export
-    /// deactivates (deleted upstream, inactive, no longer for this service), and those it
-    /// leaves out whose status stands on nothing newer than `absent`. An upper bound: a
+    /// Users active now whom the import would deactivate: those a record deactivates
+    /// (deleted upstream, inactive, no longer for this service), and with `absent` (a full
+    /// export) those it leaves out whose status stands on nothing newer. An upper bound: a
     /// user with several records counts if any of them deactivates.
-    pub async fn would_deactivate(&self, absent: EventKey) -> Result<u64, sqlx::Error> {
+    pub async fn would_deactivate(&self, absent: Option<EventKey>) -> Result<u64, sqlx::Error> {
         let t = &self.table;
-        let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT (SELECT count(DISTINCT s.auth_user_id) FROM {t} s \
-                 JOIN user_watermarks w USING (auth_user_id) \
-                 WHERE s.deactivates AND w.status_active \
-                   AND (w.event_ts, w.event_rank, w.event_digest) < (s.ts, s.rank, s.digest)) \
-             + (SELECT count(*) FROM user_watermarks w WHERE w.status_active \
-                 AND (w.event_ts, w.event_rank, w.event_digest) < ($1, $2, $3) \
-                 AND NOT EXISTS (SELECT 1 FROM {t} s WHERE s.auth_user_id = w.auth_user_id))"
+        let listed: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(DISTINCT s.auth_user_id) FROM {t} s \
+             JOIN user_watermarks w USING (auth_user_id) \
+             WHERE s.deactivates AND w.status_active \
+               AND (w.event_ts, w.event_rank, w.event_digest) < (s.ts, s.rank, s.digest)"
+        ))
+        .fetch_one(self.store.pool())
+        .await?;
+        let Some(absent) = absent else {
+            return Ok(listed as u64);
+        };
+        let left_out: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM user_watermarks w WHERE w.status_active \
+               AND (w.event_ts, w.event_rank, w.event_digest) < ($1, $2, $3) \
+               AND NOT EXISTS (SELECT 1 FROM {t} s WHERE s.auth_user_id = w.auth_user_id)"
         ))
         .bind(absent.timestamp)
         .bind(absent.rank)
         .bind(absent.digest)
         .fetch_one(self.store.pool())
         .await?;
-        Ok(n as u64)
+        Ok((listed + left_out) as u64)
     }
 
     /// The next `limit` active users, by auth id after `after`, that the export leaves out

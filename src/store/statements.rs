@@ -16,6 +16,7 @@ pub(crate) struct Advanced {
     pub status: bool,
     pub data: bool,
     pub prev_active: Option<bool>,
+    pub prev_reason: Option<Reason>,
     pub active: bool,
     pub reason: Option<Reason>,
     pub status_ts: OffsetDateTime,
@@ -72,6 +73,10 @@ pub(super) async fn advance_watermarks(
                 status: change & 1 != 0,
                 data: change & 2 != 0,
                 prev_active: r.get(2),
+                prev_reason: r
+                    .get::<Option<String>, _>(6)
+                    .as_deref()
+                    .and_then(Reason::parse),
                 active: r.get(3),
                 reason: reason.as_deref().and_then(Reason::parse),
                 status_ts: r.get(5),
@@ -84,7 +89,7 @@ pub(super) async fn advance_watermarks(
 // S: the incoming newest event is newer than the stored status; D: the incoming upsert is
 // newer than the stored fields. Row comparisons give the total order of
 // `decide::EventKey` (timestamp, kind rank, digest). The WHERE makes a stale event touch
-// nothing; `last_change` and `prev_active` let RETURNING say what moved.
+// nothing; `last_change`, `prev_active` and `prev_reason` let RETURNING say what moved.
 static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
     let s = "((w.event_ts, w.event_rank, w.event_digest) \
              < (EXCLUDED.event_ts, EXCLUDED.event_rank, EXCLUDED.event_digest))";
@@ -93,8 +98,8 @@ static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
              < (EXCLUDED.data_ts, EXCLUDED.data_rank, EXCLUDED.data_digest)))";
     format!(
         "INSERT INTO user_watermarks AS w (auth_user_id, event_ts, event_rank, event_digest, \
-           status_active, status_reason, data_ts, data_rank, data_digest, last_change, prev_active) \
-         SELECT t.*, CASE WHEN t.d_ts IS NULL THEN 1 ELSE 3 END, NULL::boolean \
+           status_active, status_reason, data_ts, data_rank, data_digest, last_change, prev_active, prev_reason) \
+         SELECT t.*, CASE WHEN t.d_ts IS NULL THEN 1 ELSE 3 END, NULL::boolean, NULL::text \
          FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::bool[], \
                      $6::text[], $7::timestamptz[], $8::int2[], $9::int8[]) \
            AS t(auth_user_id, ts, rank, digest, active, reason, d_ts, d_rank, d_digest) \
@@ -109,27 +114,29 @@ static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
            data_digest   = CASE WHEN {d} THEN EXCLUDED.data_digest   ELSE w.data_digest END, \
            last_change   = (CASE WHEN {s} THEN 1 ELSE 0 END) + (CASE WHEN {d} THEN 2 ELSE 0 END), \
            prev_active   = w.status_active, \
+           prev_reason   = w.status_reason, \
            updated_at    = now() \
          WHERE {s} OR {d} \
-         RETURNING auth_user_id, last_change, prev_active, status_active, status_reason, event_ts"
+         RETURNING auth_user_id, last_change, prev_active, status_active, status_reason, event_ts, \
+           prev_reason"
     )
 });
 
 /// Links rows the backend had before the sync (same email, no auth id) to the auth user,
-/// unless that user already has a row of its own.
+/// unless that user already has a row of its own; returns the users it linked.
 pub(super) async fn adopt(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
     mapped: Option<&MappedSql>,
-) -> Result<(), sqlx::Error> {
+) -> Result<HashSet<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
-    sqlx::query(mapped.map_or(ADOPT_SQL, |m| m.adopt.as_str()))
+    let adopted: Vec<Uuid> = sqlx::query_scalar(mapped.map_or(ADOPT_SQL, |m| m.adopt.as_str()))
         .bind(&ids)
         .bind(&emails)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-    Ok(())
+    Ok(adopted.into_iter().collect())
 }
 
 const ADOPT_SQL: &str = "UPDATE users u SET auth_user_id = i.auth_user_id, updated_at = now() \
@@ -137,7 +144,8 @@ const ADOPT_SQL: &str = "UPDATE users u SET auth_user_id = i.auth_user_id, updat
          WHERE u.id = (SELECT l.id FROM users l \
                        WHERE l.auth_user_id IS NULL AND lower(l.email) = lower(i.email) \
                        ORDER BY l.is_active DESC, l.id LIMIT 1) \
-           AND NOT EXISTS (SELECT 1 FROM users x WHERE x.auth_user_id = i.auth_user_id)";
+           AND NOT EXISTS (SELECT 1 FROM users x WHERE x.auth_user_id = i.auth_user_id) \
+         RETURNING i.auth_user_id";
 
 /// The users whose row would become active with an email another active row holds.
 pub(super) async fn email_conflicts(

@@ -924,3 +924,28 @@ pub fn replayed_out_of_order(history: &[serde_json::Value]) -> Vec<&serde_json::
         .chain(right.iter().skip(left.len()).copied())
         .collect()
 }
+
+/// Runs `cmd` to its end; its exit code and peak resident memory in KiB, as the kernel's
+/// high-water mark of the process's own memory (`VmHWM`, which starts afresh at exec),
+/// read until it exits. (`wait4`'s `ru_maxrss` would include this test process's own
+/// peak: the child runs on its parent's memory until exec.)
+pub async fn peak_rss(mut cmd: std::process::Command) -> (i32, i64) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        let hwm = std::fs::read_to_string(&status).ok().and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?.to_string();
+            line.split_whitespace().nth(1)?.parse::<i64>().ok()
+        });
+        peak = peak.max(hwm.unwrap_or(0));
+        if let Some(exit) = child.try_wait().unwrap() {
+            return (exit.code().unwrap_or(-1), peak);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

@@ -124,7 +124,7 @@ async fn dry_run_counts_and_writes_nothing_and_the_summary_reads_plainly() {
            created: 1\n  \
            not-for-this-service: 1\n\
          invalid: 1\n  \
-           line 2: no timestamp, and no --as-of given\n\
+           item 2: no timestamp, and no --as-of given\n\
          dry run: nothing was written\n"
     );
     let store = env.store();
@@ -138,25 +138,6 @@ async fn dry_run_counts_and_writes_nothing_and_the_summary_reads_plainly() {
 
 #[path = "../../benches/import/export.rs"]
 mod export;
-
-/// Runs `cmd` to its end; its exit code and peak resident memory (KiB), from the kernel's
-/// own accounting of the child (`wait4`), not from sampling.
-// The child is reaped by wait4, which std's `wait` cannot report the peak of.
-#[allow(clippy::zombie_processes)]
-fn peak_rss(mut cmd: std::process::Command) -> (i32, i64) {
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is valid; wait4 reaps our own child and fills it in.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid);
-    (libc::WEXITSTATUS(status), usage.ru_maxrss)
-}
 
 /// Import reads its export as a stream: ten times the users, the same peak memory. (The
 /// in-memory import it replaced peaked at about 6.5 times the file's size.)
@@ -177,9 +158,7 @@ async fn peak_memory_does_not_grow_with_the_export() {
             "--as-of",
             "2024-01-01T00:00:00Z",
         ]);
-        let (code, peak) = tokio::task::spawn_blocking(move || peak_rss(cmd))
-            .await
-            .unwrap();
+        let (code, peak) = peak_rss(cmd).await;
         assert_eq!(code, 0, "import of {n} users");
         std::fs::remove_file(&file).unwrap();
         peaks.push(peak);

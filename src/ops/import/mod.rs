@@ -7,7 +7,7 @@
 //! `created` is also the weakest kind at an equal timestamp. The file is read as a stream
 //! (`read`), so memory does not grow with the export.
 
-mod full;
+mod checked;
 mod read;
 mod record;
 mod summary;
@@ -19,7 +19,7 @@ use crate::event::Rules;
 use crate::membership::Membership;
 use crate::pipeline::{Trail, apply_isolated};
 use crate::settings::Settings;
-use crate::store::{Commit, EventMeta, EventResult, Store};
+use crate::store::{Commit, EventMeta, EventResult, Store, config_problem};
 use read::Records;
 use record::Decoder;
 use std::path::{Path, PathBuf};
@@ -34,7 +34,7 @@ pub struct ImportOptions {
     pub batch_size: usize,
     /// The export holds every user: deactivate those it leaves out.
     pub full: bool,
-    /// The operator confirmed a reconcile that deactivates more than the brake allows.
+    /// The operator confirmed deactivating more users than the brake allows.
     pub confirmed: bool,
     /// Collect the auth ids of each change (for `--dry-run --json`).
     pub list_ids: bool,
@@ -58,6 +58,10 @@ pub enum ImportError {
     /// Nothing was changed: the export, or what it would do, needs the operator first.
     #[error("refused: {0}")]
     Refused(String),
+    /// A setting or the database's setup does not fit (a `[target]` mapping, a pooler in
+    /// transaction mode): nothing was attempted.
+    #[error("{0}")]
+    Config(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -70,15 +74,28 @@ pub async fn import(
     progress: impl FnMut(Stage, u64),
 ) -> Result<ImportSummary, ImportError> {
     let store = Store::new(settings)?;
+    if let Err(e) = store.ping().await {
+        return Err(match config_problem(&e) {
+            Some(problem) => ImportError::Config(problem),
+            None => ImportError::Database(e),
+        });
+    }
+    store.verify_session().await.map_err(ImportError::Config)?;
     store.migrate().await?;
     store.prepare_target().await.map_err(|p| {
         let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
-        ImportError::File(lines.join("\n"))
+        ImportError::Config(lines.join("\n"))
     })?;
     let mut run = Run {
         settings,
         store: &store,
         opts,
+        // Cut to the microsecond, down, as Postgres keeps times: an event even 1 us after
+        // the export must stay newer than the export's deactivations.
+        as_of: opts.as_of.map(|t| {
+            t.replace_nanosecond(t.nanosecond() / 1000 * 1000)
+                .expect("a whole microsecond")
+        }),
         path: path.to_path_buf(),
         summary: ImportSummary {
             dry_run: opts.dry_run,
@@ -87,11 +104,7 @@ pub async fn import(
         },
         progress,
     };
-    let result = if opts.full {
-        full::reconcile(&mut run).await
-    } else {
-        run.import().await
-    };
+    let result = checked::run(&mut run).await;
     store.pool().close().await;
     result?;
     run.summary.invalid.sort();
@@ -104,6 +117,7 @@ struct Run<'a, P> {
     settings: &'a Settings,
     store: &'a Store,
     opts: &'a ImportOptions,
+    as_of: Option<OffsetDateTime>,
     path: PathBuf,
     summary: ImportSummary,
     progress: P,
@@ -120,10 +134,8 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
     fn open(&self) -> Result<Records, ImportError> {
         let s = self.settings;
         let decoder = Decoder {
-            as_of: self
-                .opts
-                .as_of
-                .map(|t| t.format(&Rfc3339).expect("formats")),
+            as_of: self.as_of.map(|t| t.format(&Rfc3339).expect("formats")),
+            at_least: self.as_of.filter(|_| self.opts.full),
             // The worker's rules but the signature: a record dated far ahead would freeze
             // its user.
             rules: Rules {
@@ -138,8 +150,9 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
     }
 
     /// Reads the export and applies its records, a batch at a time.
-    async fn import(&mut self) -> Result<(), ImportError> {
+    async fn apply_records(&mut self) -> Result<(), ImportError> {
         let mut records = self.open()?;
+        self.summary.numbered_by = if records.array { "item" } else { "line" };
         while let Some(batch) = records.next().await {
             let mut lines = Vec::new();
             let mut planned = Vec::new();
@@ -150,7 +163,7 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
                         lines.push(line);
                         planned.push(p);
                     }
-                    Err(why) => self.summary.invalid(line, why),
+                    Err(invalid) => self.summary.invalid(line, invalid.why),
                 }
             }
             self.apply(&planned, Some(&lines), Tally::Records).await?;
@@ -160,7 +173,8 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
     }
 
     /// Applies one batch as the worker would (isolating a failing record) and tallies the
-    /// results; `lines` of the records, none for the users a reconcile left out.
+    /// results; `lines` of the records, none for the users a reconcile left out. The
+    /// deactivations it applied count in the brake's shared window.
     async fn apply(
         &mut self,
         planned: &[Planned],
@@ -192,21 +206,25 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
             Commit::Yes
         };
         let results = apply_isolated(self.store, planned, &users, &losers, commit, trail).await?;
+        let mut deactivated = 0;
         for (i, result) in results {
-            let line = lines.map_or(0, |l| l[i]);
             let outcome = match result {
                 EventResult::Done(Outcome::Applied) if !had_row.contains(&ids[i]) => "created",
                 EventResult::Done(Outcome::Applied) => "updated",
                 EventResult::Done(o) => o.as_str(),
                 EventResult::EmailConflict => {
-                    self.summary.email_conflict(line);
+                    self.summary.email_conflict(lines.map_or(0, |l| l[i]));
                     continue;
                 }
                 EventResult::Rejected(why) => {
-                    self.summary.invalid(line, why);
+                    match lines {
+                        Some(lines) => self.summary.invalid(lines[i], why),
+                        None => self.summary.left_out_failed(ids[i], why),
+                    }
                     continue;
                 }
             };
+            deactivated += usize::from(outcome == "deactivated");
             let counts = match (tally, self.summary.reconcile.as_mut()) {
                 (Tally::LeftOut, Some(r)) => &mut r.absent,
                 _ => &mut self.summary.outcomes,
@@ -216,6 +234,9 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
             if let (Some(ids_of), true) = (self.summary.ids.as_mut(), listed.contains(&outcome)) {
                 ids_of.entry(outcome).or_default().push(ids[i]);
             }
+        }
+        if self.settings.deactivation_brake > 0 && !self.opts.dry_run {
+            self.store.brake_count(deactivated).await?;
         }
         Ok(())
     }

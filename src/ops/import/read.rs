@@ -2,7 +2,7 @@
 //! thread of its own and handed over in batches through a bounded channel, so the whole
 //! file is never in memory and parsing overlaps with the database's work.
 
-use super::record::Decoder;
+use super::record::{Decoder, Invalid};
 use crate::decide::Planned;
 use serde::de::{Deserializer as _, SeqAccess, Visitor};
 use serde_json::Value;
@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 /// A record's line in a JSON-lines file (or its 1-based item in an array), and the change
 /// it stands for or why it is invalid.
-pub type Numbered = (usize, Result<Planned, String>);
+pub type Numbered = (usize, Result<Planned, Invalid>);
 
 /// A batch of records, or why the file cannot be read on (it ends the stream).
 type Batch = Result<Vec<Numbered>, String>;
@@ -25,6 +25,8 @@ const AHEAD: usize = 2;
 
 pub struct Records {
     rx: mpsc::Receiver<Batch>,
+    /// A JSON array: records are numbered by item, not by line.
+    pub array: bool,
     /// Bytes of the file read so far: the progress of a file whose record count is unknown.
     bytes: Arc<AtomicU64>,
 }
@@ -38,6 +40,9 @@ impl Records {
             inner: file,
             bytes: bytes.clone(),
         };
+        let mut reader = BufReader::with_capacity(1 << 16, counted);
+        let (first, blank_lines) = skip_space(&mut reader)?;
+        let array = first == Some(b'[');
         let (tx, rx) = mpsc::channel(AHEAD);
         let batch = batch.max(1);
         std::thread::Builder::new()
@@ -49,7 +54,12 @@ impl Records {
                     batch,
                     pending: Vec::with_capacity(batch),
                 };
-                let result = read(BufReader::with_capacity(1 << 16, counted), &mut out);
+                let result = match first {
+                    None => Ok(()),
+                    Some(b'[') => read_array(reader, &mut out),
+                    Some(_) => read_lines(reader, blank_lines, &mut out)
+                        .map_err(|e| format!("cannot read the file: {e}")),
+                };
                 // What was read before an error is applied, then the error ends the stream.
                 if out.flush()
                     && let Err(e) = result
@@ -57,7 +67,7 @@ impl Records {
                     let _ = out.tx.blocking_send(Err(e));
                 }
             })?;
-        Ok(Self { rx, bytes })
+        Ok(Self { rx, array, bytes })
     }
 
     /// The next batch; `None` at the end of the file.
@@ -110,20 +120,13 @@ impl Sender {
     }
 }
 
-/// Reads the whole file into `out`: an array when it starts with `[`, JSON lines otherwise.
-fn read(mut r: impl BufRead, out: &mut Sender) -> Result<(), String> {
-    let io = |e: io::Error| format!("cannot read the file: {e}");
-    let (first, blank_lines) = skip_space(&mut r).map_err(io)?;
-    match first {
-        None => Ok(()),
-        Some(b'[') => read_array(r, out),
-        Some(_) => read_lines(r, blank_lines, out).map_err(io),
-    }
-}
-
-/// Consumes leading whitespace; returns the first other byte (left unread) and the line
-/// breaks passed, so that JSON lines keep their true line numbers.
+/// Consumes a UTF-8 byte-order mark (some Windows tools write one) and leading whitespace;
+/// returns the first other byte (left unread), which tells an array from JSON lines, and
+/// the line breaks passed, so that JSON lines keep their true line numbers.
 fn skip_space(r: &mut impl BufRead) -> io::Result<(Option<u8>, usize)> {
+    if r.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        r.consume(3);
+    }
     let mut newlines = 0;
     loop {
         let buf = r.fill_buf()?;
@@ -142,20 +145,53 @@ fn skip_space(r: &mut impl BufRead) -> io::Result<(Option<u8>, usize)> {
 }
 
 fn read_lines(mut r: impl BufRead, before: usize, out: &mut Sender) -> io::Result<()> {
+    // A record longer than a body may be is refused as soon as that much of it is read,
+    // so one runaway line costs no more memory than one record may.
+    let cap = out.decoder.rules.max_body;
     let mut line = Vec::new();
     let mut number = before;
     loop {
         line.clear();
-        if r.read_until(b'\n', &mut line)? == 0 {
+        let Some(whole) = read_line(&mut r, &mut line, cap)? else {
             return Ok(());
-        }
+        };
         number += 1;
-        if line.iter().all(u8::is_ascii_whitespace) {
+        let parsed = if !whole {
+            Err(format!("longer than MAX_BODY_BYTES ({cap} bytes)"))
+        } else if line.iter().all(u8::is_ascii_whitespace) {
             continue;
-        }
-        let parsed = serde_json::from_slice(&line).map_err(|e| format!("not JSON: {e}"));
+        } else {
+            serde_json::from_slice(&line).map_err(|e| format!("not JSON: {e}"))
+        };
         if !out.push(number, parsed) {
             return Ok(());
+        }
+    }
+}
+
+/// Reads up to the next line break, keeping at most `cap` bytes of the line in `line`:
+/// `None` at the end of the file, otherwise whether the line fitted.
+fn read_line(r: &mut impl BufRead, line: &mut Vec<u8>, cap: usize) -> io::Result<Option<bool>> {
+    let mut read_any = false;
+    let mut fits = true;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(read_any.then_some(fits));
+        }
+        read_any = true;
+        let end = buf.iter().position(|&b| b == b'\n');
+        let part = &buf[..end.map_or(buf.len(), |i| i + 1)];
+        if line.len() + part.len() > cap + 1 {
+            fits = false;
+        }
+        if fits {
+            line.extend_from_slice(part);
+        }
+        let used = part.len();
+        r.consume(used);
+        if end.is_some() {
+            return Ok(Some(fits));
         }
     }
 }

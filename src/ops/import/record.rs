@@ -5,21 +5,47 @@ use crate::decide::{self, Planned};
 use crate::event::{self, Decoded, Rules};
 use crate::membership::Membership;
 use serde_json::{Value, json};
+use time::OffsetDateTime;
+use uuid::Uuid;
 
 /// Everything a record's decoding needs; moved to the reading thread.
 pub struct Decoder {
     pub as_of: Option<String>,
+    /// A full export is the state at `--as-of`: a record dated earlier (its own last
+    /// change) stands at that time, so it outranks what happened before the export.
+    pub at_least: Option<OffsetDateTime>,
     pub rules: Rules,
     pub membership: Membership,
 }
 
+/// A record that cannot be applied: why, and its user when its `id` could be read (a
+/// reconcile must not take that user for one the export leaves out).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub why: String,
+    pub user_id: Option<Uuid>,
+}
+
 impl Decoder {
-    pub fn decode(&self, record: Result<Value, String>) -> Result<Planned, String> {
+    pub fn decode(&self, record: Result<Value, String>) -> Result<Planned, Invalid> {
+        let user_id = record.as_ref().ok().and_then(|r| {
+            let id = r.get("id")?.as_str()?;
+            Uuid::parse_str(id).ok()
+        });
+        self.planned(record).map_err(|why| Invalid { why, user_id })
+    }
+
+    fn planned(&self, record: Result<Value, String>) -> Result<Planned, String> {
         let body = as_event(&record?, self.as_of.as_deref())?;
-        match event::decode_with(&body, "user.created", &self.rules).map_err(|r| r.0)? {
-            Decoded::Event(e) => Ok(decide::plan(&e, &self.membership)),
-            Decoded::Unknown { .. } => unreachable!("imports are user.created"),
+        let mut event = match event::decode_with(&body, "user.created", &self.rules) {
+            Ok(Decoded::Event(e)) => e,
+            Ok(Decoded::Unknown { .. }) => unreachable!("imports are user.created"),
+            Err(rejection) => return Err(rejection.0),
+        };
+        if let Some(t) = self.at_least {
+            event.timestamp = event.timestamp.max(t);
         }
+        Ok(decide::plan(&event, &self.membership))
     }
 }
 

@@ -20,6 +20,8 @@ const CHANGES: [&str; 5] = [
 #[derive(Debug, Default, Serialize)]
 pub struct ImportSummary {
     pub records: usize,
+    /// How records are numbered below: by `line` (JSON lines) or by `item` (an array).
+    pub numbered_by: &'static str,
     /// The export's records by outcome: created, updated, reactivated, deactivated,
     /// backfilled, not-for-this-service, absent, stale.
     pub outcomes: BTreeMap<&'static str, usize>,
@@ -29,6 +31,12 @@ pub struct ImportSummary {
     /// Lines whose email another active user holds (not applied), the first `LISTED`.
     pub email_conflicts: Vec<usize>,
     pub email_conflicts_total: usize,
+    /// Counted before any change (with `--full`, or the brake on): the active users the
+    /// import was to deactivate, checked against the brake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_deactivate: Option<u64>,
+    /// More than the brake admits: applying it needs (or needed) `--yes`.
+    pub needs_yes: bool,
     /// With `--full`: what became of the users the export leaves out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reconcile: Option<Reconcile>,
@@ -42,13 +50,12 @@ pub struct ImportSummary {
 pub struct Reconcile {
     /// The export's time (RFC 3339): an event after it stands.
     pub as_of: String,
-    /// Counted before any change: the users the reconcile was to deactivate, checked
-    /// against the brake.
-    pub would_deactivate: u64,
-    /// More than `DEACTIVATION_BRAKE`: applying it needs `--yes`.
-    pub needs_yes: bool,
     /// The users left out, by outcome: deactivated, stale (a newer event stands), absent.
     pub absent: BTreeMap<&'static str, usize>,
+    /// Users left out whose deactivation the database refused, and why (the first
+    /// `LISTED`); they stay as they were.
+    pub failed: Vec<(Uuid, String)>,
+    pub failed_total: usize,
 }
 
 impl ImportSummary {
@@ -61,7 +68,17 @@ impl ImportSummary {
 
     /// Some records were not applied: invalid, or their email is held by another user.
     pub fn rejected(&self) -> bool {
-        self.invalid_total > 0 || self.email_conflicts_total > 0
+        let failed = self.reconcile.as_ref().map_or(0, |r| r.failed_total);
+        self.invalid_total > 0 || self.email_conflicts_total > 0 || failed > 0
+    }
+
+    pub(super) fn left_out_failed(&mut self, user: Uuid, why: String) {
+        if let Some(r) = self.reconcile.as_mut() {
+            r.failed_total += 1;
+            if r.failed.len() < LISTED {
+                r.failed.push((user, why));
+            }
+        }
     }
 
     pub(super) fn invalid(&mut self, line: usize, why: String) {
@@ -94,22 +111,31 @@ impl ImportSummary {
             for (outcome, n) in &r.absent {
                 out += &format!("  {outcome}: {n}\n");
             }
-            if r.needs_yes {
+            if r.failed_total > 0 {
                 out += &format!(
-                    "{} deactivations: more than DEACTIVATION_BRAKE; applying needs --yes\n",
-                    r.would_deactivate
+                    "  refused by the database (left as they were): {}\n",
+                    r.failed_total
                 );
+                for (user, why) in &r.failed {
+                    out += &format!("    {user}: {why}\n");
+                }
+                out += &more(r.failed_total, r.failed.len());
             }
         }
+        if let (Some(n), true) = (self.would_deactivate, self.needs_yes) {
+            out +=
+                &format!("{n} deactivations: more than the brake admits; applying needs --yes\n");
+        }
+        let by = self.numbered_by;
         out += &format!("invalid: {}\n", self.invalid_total);
         for (line, why) in &self.invalid {
-            out += &format!("  line {line}: {why}\n");
+            out += &format!("  {by} {line}: {why}\n");
         }
         out += &more(self.invalid_total, self.invalid.len());
         if self.email_conflicts_total > 0 {
             let lines: Vec<String> = self.email_conflicts.iter().map(|l| l.to_string()).collect();
             out += &format!(
-                "email held by another active user (not applied): {}: lines {}\n",
+                "email held by another active user (not applied): {}: {by}s {}\n",
                 self.email_conflicts_total,
                 lines.join(", ")
             );

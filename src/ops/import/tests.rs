@@ -6,6 +6,7 @@ use crate::membership::Membership;
 fn decoder() -> Decoder {
     Decoder {
         as_of: Some("2024-01-01T00:00:00Z".into()),
+        at_least: None,
         rules: Rules {
             max_body: 1 << 20,
             latest: None,
@@ -69,6 +70,17 @@ async fn array_items_are_numbered_and_a_broken_array_ends_the_stream() {
     assert!(failed.unwrap().starts_with("not a JSON array"));
     let (_, failed) = read(&format!("[{}] trailing", user(1)), 10).await;
     assert!(failed.is_some());
+}
+
+#[tokio::test]
+async fn a_byte_order_mark_is_skipped_and_an_overlong_line_is_refused_without_holding_it() {
+    let (seen, _) = read(&format!("\u{feff}{}\n{}\n", user(1), user(2)), 5).await;
+    assert_eq!(seen, [(1, true), (2, true)]);
+    let (seen, failed) = read(&format!("\u{feff}[{}]", user(1)), 5).await;
+    assert_eq!((seen, failed), (vec![(1, true)], None));
+    let long = format!("{{\"id\": \"{}\"}}", "x".repeat(2 << 20));
+    let (seen, _) = read(&format!("{}\n{long}\n{}\n", user(1), user(2)), 5).await;
+    assert_eq!(seen, [(1, true), (2, false), (3, true)]);
 }
 
 #[tokio::test]

@@ -277,7 +277,8 @@ fn adopt(m: &Mapping, types: &Types) -> String {
          WHERE u.ctid = (SELECT l.ctid FROM {t} l WHERE l.{k} IS NULL \
                          AND lower(l.{e}) = lower(i.email) \
                          ORDER BY {} DESC, l.ctid LIMIT 1) \
-           AND NOT EXISTS (SELECT 1 FROM {t} x WHERE x.{k} = {key})",
+           AND NOT EXISTS (SELECT 1 FROM {t} x WHERE x.{k} = {key}) \
+         RETURNING i.auth_user_id",
         active(m, "l")
     )
 }
