@@ -108,8 +108,7 @@ pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerErr
         // never through the auth exchange, which would redeliver it to every service.
         args.insert("x-dead-letter-exchange".into(), long_string(""));
         args.insert("x-dead-letter-routing-key".into(), long_string(&topo.queue));
-        // Classic, whatever the main queue's type: a short-lived holding pen whose only job
-        // is head-of-queue expiry, which classic queues have always done.
+        retry_queue_type(&mut args, topo.queue_type);
         ch = declare_queue(conn, ch, name, args).await?;
     }
     let _ = ch.close(200, "declared".into()).await;
@@ -145,6 +144,20 @@ fn queue_type_arg(args: &mut FieldTable, queue_type: QueueType) {
     // is left without the argument so queues made by older deployments compare equal.
     if queue_type == QueueType::Quorum {
         args.insert("x-queue-type".into(), long_string("quorum"));
+    }
+}
+
+/// A retry tier has the main queue's type. A classic queue lives on one node: while that
+/// node is down the tier cannot even be declared (404, "home node ... is down"), so no
+/// session could start on any other node of a cluster (tests/it/cluster). Quorum queues
+/// expire messages at the head too (RabbitMQ 3.10+); their expiry is dead-lettered
+/// at-least-once, which RabbitMQ allows only with `reject-publish` overflow, so a retry is
+/// not dropped while the main queue is between leaders.
+fn retry_queue_type(args: &mut FieldTable, queue_type: QueueType) {
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long_string("quorum"));
+        args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+        args.insert("x-overflow".into(), long_string("reject-publish"));
     }
 }
 

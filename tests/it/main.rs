@@ -6,6 +6,7 @@ mod attack2;
 mod attack3;
 mod audit;
 mod brake;
+mod cluster;
 mod convergence;
 mod faults;
 mod fixtures;
