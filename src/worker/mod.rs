@@ -73,6 +73,7 @@ impl Worker {
         // Where the next session's connect starts in RABBITMQ_ADDRESSES: after the node the
         // last session used (see `broker::connect_from`).
         let mut next = 0;
+        let mut declared = false;
         loop {
             dog.tick();
             // Do not take deliveries we cannot apply: wait for the database first.
@@ -83,7 +84,13 @@ impl Worker {
             let open = async {
                 let session = Session::connect_from(&self.settings, next).await?;
                 next = session.index + 1;
-                session.declare(topo).await.map(|()| session)
+                if declared {
+                    session.redeclare(topo).await?;
+                } else {
+                    session.declare(topo).await?;
+                    declared = true;
+                }
+                Ok::<_, BrokerError>(session)
             };
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
