@@ -133,7 +133,11 @@ case "${1:-}" in
     for n in 3 2 1; do
       frozen "$n" && kill -CONT "$(pid_of "$n")"
       if alive "$n"; then
-        ctl "$n" -q stop >/dev/null 2>&1 || kill -9 "$(pid_of "$n")" 2>/dev/null || true
+        pid=$(pid_of "$n")
+        ctl "$n" -q stop >/dev/null 2>&1 || true
+        # `stop` may answer before the VM has exited; the data must not go from under it.
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
       fi
     done
     rm -rf "$dir" ;;
