@@ -17,7 +17,7 @@ use std::time::Duration;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection and the node it reached.
-pub struct Connected {
+pub(crate) struct Connected {
     pub connection: Connection,
     pub address: BrokerAddress,
     /// Its place in the address list, where the next round starts after it.
@@ -36,7 +36,10 @@ pub async fn connect(settings: &Settings) -> Result<Connection, BrokerError> {
 /// The worker passes the address after the one its session was lost on: a lost node is
 /// then tried last rather than first, so a reconnect goes straight to a live node instead
 /// of paying a refused connection or a connect timeout on the dead one every time.
-pub async fn connect_from(settings: &Settings, start: usize) -> Result<Connected, BrokerError> {
+pub(crate) async fn connect_from(
+    settings: &Settings,
+    start: usize,
+) -> Result<Connected, BrokerError> {
     let url = settings.rabbitmq_url.expose_secret();
     let masked = mask_url(url);
     let mut uri = AMQPUri::from_str(url).map_err(|_| BrokerError::Url(masked.clone()))?;

@@ -1,14 +1,18 @@
 //! The RabbitMQ adapter: sessions and confirmed publishing (here), connecting to one node
-//! of several (`connect`), the topology and its declaration (`topology`), the properties
-//! of the copies we publish (`properties`).
+//! of several (`connect`), the topology and its declaration (`topology`), looking it up
+//! (`lookup`), the properties of the copies we publish (`properties`).
 
 mod connect;
+mod lookup;
 mod properties;
 mod topology;
 
-pub use connect::{Connected, connect, connect_from};
+pub use connect::connect;
+pub(crate) use connect::{Connected, connect_from};
+pub(crate) use lookup::exists;
+pub use lookup::queue_counts;
 pub use properties::{republished, text, with_headers};
-pub use topology::{ROUTING_KEYS, Topology, declare, exists, queue_counts};
+pub use topology::{ROUTING_KEYS, Topology, declare};
 
 use crate::settings::{BrokerAddress, Settings};
 use lapin::options::{
@@ -60,12 +64,15 @@ impl Session {
 
     /// Connects, trying the addresses from `start` on (see `connect_from`), and opens the
     /// two channels.
-    pub async fn connect_from(settings: &Settings, start: usize) -> Result<Self, BrokerError> {
+    pub(crate) async fn connect_from(
+        settings: &Settings,
+        start: usize,
+    ) -> Result<Self, BrokerError> {
         Self::channels(connect_from(settings, start).await?).await
     }
 
     /// Declares the topology; on failure the session is closed.
-    pub async fn declare(&self, topo: &Topology) -> Result<(), BrokerError> {
+    pub(crate) async fn declare(&self, topo: &Topology) -> Result<(), BrokerError> {
         let declared = declare(&self.connection, topo).await;
         if declared.is_err() {
             self.close().await;
@@ -79,7 +86,7 @@ impl Session {
     /// been dropped by the others (`net_ticktime`, 60 s by default), it waits for that
     /// node, and a reconnect that re-bound waited about a minute on the test cluster.
     /// Looking waits on no other node.
-    pub async fn redeclare(&self, topo: &Topology) -> Result<(), BrokerError> {
+    pub(crate) async fn redeclare(&self, topo: &Topology) -> Result<(), BrokerError> {
         match exists(&self.connection, topo).await {
             Ok(true) => Ok(()),
             Ok(false) => self.declare(topo).await,

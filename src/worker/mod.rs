@@ -73,6 +73,7 @@ impl Worker {
         // Where the next session's connect starts in RABBITMQ_ADDRESSES: after the node the
         // last session used (see `broker::connect_from`).
         let mut next = 0;
+        // Declared in full once; later sessions look it up (see `Session::redeclare`).
         let mut declared = false;
         loop {
             dog.tick();
