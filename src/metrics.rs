@@ -33,6 +33,11 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AddressLabel {
+    address: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -45,6 +50,7 @@ pub struct Metrics {
     batch_size: Histogram,
     latency: Histogram,
     broker_connected: Gauge,
+    broker_address: Family<AddressLabel, Gauge>,
     database_up: Gauge,
     paused: Gauge,
     brake_engaged: Gauge,
@@ -75,6 +81,7 @@ impl Metrics {
             batch_size,
             latency,
             broker_connected: Gauge::default(),
+            broker_address: Family::default(),
             database_up: Gauge::default(),
             paused: Gauge::default(),
             brake_engaged: Gauge::default(),
@@ -141,6 +148,12 @@ impl Metrics {
             "broker_connected",
             "1 while connected to the broker with a consumer registered",
             m.broker_connected.clone(),
+        );
+        r.register(
+            "broker_address",
+            "1, labelled with the host:port of the broker node the worker consumes from; \
+             no series while disconnected",
+            m.broker_address.clone(),
         );
         r.register(
             "database_up",
@@ -223,8 +236,15 @@ impl Metrics {
         self.reconnects.inc();
     }
 
-    pub fn set_broker_connected(&self, up: bool) {
-        self.broker_connected.set(up.into());
+    /// Connected to the node at `address` (`host:port`), or not connected.
+    pub fn set_broker_connected(&self, address: Option<String>) {
+        self.broker_connected.set(address.is_some().into());
+        self.broker_address.clear();
+        if let Some(address) = address {
+            self.broker_address
+                .get_or_create(&AddressLabel { address })
+                .set(1);
+        }
     }
 
     pub fn set_database(&self, up: bool) {
@@ -349,6 +369,24 @@ mod tests {
         let u = ProcessUsage::parse("1000 300 10 1 0 50 0", stat, 4096.0, 100.0).unwrap();
         assert_eq!(u.resident_bytes, 300.0 * 4096.0);
         assert_eq!(u.cpu_seconds, 3.0);
+    }
+
+    #[test]
+    fn the_broker_address_is_exported_only_while_connected() {
+        let m = Metrics::new();
+        m.set_broker_connected(Some("10.0.0.1:5672".into()));
+        m.set_broker_connected(Some("10.0.0.2:5672".into()));
+        let text = m.render();
+        assert!(
+            text.contains("user_sync_broker_address{address=\"10.0.0.2:5672\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("10.0.0.1"), "{text}");
+        assert!(text.contains("user_sync_broker_connected 1"), "{text}");
+        m.set_broker_connected(None);
+        let text = m.render();
+        assert!(!text.contains("user_sync_broker_address{"), "{text}");
+        assert!(text.contains("user_sync_broker_connected 0"), "{text}");
     }
 
     #[test]

@@ -1,29 +1,28 @@
-//! The RabbitMQ adapter: connection and confirmed publishing (here), the topology and its
-//! declaration (`topology`), the properties of the copies we publish (`properties`).
+//! The RabbitMQ adapter: sessions and confirmed publishing (here), connecting to one node
+//! of several (`connect`), the topology and its declaration (`topology`), looking it up
+//! (`lookup`), the properties of the copies we publish (`properties`).
 
+mod connect;
+mod lookup;
 mod properties;
 mod topology;
 
+pub use connect::connect;
+pub(crate) use connect::{Connected, connect_from};
+pub(crate) use lookup::exists;
+pub use lookup::queue_counts;
 pub use properties::{republished, text, with_headers};
-pub use topology::{ROUTING_KEYS, Topology, declare, queue_counts};
+pub use topology::{ROUTING_KEYS, Topology, declare};
 
-use crate::redact::mask_url;
-use crate::settings::Settings;
+use crate::settings::{BrokerAddress, Settings};
 use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
-use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer};
-use secrecy::ExposeSecret;
-use std::str::FromStr;
+use lapin::{BasicProperties, Channel, Connection, Consumer};
 use std::time::Duration;
 
-/// Missed heartbeats are how a half-open TCP connection is noticed: 15 s instead of the
-/// server's 60 s default finds a dead peer in about 30 s rather than two minutes.
-const HEARTBEAT_S: u16 = 15;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -45,48 +44,65 @@ pub struct Session {
     pub consume: Channel,
     /// Publishes retries and dead letters in confirm mode.
     pub publish: Channel,
-}
-
-/// Connects with the settings' URL; `amqps://` verifies the broker's certificate against
-/// the system's roots, or against `RABBITMQ_CA_FILE` when set.
-pub async fn connect(settings: &Settings) -> Result<Connection, BrokerError> {
-    let url = &settings.rabbitmq_url;
-    let masked = mask_url(url.expose_secret());
-    let mut uri =
-        AMQPUri::from_str(url.expose_secret()).map_err(|_| BrokerError::Url(masked.clone()))?;
-    uri.query.heartbeat.get_or_insert(HEARTBEAT_S);
-    let tls = match &settings.rabbitmq_ca_file {
-        Some(path) => OwnedTLSConfig {
-            identity: None,
-            cert_chain: Some(std::fs::read_to_string(path).map_err(|e| {
-                BrokerError::Tls(format!("RABBITMQ_CA_FILE {}: {e}", path.display()))
-            })?),
-        },
-        None => OwnedTLSConfig::default(),
-    };
-    let runtime = lapin::runtime::default_runtime()?;
-    // No auto-recover: our supervisor owns reconnection (lapin's recovery can wedge
-    // silently after a second fault, docs/facts.md#auto-recover-can-stall-silently), so a lost
-    // connection surfaces as an error.
-    let connect =
-        Connection::connect_uri_with_config(uri, ConnectionProperties::default(), tls, runtime);
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(conn) => Ok(conn?),
-        Err(_) => Err(BrokerError::Timeout(masked)),
-    }
+    /// The node connected to, and its place in `RABBITMQ_ADDRESSES`.
+    pub address: BrokerAddress,
+    pub index: usize,
 }
 
 impl Session {
     /// Connects, declares the topology and opens the consuming and publishing channels.
     pub async fn open(settings: &Settings, topo: &Topology) -> Result<Self, BrokerError> {
-        let session = Self::open_undeclared(settings).await?;
-        declare(&session.connection, topo).await?;
+        let session = Self::connect_from(settings, 0).await?;
+        session.declare(topo).await?;
         Ok(session)
     }
 
     /// Connects and opens the two channels, declaring nothing: for commands that only look.
     pub async fn open_undeclared(settings: &Settings) -> Result<Self, BrokerError> {
-        let connection = connect(settings).await?;
+        Self::connect_from(settings, 0).await
+    }
+
+    /// Connects, trying the addresses from `start` on (see `connect_from`), and opens the
+    /// two channels.
+    pub(crate) async fn connect_from(
+        settings: &Settings,
+        start: usize,
+    ) -> Result<Self, BrokerError> {
+        Self::channels(connect_from(settings, start).await?).await
+    }
+
+    /// Declares the topology; on failure the session is closed.
+    pub(crate) async fn declare(&self, topo: &Topology) -> Result<(), BrokerError> {
+        let declared = declare(&self.connection, topo).await;
+        if declared.is_err() {
+            self.close().await;
+        }
+        declared
+    }
+
+    /// After a reconnect: declares the topology again only if part of it is missing (a
+    /// queue deleted, a broker that lost its data). A full declare binds, and a binding is
+    /// a metadata change the whole cluster agrees on: while a node hangs without having
+    /// been dropped by the others (`net_ticktime`, 60 s by default), it waits for that
+    /// node, and a reconnect that re-bound waited about a minute on the test cluster.
+    /// Looking waits on no other node.
+    pub(crate) async fn redeclare(&self, topo: &Topology) -> Result<(), BrokerError> {
+        match exists(&self.connection, topo).await {
+            Ok(true) => Ok(()),
+            Ok(false) => self.declare(topo).await,
+            Err(e) => {
+                self.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn channels(connected: Connected) -> Result<Self, BrokerError> {
+        let Connected {
+            connection,
+            address,
+            index,
+        } = connected;
         let consume = connection.create_channel().await?;
         let publish = connection.create_channel().await?;
         publish
@@ -96,6 +112,8 @@ impl Session {
             connection,
             consume,
             publish,
+            address,
+            index,
         })
     }
 
@@ -148,9 +166,13 @@ impl Session {
         }
     }
 
+    /// Closes politely, but within `CLOSE_TIMEOUT`: a frozen node never answers close-ok.
     pub async fn close(&self) {
-        let _ = self.consume.close(200, "shutdown".into()).await;
-        let _ = self.publish.close(200, "shutdown".into()).await;
-        let _ = self.connection.close(200, "shutdown".into()).await;
+        let close = async {
+            let _ = self.consume.close(200, "shutdown".into()).await;
+            let _ = self.publish.close(200, "shutdown".into()).await;
+            let _ = self.connection.close(200, "shutdown".into()).await;
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 }

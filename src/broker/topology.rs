@@ -46,7 +46,8 @@ impl Topology {
     }
 }
 
-/// Declares everything idempotently; called at start and after every reconnect.
+/// Declares everything idempotently: at start, and after a reconnect if `lookup::exists`
+/// finds part of it missing.
 pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerError> {
     let ch = conn.create_channel().await?;
     let durable = ExchangeDeclareOptions {
@@ -108,36 +109,11 @@ pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerErr
         // never through the auth exchange, which would redeliver it to every service.
         args.insert("x-dead-letter-exchange".into(), long_string(""));
         args.insert("x-dead-letter-routing-key".into(), long_string(&topo.queue));
-        // Classic, whatever the main queue's type: a short-lived holding pen whose only job
-        // is head-of-queue expiry, which classic queues have always done.
+        retry_queue_type(&mut args, topo.queue_type);
         ch = declare_queue(conn, ch, name, args).await?;
     }
     let _ = ch.close(200, "declared".into()).await;
     Ok(())
-}
-
-/// (messages ready, consumers) of a queue by passive declare, without creating it; `None`
-/// if it does not exist. A passive declare of a missing queue closes its channel, so each
-/// look gets a channel of its own.
-pub async fn queue_counts(
-    conn: &Connection,
-    name: &str,
-) -> Result<Option<(u32, u32)>, BrokerError> {
-    let ch = conn.create_channel().await?;
-    let opts = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    match ch
-        .queue_declare(name.into(), opts, FieldTable::default())
-        .await
-    {
-        Ok(q) => {
-            let _ = ch.close(200, "looked".into()).await;
-            Ok(Some((q.message_count(), q.consumer_count())))
-        }
-        Err(_) => Ok(None),
-    }
 }
 
 fn queue_type_arg(args: &mut FieldTable, queue_type: QueueType) {
@@ -145,6 +121,23 @@ fn queue_type_arg(args: &mut FieldTable, queue_type: QueueType) {
     // is left without the argument so queues made by older deployments compare equal.
     if queue_type == QueueType::Quorum {
         args.insert("x-queue-type".into(), long_string("quorum"));
+    }
+}
+
+/// A retry tier has the main queue's type. A classic queue lives on one node: while that
+/// node is down the tier cannot even be declared (404, "home node ... is down"), so no
+/// session could start on any other node of a cluster (tests/it/cluster). Quorum queues
+/// expire messages at the head too (RabbitMQ 3.10+); their expiry is dead-lettered
+/// at-least-once, which RabbitMQ allows only with `reject-publish` overflow, so a retry is
+/// not dropped while the main queue is between leaders.
+fn retry_queue_type(args: &mut FieldTable, queue_type: QueueType) {
+    if queue_type == QueueType::Quorum {
+        args.insert("x-queue-type".into(), long_string("quorum"));
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            long_string("at-least-once"),
+        );
+        args.insert("x-overflow".into(), long_string("reject-publish"));
     }
 }
 
@@ -185,5 +178,12 @@ async fn declare_queue(
 }
 
 fn is_precondition_failed(e: &lapin::Error) -> bool {
-    matches!(e.kind(), lapin::ErrorKind::ProtocolError(err) if err.get_id() == 406)
+    protocol_code(e) == Some(406)
+}
+
+pub(super) fn protocol_code(e: &lapin::Error) -> Option<u16> {
+    match e.kind() {
+        lapin::ErrorKind::ProtocolError(err) => Some(err.get_id()),
+        _ => None,
+    }
 }

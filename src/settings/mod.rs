@@ -4,7 +4,10 @@
 //! Every value is read as text and parsed here, so that an error names the environment
 //! variable an operator has to fix, in one line.
 
+mod addresses;
 mod source;
+
+pub use addresses::BrokerAddress;
 
 use crate::event::DEFAULT_MAX_BODY_BYTES;
 use crate::redact::mask_url;
@@ -44,6 +47,11 @@ pub struct Settings {
     /// PEM file of the CA that signed the broker's certificate (`amqps://`), instead of
     /// the system's roots.
     pub rabbitmq_ca_file: Option<PathBuf>,
+    /// Cluster nodes tried in turn, with the URL's credentials, vhost and TLS (its host is
+    /// then ignored); empty: the URL's host alone.
+    pub rabbitmq_addresses: Vec<BrokerAddress>,
+    /// AMQP heartbeat interval, seconds: how fast a vanished broker is noticed.
+    pub rabbitmq_heartbeat_secs: u16,
     pub service_name: String,
     /// Only the commands that touch the database need it: read it through `database_url()`.
     database_url: Option<SecretString>,
@@ -100,6 +108,9 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("rabbitmq_url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
     ("rabbitmq_exchange", "user_events"),
     ("rabbitmq_queue_type", "quorum"),
+    // A node that vanishes without closing the socket (frozen, cut off) is noticed after two
+    // missed heartbeats: 10-12.5 s at 5 s. RabbitMQ's docs put false positives below 5 s.
+    ("rabbitmq_heartbeat_secs", "5"),
     ("database_schema", "user_sync"),
     // One batch is in flight at a time, so one connection applies; the second serves
     // `/readyz` probes without queueing behind a batch. More changed nothing measured.
@@ -211,12 +222,17 @@ impl Settings {
         let all_access_roles = src.list("ALL_ACCESS_ROLES");
         let http_addr = src.parsed("HTTP_ADDR", "host:port")?;
         let retry_delays = src.delays_ms("RETRY_DELAYS_MS")?;
+        let rabbitmq_addresses = addresses::parse(&src.list("RABBITMQ_ADDRESSES"))?;
         Ok(Settings {
             rabbitmq_url,
             rabbitmq_exchange,
             rabbitmq_queue,
             rabbitmq_queue_type,
             rabbitmq_ca_file: src.text("RABBITMQ_CA_FILE").map(PathBuf::from),
+            rabbitmq_addresses,
+            // At least 2 s: one missed beat on a busy host must not drop a healthy session;
+            // at most 60 s, the server's own default, past which heartbeats add nothing.
+            rabbitmq_heartbeat_secs: src.number("RABBITMQ_HEARTBEAT_SECS", 2, 60)?,
             service_name,
             database_url,
             command: "run",
@@ -296,6 +312,10 @@ fn target(cfg: &Config) -> Result<Option<crate::target::Mapping>, SettingsError>
         .map_err(|e| err("[target]", e.0))
 }
 
+fn shown(addresses: &[BrokerAddress]) -> Vec<String> {
+    addresses.iter().map(ToString::to_string).collect()
+}
+
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
@@ -304,6 +324,8 @@ impl fmt::Debug for Settings {
             .field("rabbitmq_queue", &self.rabbitmq_queue)
             .field("rabbitmq_queue_type", &self.rabbitmq_queue_type)
             .field("rabbitmq_ca_file", &self.rabbitmq_ca_file)
+            .field("rabbitmq_addresses", &shown(&self.rabbitmq_addresses))
+            .field("rabbitmq_heartbeat_secs", &self.rabbitmq_heartbeat_secs)
             .field("service_name", &self.service_name)
             .field(
                 "database_url",

@@ -160,3 +160,40 @@ fn secrets_are_masked() {
     assert!(!shown.contains("pw@"), "{shown}");
     assert!(shown.contains("u:***@db.example.com"));
 }
+
+#[test]
+fn broker_addresses_and_heartbeat_are_checked_at_start() {
+    let s = load(BASE).unwrap();
+    assert!(s.rabbitmq_addresses.is_empty());
+    assert_eq!(s.rabbitmq_heartbeat_secs, 5);
+    let mut pairs = BASE.to_vec();
+    pairs.push(("rabbitmq_addresses", " rabbit-1:5672, 10.0.0.2:5673 ,"));
+    pairs.push(("rabbitmq_heartbeat_secs", "10"));
+    let s = load(&pairs).unwrap();
+    let shown: Vec<String> = s.rabbitmq_addresses.iter().map(|a| a.to_string()).collect();
+    assert_eq!(shown, ["rabbit-1:5672", "10.0.0.2:5673"]);
+    assert_eq!(s.rabbitmq_heartbeat_secs, 10);
+    assert!(format!("{s:?}").contains("rabbit-1:5672"));
+
+    for (key, value, var) in [
+        (
+            "rabbitmq_addresses",
+            "rabbit-1:5672,rabbit-2",
+            "RABBITMQ_ADDRESSES",
+        ),
+        (
+            "rabbitmq_addresses",
+            "amqp://guest:guest@rabbit-1:5672",
+            "RABBITMQ_ADDRESSES",
+        ),
+        ("rabbitmq_heartbeat_secs", "0", "RABBITMQ_HEARTBEAT_SECS"),
+        ("rabbitmq_heartbeat_secs", "1", "RABBITMQ_HEARTBEAT_SECS"),
+        ("rabbitmq_heartbeat_secs", "61", "RABBITMQ_HEARTBEAT_SECS"),
+    ] {
+        let mut bad = BASE.to_vec();
+        bad.push((key, value));
+        let e = load(&bad).unwrap_err();
+        assert_eq!(e.var, var, "{key}={value:?}");
+        assert!(!e.to_string().contains("guest:guest"), "{e}");
+    }
+}

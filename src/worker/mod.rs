@@ -70,6 +70,11 @@ impl Worker {
         let topo = &self.topo;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let dog = &self.watchdog;
+        // Where the next session's connect starts in RABBITMQ_ADDRESSES: after the node the
+        // last session used (see `broker::connect_from`).
+        let mut next = 0;
+        // Declared in full once; later sessions look it up (see `Session::redeclare`).
+        let mut declared = false;
         loop {
             dog.tick();
             // Do not take deliveries we cannot apply: wait for the database first.
@@ -77,11 +82,22 @@ impl Worker {
             if !dog.waiting(waited).await {
                 return;
             }
+            let open = async {
+                let session = Session::connect_from(&self.settings, next).await?;
+                next = session.index + 1;
+                if declared {
+                    session.redeclare(topo).await?;
+                } else {
+                    session.declare(topo).await?;
+                    declared = true;
+                }
+                Ok::<_, BrokerError>(session)
+            };
             let opened = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                s = dog.waiting(Session::open(&self.settings, topo)) => s,
+                s = dog.waiting(open) => s,
             };
-            let end = match opened {
+            let (end, broker) = match opened {
                 Ok(session) => {
                     let started = Instant::now();
                     let end = self.consume(&session, topo, &shutdown).await;
@@ -89,14 +105,14 @@ impl Worker {
                     if started.elapsed() > Duration::from_secs(30) {
                         backoff.reset();
                     }
-                    end
+                    (end, Some(session.address.to_string()))
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => (Err(e.into()), None),
             };
             match end {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::warn!(error = %e, "broker session ended; reconnecting");
+                    tracing::warn!(error = %e, broker, "broker session ended; reconnecting");
                     self.metrics.broker_reconnect();
                 }
             }
@@ -121,10 +137,11 @@ impl Worker {
         let prefetch = self.settings.prefetch;
         let consumer = session.consumer(&topo.queue, prefetch);
         let mut consumer = self.watchdog.waiting(consumer).await?;
-        tracing::info!(queue = %topo.queue, prefetch, "consuming");
-        self.metrics.set_broker_connected(true);
+        let broker = session.address.to_string();
+        tracing::info!(queue = %topo.queue, prefetch, %broker, "consuming");
+        self.metrics.set_broker_connected(Some(broker));
         let end = self.consume_batches(session, &mut consumer, shutdown).await;
-        self.metrics.set_broker_connected(false);
+        self.metrics.set_broker_connected(None);
         end
     }
 

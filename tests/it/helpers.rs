@@ -388,7 +388,7 @@ impl Env {
 
 /// The in-process worker's logs through the test writer (shown with a failing test's
 /// output), installed once for the whole binary: `TEST_LOG=1`.
-fn install_test_subscriber() {
+pub fn install_test_subscriber() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()

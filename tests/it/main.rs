@@ -1,6 +1,7 @@
 //! One integration binary against the real local RabbitMQ and Postgres. Every test makes
 //! its own database and broker names, so the tests run in parallel and leave nothing.
 
+mod addresses;
 mod attack;
 mod attack2;
 mod attack3;
@@ -8,6 +9,7 @@ mod attack4;
 mod audit;
 mod brake;
 mod cli;
+mod cluster;
 mod convergence;
 mod faults;
 mod fixtures;

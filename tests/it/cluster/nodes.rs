@@ -1,0 +1,164 @@
+//! The three-node cluster of `scripts/rabbitmq-cluster.sh`, as the tests see it: its
+//! addresses from `TEST_RABBITMQ_CLUSTER`, its nodes killed, frozen and healed through the
+//! script, and plain AMQP connections to one node at a time.
+
+use crate::helpers::wait_for;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use std::process::Command;
+use std::time::Duration;
+use user_sync::broker::Topology;
+
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
+
+/// Node `n` (1-based) is the n-th address of `TEST_RABBITMQ_CLUSTER`, in the script's order.
+pub struct Cluster {
+    pub addresses: Vec<String>,
+}
+
+impl Cluster {
+    /// The running cluster; fails the test when there is none, so CI cannot skip it.
+    pub fn from_env() -> Self {
+        let list = std::env::var("TEST_RABBITMQ_CLUSTER").unwrap_or_default();
+        assert!(
+            !list.is_empty(),
+            "TEST_RABBITMQ_CLUSTER is not set: run `scripts/rabbitmq-cluster.sh start` and set \
+             TEST_RABBITMQ_CLUSTER=$(scripts/rabbitmq-cluster.sh addresses) (.ci/run does both)"
+        );
+        let cluster = Self {
+            addresses: list.split(',').map(|a| a.trim().to_string()).collect(),
+        };
+        assert_eq!(
+            script(&["addresses"]).trim(),
+            cluster.addresses.join(","),
+            "TEST_RABBITMQ_CLUSTER must be the script's cluster: its nodes are killed through it"
+        );
+        cluster
+    }
+
+    pub fn url(&self, node: usize) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addresses[node - 1])
+    }
+
+    /// Which node an address (`host:port`) is.
+    pub fn node_of(&self, address: &str) -> usize {
+        1 + self
+            .addresses
+            .iter()
+            .position(|a| a == address)
+            .unwrap_or_else(|| panic!("{address} is not a node of the cluster"))
+    }
+
+    /// SIGKILL of the node's Erlang VM: a crash, no goodbye to anyone.
+    pub fn kill(&self, node: usize) {
+        script(&["kill", &node.to_string()]);
+    }
+
+    /// SIGSTOP: the node's sockets stay open and nothing answers, as a hung or cut-off host.
+    pub fn freeze(&self, node: usize) {
+        script(&["freeze", &node.to_string()]);
+    }
+
+    /// Continues frozen nodes and restarts dead ones; returns once all three run.
+    pub async fn heal(&self) {
+        tokio::task::spawn_blocking(|| script(&["heal"]))
+            .await
+            .unwrap();
+    }
+
+    /// The node leading quorum queue `queue`.
+    pub fn leader(&self, queue: &str) -> usize {
+        script(&["leader", queue])
+            .trim()
+            .parse()
+            .expect("a node number")
+    }
+
+    pub async fn connect(&self, node: usize) -> Connection {
+        Connection::connect(&self.url(node), ConnectionProperties::default())
+            .await
+            .unwrap_or_else(|e| panic!("node {node}: {e}"))
+    }
+
+    /// (messages ready, consumers) of `queue`, asked of `node`; None if it cannot say.
+    pub async fn queue_counts(&self, node: usize, queue: &str) -> Option<(u32, u32)> {
+        let url = self.url(node);
+        let look = async {
+            let conn = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .ok()?;
+            let ch = conn.create_channel().await.ok()?;
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            let q = ch
+                .queue_declare(queue.into(), passive, FieldTable::default())
+                .await
+                .ok();
+            let _ = conn.close(200, "bye".into()).await;
+            q.map(|q| (q.message_count(), q.consumer_count()))
+        };
+        tokio::time::timeout(Duration::from_secs(5), look)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn wait_consumers(&self, node: usize, queue: &str, n: u32, limit: Duration) {
+        wait_for("consumers on the cluster queue", limit, || async {
+            self.queue_counts(node, queue)
+                .await
+                .is_some_and(|(_, c)| c == n)
+        })
+        .await;
+    }
+
+    /// Takes every message of `queue` through `node` (acked: the queue is left empty).
+    pub async fn take_all(&self, node: usize, queue: &str) -> Vec<lapin::message::Delivery> {
+        let conn = self.connect(node).await;
+        let ch = conn.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+        {
+            out.push(m.delivery);
+        }
+        let _ = conn.close(200, "bye".into()).await;
+        out
+    }
+
+    /// Deletes a test's queues and exchanges, through `node`.
+    pub async fn remove(&self, node: usize, topo: &Topology) {
+        let conn = self.connect(node).await;
+        let ch = conn.create_channel().await.unwrap();
+        let retries = topo.retry_queues.iter().map(|(q, _)| q);
+        for q in [&topo.queue, &topo.dlq, &topo.hold]
+            .into_iter()
+            .chain(retries)
+        {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for e in [&topo.exchange, &topo.dlx] {
+            let _ = ch
+                .exchange_delete(e.as_str().into(), Default::default())
+                .await;
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    }
+}
+
+/// Runs the cluster script; its stdout, or the test fails with its stderr.
+fn script(args: &[&str]) -> String {
+    let out = Command::new(SCRIPT).args(args).output().expect(SCRIPT);
+    assert!(
+        out.status.success(),
+        "rabbitmq-cluster.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
