@@ -7,8 +7,8 @@ const NAMES: [&str; 5] = [
     "startup",
     "ids (COPY)",
     "index+count",
-    "apply",
     "deactivate absent",
+    "apply",
 ];
 
 pub(crate) struct Passes {
@@ -25,8 +25,9 @@ impl Passes {
         }
     }
 
-    /// Which pass a statement of the reconcile belongs to; `None` for one every pass runs
-    /// (the upserts, the migrations): it marks the apply pass once the ids are in.
+    /// Which pass a statement of the reconcile belongs to; `None` for one several passes
+    /// run (the watermarks, the audit trail, the migrations). The records' upserts are the
+    /// only writes of `users` rows by INSERT: they mark the apply pass.
     fn pass_of(query: &str) -> Option<usize> {
         if query.starts_with("COPY export_ids_") {
             Some(1)
@@ -36,6 +37,8 @@ impl Passes {
         {
             Some(2)
         } else if query.contains("NOT EXISTS (SELECT 1 FROM export_ids_") {
+            Some(3)
+        } else if query.starts_with("INSERT INTO users") {
             Some(4)
         } else {
             None
@@ -46,11 +49,8 @@ impl Passes {
     pub(crate) fn see(&mut self, queries: &[String], at: f64) {
         for q in queries {
             let q = q.trim_start();
-            let pass = match Self::pass_of(q) {
-                Some(p) => p,
-                // After the ids (and their index and count), anything else is the apply pass.
-                None if self.latest() >= 1 && self.latest() < 3 => 3,
-                None => continue,
+            let Some(pass) = Self::pass_of(q) else {
+                continue;
             };
             if pass > self.latest() && self.seen[pass].is_none() {
                 self.seen[pass] = Some(at);
