@@ -2,7 +2,7 @@
 
 use super::Brake;
 use super::state::{Engaged, admit};
-use crate::decide::{Intent, Planned, UserBatch, events_by_user};
+use crate::decide::{Planned, UserBatch, events_by_user};
 use std::collections::HashSet;
 use uuid::Uuid;
 
@@ -35,7 +35,7 @@ impl Brake {
             .filter(|&u| {
                 events_of[&planned[users[u].newest].user_id]
                     .iter()
-                    .any(|&i| !released(i) && deactivates(&planned[i]))
+                    .any(|&i| !released(i) && planned[i].deactivates())
             })
             .collect()
     }
@@ -80,12 +80,5 @@ impl Brake {
             users: users.into_iter().filter(|u| !parked(&u.newest)).collect(),
             losers: losers.into_iter().filter(|l| !parked(l)).collect(),
         }
-    }
-}
-
-fn deactivates(p: &Planned) -> bool {
-    match &p.intent {
-        Intent::Deactivate(_) => true,
-        Intent::Upsert(row) => !row.is_active,
     }
 }

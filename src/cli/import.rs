@@ -74,6 +74,7 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> ExitCode {
     let summary = match result {
         Ok(summary) => summary,
         Err(e @ ImportError::Refused(_)) => return fail(format!("{e}; nothing was changed")),
+        Err(e @ ImportError::Stopped(_)) => return fail(e),
         Err(ImportError::Config(problem)) => {
             eprintln!("user-sync: {problem}");
             return Exit::Usage.into();

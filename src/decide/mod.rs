@@ -175,6 +175,16 @@ pub fn plan(event: &Event, membership: &Membership) -> Planned {
     }
 }
 
+impl Planned {
+    /// Whether it takes its user's status to inactive.
+    pub fn deactivates(&self) -> bool {
+        match &self.intent {
+            Intent::Deactivate(_) => true,
+            Intent::Upsert(row) => !row.is_active,
+        }
+    }
+}
+
 /// A full export as of `as_of` leaves this user out: a deactivation ranked as a deletion
 /// at that time, so that any event after the export (and only such an event) stands.
 pub fn absent_from_export(user_id: Uuid, as_of: OffsetDateTime) -> Planned {

@@ -3,7 +3,7 @@
 //! one set-based statement, whatever the export's size, and never a set in memory.
 
 use super::Store;
-use crate::decide::{EventKey, Intent, Planned};
+use crate::decide::{EventKey, Planned};
 use sqlx::postgres::PgPoolCopyExt;
 use std::collections::HashSet;
 use std::fmt::Write;
@@ -27,6 +27,33 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         Ok(found.into_iter().collect())
+    }
+
+    /// Of the users `planned` deactivates, how many are active now and older than the
+    /// record: what applying them would deactivate (at most; a user counts once).
+    pub async fn would_deactivate(&self, planned: &[&Planned]) -> Result<u64, sqlx::Error> {
+        if planned.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = planned.iter().map(|p| p.user_id).collect();
+        let ts: Vec<OffsetDateTime> = planned.iter().map(|p| p.key.timestamp).collect();
+        let ranks: Vec<i16> = planned.iter().map(|p| p.key.rank).collect();
+        let digests: Vec<i64> = planned.iter().map(|p| p.key.digest).collect();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT i.id) \
+             FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[]) \
+               AS i(id, ts, rank, digest) \
+             JOIN user_watermarks w ON w.auth_user_id = i.id \
+             WHERE w.status_active \
+               AND (w.event_ts, w.event_rank, w.event_digest) < (i.ts, i.rank, i.digest)",
+        )
+        .bind(&ids)
+        .bind(&ts)
+        .bind(&ranks)
+        .bind(&digests)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(n as u64)
     }
 }
 
@@ -76,14 +103,6 @@ impl ExportIds {
         })
     }
 
-    /// Whether a record takes its user's status to inactive.
-    pub fn deactivates(p: &Planned) -> bool {
-        match &p.intent {
-            Intent::Deactivate(_) => true,
-            Intent::Upsert(row) => !row.is_active,
-        }
-    }
-
     /// Adds a batch of the export's records, and users it lists in records that cannot be
     /// applied (`present`: listed, so not left out, but changing nothing), by COPY.
     pub async fn add(&self, planned: &[Planned], present: &[Uuid]) -> Result<(), sqlx::Error> {
@@ -92,7 +111,7 @@ impl ExportIds {
         }
         let mut rows = String::with_capacity((planned.len() + present.len()) * 96);
         for p in planned {
-            let flag = if Self::deactivates(p) { 't' } else { 'f' };
+            let flag = if p.deactivates() { 't' } else { 'f' };
             let (ts, rank, digest) = (micros(p.key.timestamp), p.key.rank, p.key.digest);
             let _ = writeln!(rows, "{}\t{flag}\t{ts}\t{rank}\t{digest}", p.user_id);
         }

@@ -325,3 +325,45 @@ async fn replicas_consuming_during_a_reconcile_converge_to_reconcile_then_consum
     assert_eq!(inactive, 10, "1-5 deleted, 31-35 absent: {:?}", tables[0]);
     assert_eq!(tables[1], tables[0]);
 }
+
+/// A plain import reads once and checks each batch against the brake: a batch that would
+/// pass it stops the import (exit 1; the batches before stay applied), a dry run says
+/// `--yes` would be needed, and `--yes` applies it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_import_stops_at_the_brake_and_applies_with_yes() {
+    let env = Env::new()
+        .await
+        .set("deactivation_brake", "3")
+        .set("batch_size", "2");
+    let store = env.store();
+    let everyone: Vec<Value> = (1..=6).map(|n| record(n, "student", &["lms"])).collect();
+    let setup = Export::new(&env, "setup", &lines(&everyone));
+    env.command(&["import", setup.path(), "--as-of", BEFORE])
+        .ok();
+    let mut revoked: Vec<Value> = (1..=6).map(|n| record(n, "student", &["sat"])).collect();
+    revoked.insert(0, record(7, "student", &["lms"]));
+    let file = Export::new(&env, "revoked", &lines(&revoked));
+    let args = ["import", file.path(), "--as-of", T];
+
+    let dry = env
+        .command(&[&args[..], &["--dry-run", "--json"]].concat())
+        .ok();
+    assert_eq!(dry.json()["would_deactivate"], 6, "{}", dry.stdout);
+    assert_eq!(dry.json()["needs_yes"], true, "{}", dry.stdout);
+
+    let stopped = env.command(&args);
+    assert_eq!(stopped.code, 1, "{}", stopped.text());
+    assert!(stopped.stderr.contains("--yes"), "{}", stopped.stderr);
+    // Batches of two: 7 and 1 (one deactivation), 2 and 3 (two: the window is full), then
+    // 4 and 5 would pass it.
+    let active = count(&store, "SELECT count(*) FROM users WHERE is_active").await;
+    assert_eq!(
+        active, 4,
+        "user 7 created, users 1-3 deactivated, then it stopped"
+    );
+    assert!(stopped.stderr.contains("line 5"), "{}", stopped.stderr);
+
+    env.command(&[&args[..], &["--yes"]].concat()).ok();
+    let active = count(&store, "SELECT count(*) FROM users WHERE is_active").await;
+    assert_eq!(active, 1, "only user 7 is left active");
+}

@@ -5,12 +5,12 @@
 //! stands on them (the watermark rule, as for events, which also makes workers consuming
 //! meanwhile harmless). A record is the user's state at T, or at its own later timestamp.
 //!
-//! With the brake on, a first read puts the export's ids (for a plain import, those of the
-//! records that deactivate) into a table of the run's own, and the deactivations are counted
-//! against the watermarks in one set-based statement: past the brake, nothing is changed
-//! unless the operator confirmed. Then the users left out are deactivated (first: their
-//! emails may be what a listed user needs) and the records applied. Nothing holds the
-//! export in memory.
+//! A first read puts the export's ids into a table of the run's own, and the deactivations
+//! are counted against the watermarks in one set-based statement: past the brake, nothing
+//! is changed unless the operator confirmed. Then the users left out are deactivated
+//! (first: their emails may be what a listed user needs) and the records applied. Nothing
+//! holds the export in memory. A plain import reads once and checks each batch instead
+//! (`Run::apply_records`).
 
 use super::{ImportError, Reconcile, Run, Stage, Tally};
 use crate::decide::{self, EventKey};
@@ -32,7 +32,8 @@ pub(super) async fn run<P: FnMut(Stage, u64)>(run: &mut Run<'_, P>) -> Result<()
         // A pipe is read once: a plain import from it is applied as it comes.
         return run.apply_records().await;
     }
-    if !run.opts.full && run.settings.deactivation_brake == 0 {
+    if !run.opts.full {
+        // One read: each batch is checked against the brake before it is applied.
         return run.apply_records().await;
     }
     if let Some(as_of) = run.as_of.filter(|_| run.opts.full)
@@ -64,27 +65,24 @@ async fn passes<P: FnMut(Stage, u64)>(
     ids: &ExportIds,
     before: (u64, Option<SystemTime>),
 ) -> Result<(), ImportError> {
-    let full = run.opts.full;
     let valid = record_ids(run, ids).await?;
     unchanged_since(run, before)?;
-    if full && valid == 0 {
+    if valid == 0 {
         return Err(ImportError::Refused(
             "the export holds no valid record: a full reconcile would deactivate every user".into(),
         ));
     }
     ids.seal().await?;
-    let as_of = run.as_of.filter(|_| full);
-    let left_out = as_of.map(|t| decide::absent_from_export(Uuid::nil(), t).key);
-    let would = ids.would_deactivate(left_out).await?;
+    let as_of = run.as_of.expect("clap requires --as-of with --full");
+    let left_out = decide::absent_from_export(Uuid::nil(), as_of).key;
+    let would = ids.would_deactivate(Some(left_out)).await?;
     run.summary.would_deactivate = Some(would);
     run.summary.needs_yes = admit(run, would).await?;
-    if let Some(as_of) = as_of {
-        run.summary.reconcile = Some(Reconcile {
-            as_of: as_of.format(&Rfc3339).expect("formats"),
-            ..Default::default()
-        });
-        deactivate_left_out(run, ids, as_of, left_out.expect("with as_of"), would).await?;
-    }
+    run.summary.reconcile = Some(Reconcile {
+        as_of: as_of.format(&Rfc3339).expect("formats"),
+        ..Default::default()
+    });
+    deactivate_left_out(run, ids, as_of, left_out, would).await?;
     run.apply_records().await?;
     unchanged_since(run, before)
 }
@@ -104,27 +102,23 @@ fn unchanged_since<P>(
     )))
 }
 
-/// The first read. With `--full`, every record's user (an invalid record's too, when its id
-/// can be read: it is not left out); otherwise the records that deactivate. Returns how
-/// many records were valid.
+/// The first read: every record's user (an invalid record's too, when its id can be read:
+/// it is not left out). Returns how many records were valid.
 async fn record_ids<P: FnMut(Stage, u64)>(
     run: &mut Run<'_, P>,
     ids: &ExportIds,
 ) -> Result<usize, ImportError> {
     let mut records = run.open()?;
-    let (mut valid, full) = (0, run.opts.full);
+    let mut valid = 0;
     while let Some(batch) = records.next().await {
         let (mut planned, mut present) = (Vec::new(), Vec::new());
         for (_, decoded) in batch.map_err(ImportError::File)? {
             match decoded {
                 Ok(p) => {
                     valid += 1;
-                    if full || ExportIds::deactivates(&p) {
-                        planned.push(p);
-                    }
+                    planned.push(p);
                 }
-                Err(invalid) if full => present.extend(invalid.user_id),
-                Err(_) => {}
+                Err(invalid) => present.extend(invalid.user_id),
             }
         }
         ids.add(&planned, &present).await?;
@@ -164,7 +158,7 @@ async fn deactivate_left_out<P: FnMut(Stage, u64)>(
 /// and an engaged brake has none), nothing is changed unless the operator confirmed it
 /// (`--yes`). The check takes no room: each applied batch counts what it deactivated.
 /// Returns whether `--yes` is (or, in a dry run, would be) needed.
-async fn admit<P>(run: &Run<'_, P>, would: u64) -> Result<bool, ImportError> {
+pub(super) async fn admit<P>(run: &Run<'_, P>, would: u64) -> Result<bool, ImportError> {
     let (limit, window) = (
         run.settings.deactivation_brake,
         run.settings.deactivation_brake_window,

@@ -58,6 +58,9 @@ pub enum ImportError {
     /// Nothing was changed: the export, or what it would do, needs the operator first.
     #[error("refused: {0}")]
     Refused(String),
+    /// The brake stopped a plain import partway: what came before is applied.
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// A setting or the database's setup does not fit (a `[target]` mapping, a pooler in
     /// transaction mode): nothing was attempted.
     #[error("{0}")]
@@ -123,6 +126,48 @@ struct Run<'a, P> {
     progress: P,
 }
 
+/// A plain import with the brake on, read once: before each batch, what it would
+/// deactivate is counted against the room the brake's window has left; past it the import
+/// stops (the batches before stay applied) unless the operator confirmed. A dry run counts
+/// all of it and says whether `--yes` would be needed.
+struct BatchBrake {
+    would: u64,
+}
+
+impl BatchBrake {
+    fn new<P>(run: &Run<'_, P>) -> Option<Self> {
+        let on = !run.opts.full && run.settings.deactivation_brake > 0 && !run.opts.confirmed;
+        on.then_some(Self { would: 0 })
+    }
+
+    async fn check<P: FnMut(Stage, u64)>(
+        &mut self,
+        run: &mut Run<'_, P>,
+        planned: &[Planned],
+        first_line: Option<usize>,
+    ) -> Result<(), ImportError> {
+        let deactivating: Vec<&Planned> = planned.iter().filter(|p| p.deactivates()).collect();
+        let n = run.store.would_deactivate(&deactivating).await?;
+        self.would += n;
+        run.summary.would_deactivate = Some(self.would);
+        if n == 0 {
+            return Ok(());
+        }
+        if run.opts.dry_run {
+            run.summary.needs_yes = checked::admit(run, self.would).await?;
+            return Ok(());
+        }
+        match checked::admit(run, n).await {
+            Err(ImportError::Refused(why)) => Err(ImportError::Stopped(format!(
+                "{why}; the records before {} {} are applied",
+                run.summary.numbered_by,
+                first_line.unwrap_or(0)
+            ))),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
 /// Which tally a batch's results go to.
 #[derive(Clone, Copy)]
 enum Tally {
@@ -153,6 +198,7 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
     async fn apply_records(&mut self) -> Result<(), ImportError> {
         let mut records = self.open()?;
         self.summary.numbered_by = if records.array { "item" } else { "line" };
+        let mut brake = BatchBrake::new(self);
         while let Some(batch) = records.next().await {
             let mut lines = Vec::new();
             let mut planned = Vec::new();
@@ -165,6 +211,9 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
                     }
                     Err(invalid) => self.summary.invalid(line, invalid.why),
                 }
+            }
+            if let Some(brake) = brake.as_mut() {
+                brake.check(self, &planned, lines.first().copied()).await?;
             }
             self.apply(&planned, Some(&lines), Tally::Records).await?;
             (self.progress)(Stage::Importing, records.bytes_read());
