@@ -17,16 +17,18 @@
 #
 # Environment: USYNC_CLUSTER_DIR (default /tmp/user-sync-cluster), USYNC_CLUSTER_PORT
 # (default 5780: node N listens for AMQP on 127.0.0.1:5780+N and for Erlang distribution
-# on 25780+N). Needs the RabbitMQ server package (rabbitmq-server, rabbitmqctl in
+# on 25780+N), USYNC_CLUSTER_NAME (default usync: the nodes are usync1..3@localhost), so
+# that a second cluster can run beside one already running. Needs the RabbitMQ server package (rabbitmq-server, rabbitmqctl in
 # /usr/lib/rabbitmq/bin); runs as the calling user.
 set -euo pipefail
 
 dir=${USYNC_CLUSTER_DIR:-/tmp/user-sync-cluster}
 base=${USYNC_CLUSTER_PORT:-5780}
 bin=${RABBITMQ_BIN:-/usr/lib/rabbitmq/bin}
+prefix=${USYNC_CLUSTER_NAME:-usync}
 nodes=(1 2 3)
 
-name() { echo "usync$1@localhost"; }
+name() { echo "$prefix$1@localhost"; }
 amqp_port() { echo $((base + $1)); }
 
 # Runs a RabbitMQ script with node N's environment. HOME holds the cluster's cookie, and
@@ -165,7 +167,7 @@ case "${1:-}" in
   leader)
     node=$(ctl "$(any_live)" -q list_queues name leader --formatter json \
       | python3 -c 'import json,sys; q=sys.argv[1]; print(next(x["leader"] for x in json.load(sys.stdin) if x["name"]==q))' "$2")
-    echo "${node#usync}" | cut -d@ -f1 ;;
+    echo "${node#"$prefix"}" | cut -d@ -f1 ;;
   *)
     echo "usage: $0 start|stop|status|addresses|pid N|kill N|freeze N|heal|leader QUEUE" >&2
     exit 2 ;;

@@ -6,6 +6,7 @@ mod attack;
 mod attack2;
 mod attack3;
 mod attack4;
+mod attack5;
 mod audit;
 mod brake;
 mod cli;

@@ -8,7 +8,7 @@
 //! `TEST_RABBITMQ_CLUSTER` and runs them with `--ignored`, one at a time. Without the
 //! variable they fail rather than skip.
 
-mod nodes;
+pub(crate) mod nodes;
 mod traffic;
 
 use crate::helpers::*;
