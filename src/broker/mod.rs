@@ -6,6 +6,7 @@ mod connect;
 mod lookup;
 mod properties;
 mod topology;
+mod transport;
 
 pub use connect::connect;
 pub(crate) use connect::{Connected, connect_from};
