@@ -25,9 +25,7 @@ pub fn init(format: LogFormat) {
         .with(filter);
     let stdout = fmt::layer().with_writer(std::io::stdout);
     let _ = match format {
-        LogFormat::Json => registry
-            .with(stdout.json().flatten_event(true))
-            .try_init(),
+        LogFormat::Json => registry.with(stdout.json().flatten_event(true)).try_init(),
         LogFormat::Pretty => registry.with(stdout).try_init(),
     };
 }

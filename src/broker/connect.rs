@@ -109,7 +109,10 @@ async fn attempt(
 /// `localhost`: the host is read from the URL itself instead, as `RABBITMQ_ADDRESSES`
 /// entries are (`settings::addresses`).
 fn url_address(url: &str, uri: &AMQPUri) -> BrokerAddress {
-    let host = match url::Url::parse(url).ok().and_then(|u| u.host().map(|h| h.to_owned())) {
+    let host = match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
         Some(url::Host::Ipv6(v6)) => v6.to_string(),
         Some(url::Host::Ipv4(v4)) => v4.to_string(),
         // A name (lapin percent-decodes it), or no host at all: lapin's reading stands.

@@ -714,6 +714,16 @@ async fn a_main_queue_replaced_while_the_worker_is_away_is_consumed_unbound() {
     set_connections(&env.db.name, false).await;
     let conn = local().await;
     delete_queue(&conn, &topo.queue).await;
+    // The worker is away once its consumer was cancelled and its session ended. Declared
+    // again at once, the queue would keep the worker's consumer instead: RabbitMQ 3.10.8
+    // re-attaches a quorum queue's consumer to a queue of the same name declared before
+    // the channel has processed the deletion, without a `basic.cancel` (the new queue
+    // counts 1 consumer, the worker is told nothing and never away), a case no
+    // reconnect-time fix can see. So the declare waits for the session's end.
+    wait_for("the worker's session ended", WAIT, || async {
+        reconnects(worker.http).await >= 1
+    })
+    .await;
     let mut args = quorum_args();
     args.insert("x-dead-letter-exchange".into(), long_string(&topo.dlx));
     declare_queue(&conn, &topo.queue, args).await;
