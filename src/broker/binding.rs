@@ -16,8 +16,10 @@ use super::topology::{Topology, bind};
 use lapin::Connection;
 use std::time::Duration;
 
-/// How long a session waits for its bindings before going on without them.
-const BIND_WAIT: Duration = Duration::from_secs(2);
+/// How long a session waits for its bindings before going on without them. A bind takes
+/// milliseconds on a healthy cluster, so this is room for a loaded one; while a node is
+/// frozen it is added to every session's start (and to a failover's pause).
+const BIND_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a bind may take in the background before it is given up on, with a warning:
 /// past the longest a cluster takes to drop a frozen node (75 s by default).
