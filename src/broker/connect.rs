@@ -137,3 +137,21 @@ fn tls_config(settings: &Settings) -> Result<OwnedTLSConfig, BrokerError> {
         None => OwnedTLSConfig::default(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(url: &str) -> String {
+        let uri = AMQPUri::from_str(url).unwrap();
+        url_address(url, &uri).to_string()
+    }
+
+    #[test]
+    fn the_host_is_the_urls_own_an_ipv6_literal_included() {
+        assert_eq!(address("amqp://u:p@[::1]:5673/%2f"), "[::1]:5673");
+        assert_eq!(address("amqps://u:p@[fd00::5]/v"), "[fd00::5]:5671");
+        assert_eq!(address("amqp://u:p@10.0.0.2:5672/"), "10.0.0.2:5672");
+        assert_eq!(address("amqp://u:p@rabbit-1/%2f"), "rabbit-1:5672");
+    }
+}
