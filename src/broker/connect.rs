@@ -3,11 +3,12 @@
 //! connect through here.
 
 use super::BrokerError;
+use super::transport::Attempt;
 use crate::redact::mask_url;
 use crate::settings::{BrokerAddress, Settings};
+use lapin::Connection;
 use lapin::tcp::OwnedTLSConfig;
 use lapin::uri::AMQPUri;
-use lapin::{Connection, ConnectionProperties};
 use secrecy::ExposeSecret;
 use std::str::FromStr;
 use std::time::Duration;
@@ -51,10 +52,8 @@ pub(crate) async fn connect_from(
     let tls = tls_config(settings)?;
     let list = &settings.rabbitmq_addresses;
     if list.is_empty() {
-        let address = BrokerAddress {
-            host: uri.authority.host.clone(),
-            port: uri.authority.port,
-        };
+        let address = url_address(url, &uri);
+        uri.authority.host = address.host.clone();
         let connection = attempt(uri, tls, masked).await?;
         return Ok(Connected {
             connection,
@@ -86,21 +85,42 @@ pub(crate) async fn connect_from(
     Err(last.expect("the address list is not empty"))
 }
 
-/// One connection attempt; `shown` names the target in a timeout (never a password).
+/// One connection attempt; `shown` names the target in a timeout (never a password). An
+/// attempt given up on is torn down (see `transport`), not left to lapin's thread.
 async fn attempt(
     uri: AMQPUri,
     tls: OwnedTLSConfig,
     shown: String,
 ) -> Result<Connection, BrokerError> {
-    let runtime = lapin::runtime::default_runtime()?;
-    // No auto-recover: our supervisor owns reconnection (lapin's recovery can wedge
-    // silently after a second fault, docs/facts.md#auto-recover-can-stall-silently), so a lost
-    // connection surfaces as an error.
-    let connect =
-        Connection::connect_uri_with_config(uri, ConnectionProperties::default(), tls, runtime);
-    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(conn) => Ok(conn?),
+    // Timed out, the attempt is dropped inside the connect future, which shuts its socket
+    // down; failed, it is dropped here, the same.
+    match tokio::time::timeout(CONNECT_TIMEOUT, Attempt::connect(uri, tls)).await {
+        Ok((attempt, Ok(connection))) => {
+            attempt.keep();
+            Ok(connection)
+        }
+        Ok((_, Err(e))) => Err(e.into()),
         Err(_) => Err(BrokerError::Timeout(shown)),
+    }
+}
+
+/// The URL's own host and port. lapin's `AMQPUri` takes the host from `Url::domain()`, which
+/// is `None` for an IPv6 literal (`amqp://u:p@[fd00::5]:5672/`), and then silently uses
+/// `localhost`: the host is read from the URL itself instead, as `RABBITMQ_ADDRESSES`
+/// entries are (`settings::addresses`).
+fn url_address(url: &str, uri: &AMQPUri) -> BrokerAddress {
+    let host = match url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host().map(|h| h.to_owned()))
+    {
+        Some(url::Host::Ipv6(v6)) => v6.to_string(),
+        Some(url::Host::Ipv4(v4)) => v4.to_string(),
+        // A name (lapin percent-decodes it), or no host at all: lapin's reading stands.
+        Some(url::Host::Domain(_)) | None => uri.authority.host.clone(),
+    };
+    BrokerAddress {
+        host,
+        port: uri.authority.port,
     }
 }
 
@@ -116,4 +136,22 @@ fn tls_config(settings: &Settings) -> Result<OwnedTLSConfig, BrokerError> {
         },
         None => OwnedTLSConfig::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address(url: &str) -> String {
+        let uri = AMQPUri::from_str(url).unwrap();
+        url_address(url, &uri).to_string()
+    }
+
+    #[test]
+    fn the_host_is_the_urls_own_an_ipv6_literal_included() {
+        assert_eq!(address("amqp://u:p@[::1]:5673/%2f"), "[::1]:5673");
+        assert_eq!(address("amqps://u:p@[fd00::5]/v"), "[fd00::5]:5671");
+        assert_eq!(address("amqp://u:p@10.0.0.2:5672/"), "10.0.0.2:5672");
+        assert_eq!(address("amqp://u:p@rabbit-1/%2f"), "rabbit-1:5672");
+    }
 }

@@ -2,44 +2,47 @@
 //! node connected to and wait on no other node of a cluster.
 
 use super::BrokerError;
-use super::topology::{Topology, protocol_code};
+use super::topology::{Part, Topology, parts, protocol_code};
 use lapin::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ExchangeKind};
 
-/// Whether every exchange and queue of the topology exists. Unlike the bindings of
-/// `declare`, this does not wait on a hung node. The first one missing closes the channel
-/// and the answer is no.
-pub(crate) async fn exists(conn: &Connection, topo: &Topology) -> Result<bool, BrokerError> {
-    let ch = conn.create_channel().await?;
-    for name in [&topo.exchange, &topo.dlx] {
-        let passive = ExchangeDeclareOptions {
-            passive: true,
-            ..ExchangeDeclareOptions::default()
+/// The exchanges and queues of the topology that do not exist. Unlike declaring what is
+/// missing, or binding, this does not wait on a hung node. Bindings cannot be looked up
+/// this way: `Session::prepare` makes them again every session.
+pub(crate) async fn missing(conn: &Connection, topo: &Topology) -> Result<Vec<Part>, BrokerError> {
+    let mut ch = conn.create_channel().await?;
+    let mut missing = Vec::new();
+    for part in parts(topo) {
+        let name = part.name().into();
+        let looked = match &part {
+            Part::Exchange(..) => {
+                let passive = ExchangeDeclareOptions {
+                    passive: true,
+                    ..ExchangeDeclareOptions::default()
+                };
+                let kind = ExchangeKind::Topic; // a passive declare does not compare it
+                ch.exchange_declare(name, kind, passive, FieldTable::default())
+                    .await
+            }
+            Part::Queue(..) => {
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                };
+                ch.queue_declare(name, passive, FieldTable::default())
+                    .await
+                    .map(drop)
+            }
         };
-        let kind = ExchangeKind::Topic; // a passive declare does not compare it
-        let looked =
-            ch.exchange_declare(name.as_str().into(), kind, passive, FieldTable::default());
-        if !found(looked.await)? {
-            return Ok(false);
-        }
-    }
-    let retries = topo.retry_queues.iter().map(|(q, _)| q);
-    for name in [&topo.queue, &topo.dlq, &topo.hold]
-        .into_iter()
-        .chain(retries)
-    {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let looked = ch.queue_declare(name.as_str().into(), passive, FieldTable::default());
-        if !found(looked.await.map(drop))? {
-            return Ok(false);
+        if !found(looked)? {
+            // A miss closes the channel: the next look needs another.
+            missing.push(part);
+            ch = conn.create_channel().await?;
         }
     }
     let _ = ch.close(200, "looked".into()).await;
-    Ok(true)
+    Ok(missing)
 }
 
 /// A passive declare's answer: there, missing (404), or the error that ended the session.

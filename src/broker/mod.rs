@@ -1,15 +1,17 @@
 //! The RabbitMQ adapter: sessions and confirmed publishing (here), connecting to one node
-//! of several (`connect`), the topology and its declaration (`topology`), looking it up
-//! (`lookup`), the properties of the copies we publish (`properties`).
+//! of several (`connect`) over a socket of our own (`transport`), the topology and its
+//! declaration (`topology`), looking it up (`lookup`), binding it (`binding`), the
+//! properties of the copies we publish (`properties`).
 
+mod binding;
 mod connect;
 mod lookup;
 mod properties;
 mod topology;
+mod transport;
 
 pub use connect::connect;
 pub(crate) use connect::{Connected, connect_from};
-pub(crate) use lookup::exists;
 pub use lookup::queue_counts;
 pub use properties::{republished, text, with_headers};
 pub use topology::{ROUTING_KEYS, Topology, declare};
@@ -19,7 +21,8 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, Consumer};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, Consumer};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,13 +50,16 @@ pub struct Session {
     /// The node connected to, and its place in `RABBITMQ_ADDRESSES`.
     pub address: BrokerAddress,
     pub index: usize,
+    /// Set when a copy we published came back unroutable (see `returned`).
+    returned: AtomicBool,
 }
 
 impl Session {
-    /// Connects, declares the topology and opens the consuming and publishing channels.
+    /// Connects, makes sure of the topology (`prepare`) and opens the consuming and
+    /// publishing channels: for `send`, `dlq replay` and `brake release`.
     pub async fn open(settings: &Settings, topo: &Topology) -> Result<Self, BrokerError> {
         let session = Self::connect_from(settings, 0).await?;
-        session.declare(topo).await?;
+        session.prepare(topo, false).await?;
         Ok(session)
     }
 
@@ -71,30 +77,40 @@ impl Session {
         Self::channels(connect_from(settings, start).await?).await
     }
 
-    /// Declares the topology; on failure the session is closed.
-    pub(crate) async fn declare(&self, topo: &Topology) -> Result<(), BrokerError> {
-        let declared = declare(&self.connection, topo).await;
-        if declared.is_err() {
+    /// Makes sure of the topology; on failure the session is closed.
+    ///
+    /// Looks the exchanges and queues up and declares only those missing (a queue deleted,
+    /// a broker that lost its data, a first start), then binds, waiting a bounded time
+    /// (`binding`). A declare, like a binding, is a metadata change the whole cluster
+    /// agrees on: while a node hangs without having been dropped by the others
+    /// (`net_ticktime`, 60 s by default) it waits for that node; looking waits on no other
+    /// node, so a session (and a command) on a cluster with a frozen node starts at once.
+    ///
+    /// `full`: declare everything and wait for the bindings, as after a copy of ours came
+    /// back unroutable (`returned`): something the look-up cannot see is wrong.
+    pub(crate) async fn prepare(&self, topo: &Topology, full: bool) -> Result<(), BrokerError> {
+        let prepared = async {
+            if full {
+                return declare(&self.connection, topo).await;
+            }
+            let missing = lookup::missing(&self.connection, topo).await?;
+            if !missing.is_empty() {
+                topology::declare_parts(&self.connection, missing).await?;
+            }
+            let broker = self.address.to_string();
+            binding::bind_within(&self.connection, topo, broker).await
+        };
+        let prepared = prepared.await;
+        if prepared.is_err() {
             self.close().await;
         }
-        declared
+        prepared
     }
 
-    /// After a reconnect: declares the topology again only if part of it is missing (a
-    /// queue deleted, a broker that lost its data). A full declare binds, and a binding is
-    /// a metadata change the whole cluster agrees on: while a node hangs without having
-    /// been dropped by the others (`net_ticktime`, 60 s by default), it waits for that
-    /// node, and a reconnect that re-bound waited about a minute on the test cluster.
-    /// Looking waits on no other node.
-    pub(crate) async fn redeclare(&self, topo: &Topology) -> Result<(), BrokerError> {
-        match exists(&self.connection, topo).await {
-            Ok(true) => Ok(()),
-            Ok(false) => self.declare(topo).await,
-            Err(e) => {
-                self.close().await;
-                Err(e)
-            }
-        }
+    /// Whether a copy published in this session came back unroutable (a queue or binding
+    /// of ours gone): the worker's next session then declares in full.
+    pub(crate) fn returned(&self) -> bool {
+        self.returned.load(Ordering::Relaxed)
     }
 
     async fn channels(connected: Connected) -> Result<Self, BrokerError> {
@@ -114,6 +130,7 @@ impl Session {
             publish,
             address,
             index,
+            returned: AtomicBool::new(false),
         })
     }
 
@@ -159,7 +176,16 @@ impl Session {
             .await?
             .await?;
         match confirm {
-            lapin::Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(None) => Ok(()),
+            // Returned: only the broker's reason is named, never the body (whose lapin log
+            // line is off, see `telemetry`).
+            Confirmation::Ack(Some(m)) | Confirmation::Nack(Some(m)) => {
+                self.returned.store(true, Ordering::Relaxed);
+                Err(BrokerError::NotConfirmed(format!(
+                    "{exchange}/{routing_key} (returned: {} {})",
+                    m.reply_code, m.reply_text
+                )))
+            }
             _ => Err(BrokerError::NotConfirmed(format!(
                 "{exchange}/{routing_key}"
             ))),

@@ -1,5 +1,5 @@
-//! The broker topology (docs/contract.md#broker-topology), declared idempotently at start
-//! and after every reconnect.
+//! The broker topology (docs/contract.md#broker-topology): its parts, declared idempotently
+//! where a look-up finds them missing, and its bindings.
 
 use super::BrokerError;
 use crate::settings::{QueueType, Settings};
@@ -46,58 +46,39 @@ impl Topology {
     }
 }
 
-/// Declares everything idempotently: at start, and after a reconnect if `lookup::exists`
-/// finds part of it missing.
-pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerError> {
-    let ch = conn.create_channel().await?;
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
+/// One exchange or queue of the topology, with what it is declared with.
+pub(crate) enum Part {
+    Exchange(String, ExchangeKind),
+    Queue(String, FieldTable),
+}
+
+impl Part {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Part::Exchange(name, _) | Part::Queue(name, _) => name,
+        }
+    }
+}
+
+/// Every exchange and queue, in the order they are declared.
+pub(crate) fn parts(topo: &Topology) -> Vec<Part> {
     // The auth system's exchange (declaring it too lets us start before the publisher),
     // and the fanout in front of our DLQ.
-    for (name, kind) in [
-        (&topo.exchange, ExchangeKind::Topic),
-        (&topo.dlx, ExchangeKind::Fanout),
-    ] {
-        ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
-            .await?;
+    let mut parts = vec![
+        Part::Exchange(topo.exchange.clone(), ExchangeKind::Topic),
+        Part::Exchange(topo.dlx.clone(), ExchangeKind::Fanout),
+    ];
+    for name in [&topo.dlq, &topo.hold] {
+        let mut args = FieldTable::default();
+        queue_type_arg(&mut args, topo.queue_type);
+        parts.push(Part::Queue(name.clone(), args));
     }
-
-    let mut dlq_args = FieldTable::default();
-    queue_type_arg(&mut dlq_args, topo.queue_type);
-    let ch = declare_queue(conn, ch, &topo.dlq, dlq_args).await?;
-    ch.queue_bind(
-        topo.dlq.as_str().into(),
-        topo.dlx.as_str().into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-
-    let mut hold_args = FieldTable::default();
-    queue_type_arg(&mut hold_args, topo.queue_type);
-    let ch = declare_queue(conn, ch, &topo.hold, hold_args).await?;
-
     let mut main_args = FieldTable::default();
     queue_type_arg(&mut main_args, topo.queue_type);
     // Safety net: anything the broker itself dead-letters (a quorum delivery limit, a
     // reject without requeue) lands in our DLQ instead of being dropped.
     main_args.insert("x-dead-letter-exchange".into(), long_string(&topo.dlx));
-    let ch = declare_queue(conn, ch, &topo.queue, main_args).await?;
-    for key in ROUTING_KEYS {
-        ch.queue_bind(
-            topo.queue.as_str().into(),
-            topo.exchange.as_str().into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    }
-
-    let mut ch = ch;
+    parts.push(Part::Queue(topo.queue.clone(), main_args));
     for (name, delay) in &topo.retry_queues {
         let mut args = FieldTable::default();
         // The tier's delay: a message waits here this long, then expires...
@@ -110,9 +91,58 @@ pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerErr
         args.insert("x-dead-letter-exchange".into(), long_string(""));
         args.insert("x-dead-letter-routing-key".into(), long_string(&topo.queue));
         retry_queue_type(&mut args, topo.queue_type);
-        ch = declare_queue(conn, ch, name, args).await?;
+        parts.push(Part::Queue(name.clone(), args));
+    }
+    parts
+}
+
+/// Declares everything idempotently and binds, waiting for the bindings: the benchmarks'
+/// set-up, and a session after one of ours came back unroutable (`Session::prepare`).
+/// Sessions otherwise look up first (`lookup::missing`) and bind in the background.
+pub async fn declare(conn: &Connection, topo: &Topology) -> Result<(), BrokerError> {
+    declare_parts(conn, parts(topo)).await?;
+    let ch = conn.create_channel().await?;
+    bind(&ch, topo).await?;
+    let _ = ch.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// Declares `parts`, durable. Each declare of something that does not exist yet is a
+/// change the whole cluster agrees on, so it waits on a frozen node (see `binding`).
+pub(crate) async fn declare_parts(conn: &Connection, parts: Vec<Part>) -> Result<(), BrokerError> {
+    let mut ch = conn.create_channel().await?;
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    for part in parts {
+        match part {
+            Part::Exchange(name, kind) => {
+                ch.exchange_declare(name.as_str().into(), kind, durable, FieldTable::default())
+                    .await?;
+            }
+            Part::Queue(name, args) => ch = declare_queue(conn, ch, &name, args).await?,
+        }
     }
     let _ = ch.close(200, "declared".into()).await;
+    Ok(())
+}
+
+/// The bindings that bring messages in: the DLQ to its fanout, the main queue to the auth
+/// exchange with each routing key. Binding is idempotent.
+pub(crate) async fn bind(ch: &Channel, topo: &Topology) -> Result<(), BrokerError> {
+    let dlq = (topo.dlq.as_str(), topo.dlx.as_str(), "");
+    let main = ROUTING_KEYS.map(|key| (topo.queue.as_str(), topo.exchange.as_str(), key));
+    for (queue, exchange, key) in [dlq].into_iter().chain(main) {
+        ch.queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
     Ok(())
 }
 

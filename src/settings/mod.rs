@@ -5,6 +5,7 @@
 //! variable an operator has to fix, in one line.
 
 mod addresses;
+mod layered;
 mod source;
 
 pub use addresses::BrokerAddress;
@@ -12,8 +13,10 @@ pub use addresses::BrokerAddress;
 use crate::event::DEFAULT_MAX_BODY_BYTES;
 use crate::redact::mask_url;
 use config::{Config, Environment, File, FileFormat};
+use layered::Layered;
 use secrecy::{ExposeSecret, SecretString};
 use source::Source;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,13 +93,14 @@ pub struct Settings {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {var}: {problem}")]
 pub struct SettingsError {
-    pub var: &'static str,
+    /// The variable to fix (owned only for a key read from `CONFIG_FILE` by name).
+    pub var: Cow<'static, str>,
     pub problem: String,
 }
 
-fn err(var: &'static str, problem: impl Into<String>) -> SettingsError {
+fn err(var: impl Into<Cow<'static, str>>, problem: impl Into<String>) -> SettingsError {
     SettingsError {
-        var,
+        var: var.into(),
         problem: problem.into(),
     }
 }
@@ -173,7 +177,8 @@ impl Settings {
         let cfg = builder
             .build()
             .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
-        let mut settings = Self::from_lookup(|key| cfg.get_string(key).ok())?;
+        let values = Layered::new(&cfg);
+        let mut settings = values.finish(Self::from_lookup(|key| values.get(key)))?;
         settings.target = target(&cfg)?;
         settings.command = command;
         Ok(settings)
@@ -198,7 +203,8 @@ impl Settings {
             .build()
             .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
         // The source falls back to the defaults table by itself.
-        Source::new(|key| cfg.get_string(key).ok()).parsed("HTTP_ADDR", "host:port")
+        let values = Layered::new(&cfg);
+        values.finish(Source::new(|key| values.get(key)).parsed("HTTP_ADDR", "host:port"))
     }
 
     /// Builds settings from any key lookup (lower-case keys), for the worker (`run`); used

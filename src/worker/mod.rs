@@ -59,7 +59,8 @@ pub struct Worker {
 
 impl Worker {
     /// Runs until `shutdown` fires: connect, consume, and on any loss reconnect with capped
-    /// backoff, re-declaring the topology and re-registering the consumer each time.
+    /// backoff, making sure of the topology (`Session::prepare`) and re-registering the
+    /// consumer each time.
     ///
     /// A supervised loop rather than lapin's `enable_auto_recover()`: recovery there is
     /// young and was seen here to stay "reconnecting" forever after a second fault in quick
@@ -73,8 +74,10 @@ impl Worker {
         // Where the next session's connect starts in RABBITMQ_ADDRESSES: after the node the
         // last session used (see `broker::connect_from`).
         let mut next = 0;
-        // Declared in full once; later sessions look it up (see `Session::redeclare`).
-        let mut declared = false;
+        // Sessions look the topology up, declare what is missing and bind in the background
+        // (`Session::prepare`); after a copy of ours came back unroutable, the next one
+        // declares in full and waits for its bindings, until one succeeds.
+        let mut full = false;
         loop {
             dog.tick();
             // Do not take deliveries we cannot apply: wait for the database first.
@@ -85,12 +88,8 @@ impl Worker {
             let open = async {
                 let session = Session::connect_from(&self.settings, next).await?;
                 next = session.index + 1;
-                if declared {
-                    session.redeclare(topo).await?;
-                } else {
-                    session.declare(topo).await?;
-                    declared = true;
-                }
+                session.prepare(topo, full).await?;
+                full = false;
                 Ok::<_, BrokerError>(session)
             };
             let opened = tokio::select! {
@@ -102,6 +101,7 @@ impl Worker {
                     let started = Instant::now();
                     let end = self.consume(&session, topo, &shutdown).await;
                     dog.waiting(session.close()).await;
+                    full |= session.returned();
                     if started.elapsed() > Duration::from_secs(30) {
                         backoff.reset();
                     }
