@@ -73,7 +73,7 @@ async fn async_main() -> ExitCode {
     }
 }
 
-/// The worker: runs until SIGTERM/SIGINT, then finishes the batch in hand within
+/// The worker: runs until SIGTERM/SIGINT, then finishes the batches in hand within
 /// `SHUTDOWN_TIMEOUT_MS`.
 async fn run(settings: Settings) -> ExitCode {
     user_sync::telemetry::init(settings.log_format);
@@ -90,7 +90,7 @@ async fn run(settings: Settings) -> ExitCode {
     let joined = tokio::select! {
         r = &mut worker => r,
         _ = shutdown_signal() => {
-            tracing::info!("shutdown requested; finishing the batch in hand");
+            tracing::info!("shutdown requested; finishing the batches in hand");
             shutdown.cancel();
             match tokio::time::timeout(drain_timeout, worker).await {
                 Ok(r) => r,

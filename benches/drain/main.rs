@@ -1,27 +1,57 @@
 //! Drain benchmark: `cargo bench --bench drain` (N=100000 by default; `DRAIN_EVENTS=20000`
-//! for a quicker run). Against the local broker and database only (127.0.0.1), in one run:
-//! preload N events, time the release binary draining them (startup included) with its
-//! peak RSS; time an ack-only consumer (decode and ack, no database) on the same events,
-//! the ceiling; time two replicas and the audit trail off; time the integration-guide design (BATCH_SIZE=1,
-//! PREFETCH=1) on a sample; measure delivery-to-commit latency at a light steady rate;
-//! verify every final table against the expected state; print the figures side by side,
-//! with the CPU seconds the consumer, the broker and Postgres spent in each mode.
+//! for a quicker run). Against the local broker and database only (127.0.0.1): preload N
+//! events, time the release binary draining them (startup included) with its peak RSS;
+//! time an ack-only consumer (decode and ack, no database) on the same events, the
+//! ceiling; time one batch in flight, two replicas, the audit trail off, a mapped table,
+//! and a remote database (a proxy delaying each direction by 0.5 ms) at one batch in flight
+//! and at the default; time the integration-guide design (BATCH_SIZE=1, PREFETCH=1) on a
+//! sample; the floor (the rows alone, one bare upsert per batch); measure delivery-to-commit
+//! latency at a light steady rate; verify every final table against the expected state;
+//! print the figures side by side, with the CPU seconds the consumer, the broker and
+//! Postgres spent in each mode. `DRAIN_ROUNDS` (default 3) rounds over the modes, each row
+//! the median.
 //!
-//! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PREFETCH pair (how the defaults were chosen).
+//! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PIPELINE_DEPTH setting (how the defaults
+//! were chosen); `DRAIN_ONLY=key,...` runs only the named modes (light, ceiling, defaults,
+//! depth1, replicas, untrailed, guide, mapped, remote1, remote, floor, sweep);
+//! `DRAIN_SET=key=value,...` changes settings in every mode. `DRAIN_STATEMENTS=1` runs only
+//! the per-statement profile and the floor (`statements`; needs `pg_stat_statements`
+//! preloaded on `DRAIN_PG`). `DRAIN_PG` names another Postgres server (default
+//! `postgres://postgres@127.0.0.1:5432`).
 
+mod floor;
+mod light;
 mod mapped;
 mod measure;
 mod modes;
+mod remote;
+mod round;
 mod setup;
+mod statements;
 
-use modes::{Row, drain_ack_only, drain_mapped, drain_with_worker, light_load};
+use light::light_load;
+use modes::Row;
 use setup::{events, expected_for};
+use std::time::Duration;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+fn flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1")
+}
+
+fn rate(r: &Row) -> f64 {
+    r.events as f64 / r.secs
+}
+
+/// Postgres CPU per event, in microseconds.
+fn pg_us(r: &Row) -> f64 {
+    r.cpu.2 / r.events as f64 * 1e6
 }
 
 #[tokio::main]
@@ -39,88 +69,115 @@ async fn main() {
         expected.len(),
         light.len()
     );
+    measure::find_postmaster().await;
+    let depth1 = [("pipeline_depth", "1".to_string())];
+    let batch = user_sync::settings::Settings::from_lookup(|k| {
+        (k == "service_name").then(|| "lms".to_string())
+    })
+    .unwrap()
+    .batch_size;
 
-    // First, on a quiet machine: the drains leave checkpoints and autovacuum behind them.
-    let latency = light_load(&light, &expected_for(&light), light_rate).await;
-    let mut rows = vec![drain_ack_only(&all).await];
-    rows.push(drain_with_worker("user-sync, defaults", &all, &expected, 1, &[]).await);
-    rows.push(drain_with_worker("user-sync, 2 replicas", &all, &expected, 2, &[]).await);
-    let no_trail = &[("audit_retention_days", "0".into())];
-    let name = "user-sync, audit trail off";
-    rows.push(drain_with_worker(name, &all, &expected, 1, no_trail).await);
-    let guide = &[("batch_size", "1".into()), ("prefetch", "1".into())];
-    let expected_sample = expected_for(&sample);
-    let name = "BATCH_SIZE=1, PREFETCH=1 (sample)";
-    rows.push(drain_with_worker(name, &sample, &expected_sample, 1, guide).await);
-    let name = "user-sync into a mapped [target] table";
-    rows.push(drain_mapped(name, &all, &expected).await);
-    if std::env::var("DRAIN_SWEEP").is_ok_and(|v| v == "1") {
-        for (batch, prefetch) in [
-            (100, 200),
-            (250, 500),
-            (500, 500),
-            (1000, 2000),
-            (2000, 4000),
-        ] {
-            let extra = [
-                ("batch_size", batch.to_string()),
-                ("prefetch", prefetch.to_string()),
-            ];
-            let name = format!("BATCH_SIZE={batch}, PREFETCH={prefetch}");
-            rows.push(drain_with_worker(&name, &all, &expected, 1, &extra).await);
-        }
+    if flag("DRAIN_STATEMENTS") {
+        let at_1 = "profile, PIPELINE_DEPTH=1";
+        let at_1 = statements::profile(at_1, &all, &expected, &depth1).await;
+        let at_default = statements::profile("profile, defaults", &all, &expected, &[]).await;
+        let floor = floor::bare_upsert_floor(&all, batch).await;
+        let rows: Vec<&Row> = [at_1.as_ref(), at_default.as_ref(), Some(&floor)]
+            .into_iter()
+            .flatten()
+            .collect();
+        print_table(&rows, None);
+        return;
     }
 
-    print_table(&rows);
-    let rate = |r: &Row| r.events as f64 / r.secs;
-    println!(
-        "\nuser-sync defaults vs integration-guide design: {:.1}x",
-        rate(&rows[1]) / rate(&rows[4])
-    );
-    println!(
-        "audit trail on vs off: {:.2} of the drain rate",
-        rate(&rows[1]) / rate(&rows[3])
-    );
-    println!(
-        "mapped [target] table vs own table: {:.2} of the drain rate",
-        rate(&rows[5]) / rate(&rows[1])
-    );
-    println!(
-        "light load ({} events at {}/s): delivery-to-commit p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; table {}",
-        latency.events,
-        latency.rate,
-        latency.p50,
-        latency.p99,
-        latency.max,
-        if latency.verified {
-            "exact"
-        } else {
-            "MISMATCH"
+    // Each mode has a key; `DRAIN_ONLY=defaults,depth1` runs only those (default: all but
+    // the sweep, which `DRAIN_SWEEP=1` adds).
+    let only = std::env::var("DRAIN_ONLY").ok();
+    let wanted = |key: &str| match &only {
+        Some(keys) => keys.split(',').any(|k| k.trim() == key),
+        None => key != "sweep" || flag("DRAIN_SWEEP"),
+    };
+    // First, on a quiet machine: the drains leave checkpoints and autovacuum behind them.
+    let latency = match wanted("light") {
+        true => Some(light_load(&light, &expected_for(&light), light_rate).await),
+        false => None,
+    };
+    let proxy = remote::DelayProxy::start(setup::pg_addr(), Duration::from_micros(500));
+    let inputs = round::Inputs {
+        all: &all,
+        expected: &expected,
+        sample: &sample,
+        proxy: &proxy,
+        batch,
+    };
+    // Rounds over every mode, interleaved, each row the median of its runs: on a machine
+    // whose other users come and go, one run of a mode could fall in a burst of theirs.
+    let rounds = env_num("DRAIN_ROUNDS", 3).max(1);
+    let mut runs = Vec::new();
+    for r in 1..=rounds {
+        eprintln!("round {r} of {rounds}");
+        runs.extend(round::run(&inputs, &wanted).await);
+    }
+    let rows = round::medians(runs);
+    let get = |key: &str| rows.iter().find(|(k, _)| *k == key).map(|(_, r)| r);
+    let listed: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
+    print_table(&listed, get("ceiling"));
+    println!();
+    let ratio = |a: &str, b: &str| Some(rate(get(a)?) / rate(get(b)?));
+    if let Some(x) = ratio("defaults", "guide") {
+        println!("user-sync defaults vs integration-guide design: {x:.1}x");
+    }
+    if let Some(x) = ratio("defaults", "depth1") {
+        println!("default depth vs PIPELINE_DEPTH=1, local database: {x:.2}x");
+    }
+    if let Some(x) = ratio("remote", "remote1") {
+        println!("default depth vs PIPELINE_DEPTH=1, through the 1 ms proxy: {x:.2}x");
+    }
+    for key in ["defaults", "depth1", "floor"] {
+        if let Some(r) = get(key) {
+            println!("Postgres CPU per event, {}: {:.1} us", r.mode, pg_us(r));
         }
-    );
+    }
+    if let Some(x) = ratio("defaults", "untrailed") {
+        println!("audit trail on vs off: {x:.2} of the drain rate");
+    }
+    if let Some(x) = ratio("mapped", "defaults") {
+        println!("mapped [target] table vs own table: {x:.2} of the drain rate");
+    }
+    if let Some(l) = latency {
+        let table = if l.verified { "exact" } else { "MISMATCH" };
+        println!(
+            "light load ({} events at {}/s): delivery-to-commit p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; table {table}",
+            l.events, l.rate, l.p50, l.p99, l.max
+        );
+    }
 }
 
-fn print_table(rows: &[Row]) {
-    let ceiling = rows[0].events as f64 / rows[0].secs;
+/// The table; the ratio column against `ceiling`, when there is one.
+fn print_table(rows: &[&Row], ceiling: Option<&Row>) {
     println!(
-        "| mode | events | seconds | events/s | ratio to ack-only | peak RSS | table | CPU s: consumer / broker / postgres |"
+        "| mode | events | seconds (median, range) | events/s | ratio to ack-only | peak RSS | table | CPU s: consumer / broker / postgres | Postgres us/event |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|---|");
+    println!("|---|---:|---:|---:|---:|---:|---|---|---:|");
     for r in rows {
-        let rate = r.events as f64 / r.secs;
+        let ratio = ceiling.map_or("-".into(), |c| format!("{:.2}", rate(r) / rate(c)));
+        let secs = match r.range {
+            Some((lo, hi)) => format!("{:.2} ({lo:.2}-{hi:.2})", r.secs),
+            None => format!("{:.2}", r.secs),
+        };
         println!(
-            "| {} | {} | {:.2} | {:.0} | {:.2} | {} | {} | {:.1} / {:.1} / {:.1} |",
+            "| {} | {} | {secs} | {:.0} | {} | {} | {} | {:.1} / {:.1} / {:.1} | {:.1} |",
             r.mode,
             r.events,
-            r.secs,
-            rate,
-            rate / ceiling,
+            rate(r),
+            ratio,
             r.rss_mib.map_or("-".into(), |m| format!("{m:.1} MiB")),
             r.verified
                 .map_or("-", |v| if v { "exact" } else { "MISMATCH" }),
             r.cpu.0,
             r.cpu.1,
             r.cpu.2,
+            pg_us(r),
         );
     }
 }

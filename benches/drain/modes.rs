@@ -1,14 +1,15 @@
-//! The modes the benchmark compares: the release binary draining a preloaded queue, an
-//! ack-only consumer on the same events, and the binary at a light steady rate.
+//! The drains the benchmark compares: the release binary draining a preloaded queue (one
+//! or two replicas, a mapped table, a remote database), and an ack-only consumer on the
+//! same events.
 
-use crate::measure::{SystemCpu, peak_rss_kib, process_cpu, quantile, self_cpu};
-use crate::setup::{AMQP, QueueWatch, admin, cleanup, preload, publish, settings, tag};
+use crate::measure::{SystemCpu, peak_rss_kib, process_cpu, self_cpu};
+use crate::remote::DelayProxy;
+use crate::setup::{AMQP, QueueWatch, admin, cleanup, pg, pg_addr, preload, settings, tag};
 use futures_util::StreamExt;
 use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use std::collections::BTreeMap;
-use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use user_sync::decide;
@@ -26,9 +27,11 @@ pub(crate) struct Row {
     pub verified: Option<bool>,
     /// CPU seconds: the consumer (user-sync or the ack-only loop), the broker, Postgres.
     pub cpu: (f64, f64, f64),
+    /// The fastest and slowest of the rounds this row is the median of.
+    pub range: Option<(f64, f64)>,
 }
 
-fn spawn(vars: &[(String, String)], log: &str, stdout: Stdio) -> Child {
+pub(crate) fn spawn(vars: &[(String, String)], log: &str, stdout: Stdio) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
     cmd.env_clear().env("RUST_LOG", log).stdout(stdout);
     for (k, v) in vars {
@@ -37,7 +40,7 @@ fn spawn(vars: &[(String, String)], log: &str, stdout: Stdio) -> Child {
     cmd.spawn().unwrap()
 }
 
-fn stop(children: &mut [Child]) {
+pub(crate) fn stop(children: &mut [Child]) {
     for c in children.iter() {
         let _ = Command::new("kill")
             .args(["-TERM", &c.id().to_string()])
@@ -58,26 +61,77 @@ pub(crate) async fn drain_with_worker(
     workers: usize,
     extra: &[(&str, String)],
 ) -> Row {
-    drain_into(mode, events, expected, workers, extra, false).await
+    let how = How {
+        workers,
+        ..How::default()
+    };
+    drain_into(mode, events, expected, extra, how).await
 }
 
 /// The same drain into a backend's table named by a `[target]` mapping (every field to a
 /// column of its own, as in `mapped::DDL`), instead of the service's own table.
 pub(crate) async fn drain_mapped(mode: &str, events: &Events, expected: &Expected) -> Row {
-    drain_into(mode, events, expected, 1, &[], true).await
+    let how = How {
+        mapped: true,
+        ..How::default()
+    };
+    drain_into(mode, events, expected, &[], how).await
+}
+
+/// The same drain with user-sync reaching Postgres through `proxy` (a remote database);
+/// the benchmark's own checks connect directly.
+pub(crate) async fn drain_remote(
+    mode: &str,
+    events: &Events,
+    expected: &Expected,
+    extra: &[(&str, String)],
+    proxy: &DelayProxy,
+) -> Row {
+    let how = How {
+        via: Some(proxy.port),
+        ..How::default()
+    };
+    drain_into(mode, events, expected, extra, how).await
+}
+
+/// How a drain runs: how many workers, into a mapped table or not, through a proxy or not.
+struct How {
+    workers: usize,
+    mapped: bool,
+    via: Option<u16>,
+}
+
+impl Default for How {
+    fn default() -> Self {
+        How {
+            workers: 1,
+            mapped: false,
+            via: None,
+        }
+    }
 }
 
 async fn drain_into(
     mode: &str,
     events: &Events,
     expected: &Expected,
-    workers: usize,
     extra: &[(&str, String)],
-    mapped: bool,
+    how: How,
 ) -> Row {
+    let How {
+        workers,
+        mapped,
+        via,
+    } = how;
     let tag = tag();
     admin(&format!("CREATE DATABASE {tag}")).await;
     let (s, mut vars) = settings(&tag, &tag, extra);
+    if let Some(port) = via {
+        let server = pg().replace(&pg_addr(), &format!("127.0.0.1:{port}"));
+        let url = format!("{server}/{tag}?sslmode=disable");
+        vars.retain(|(k, _)| k != "database_url");
+        vars.push(("database_url".into(), url));
+    }
     let store = Store::new(&s).unwrap();
     store.migrate().await.unwrap();
     if mapped {
@@ -95,9 +149,18 @@ async fn drain_into(
     };
     preload(&s, events).await;
     let cpu_before = SystemCpu::now();
+    let own_before = self_cpu();
     let started = Instant::now();
     let mut children: Vec<_> = (0..workers)
-        .map(|_| spawn(&vars, "warn", Stdio::null()))
+        .map(|i| match std::env::var("DRAIN_LOG") {
+            // `DRAIN_LOG=user_sync=debug`: each drain's log in a file of its own.
+            Ok(filter) => {
+                let path = std::env::temp_dir().join(format!("{tag}.{i}.log"));
+                eprintln!("{mode}: log in {}", path.display());
+                spawn(&vars, &filter, std::fs::File::create(path).unwrap().into())
+            }
+            Err(_) => spawn(&vars, "warn", Stdio::null()),
+        })
         .collect();
     let want_marks = expected.len() as i64;
     let watch = QueueWatch::new(&s.rabbitmq_queue).await;
@@ -124,6 +187,12 @@ async fn drain_into(
     }
     let secs = started.elapsed().as_secs_f64();
     let system = SystemCpu::now().since(cpu_before);
+    if via.is_some() {
+        // The proxy's threads run in this process, on the same two cores: said, since a
+        // real network would not take that CPU from user-sync, the broker and Postgres.
+        let own = self_cpu() - own_before;
+        eprintln!("{mode}: the delay proxy and the polling used {own:.2} CPU s");
+    }
     watch.close().await;
     let worker_cpu: f64 = children.iter().map(|c| process_cpu(c.id())).sum();
     for c in &children {
@@ -140,6 +209,7 @@ async fn drain_into(
         rss_mib: Some(rss as f64 / 1024.0),
         verified: Some(verified),
         cpu: (worker_cpu, system.broker, system.db),
+        range: None,
     }
 }
 
@@ -190,87 +260,6 @@ pub(crate) async fn drain_ack_only(events: &Events) -> Row {
         rss_mib: None,
         verified: None,
         cpu: (own, system.broker, system.db),
-    }
-}
-
-/// Delivery-to-commit latency at a light steady rate, in milliseconds, as the binary
-/// reports it in each event's log line (`latency_ms`).
-pub(crate) struct Latency {
-    pub rate: u32,
-    pub events: usize,
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-    pub verified: bool,
-}
-
-/// Publishes `events` one by one at `rate` per second to a running binary.
-pub(crate) async fn light_load(events: &Events, expected: &Expected, rate: u32) -> Latency {
-    let tag = tag();
-    admin(&format!("CREATE DATABASE {tag}")).await;
-    let (s, vars) = settings(&tag, &tag, &[]);
-    preload(&s, &[]).await;
-    let mut child = spawn(&vars, "info", Stdio::piped());
-    let stdout = child.stdout.take().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<f64>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if let Some(ms) = v.get("latency_ms").and_then(|m| m.as_f64()) {
-                let _ = tx.send(ms);
-            }
-        }
-    });
-    let ready = Instant::now();
-    let watch = QueueWatch::new(&s.rabbitmq_queue).await;
-    while watch.counts().await.1 == 0 {
-        assert!(
-            ready.elapsed() < Duration::from_secs(30),
-            "consumer never came"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    watch.close().await;
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
-    for (key, body) in events {
-        tick.tick().await;
-        publish(&ch, &s.rabbitmq_exchange, key, body).await.unwrap();
-    }
-    let mut samples = Vec::with_capacity(events.len());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while samples.len() < events.len() {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some(ms)) => samples.push(ms),
-            _ => panic!(
-                "light load: {} of {} events logged",
-                samples.len(),
-                events.len()
-            ),
-        }
-    }
-    let _ = conn.close(200, "bye".into()).await;
-    let store = Store::new(&s).unwrap();
-    let verified = store.states().await.unwrap() == *expected;
-    store.pool().close().await;
-    stop(std::slice::from_mut(&mut child));
-    cleanup(&s, &tag).await;
-    samples.sort_by(f64::total_cmp);
-    Latency {
-        rate,
-        events: samples.len(),
-        p50: quantile(&samples, 0.5),
-        p99: quantile(&samples, 0.99),
-        max: *samples.last().unwrap(),
-        verified,
+        range: None,
     }
 }

@@ -12,7 +12,21 @@ use user_sync::event::{Decoded, decode};
 use user_sync::membership::Membership;
 use user_sync::settings::Settings;
 
-pub(crate) const PG: &str = "postgres://postgres@127.0.0.1:5432";
+/// The Postgres server the modes make their databases on: `DRAIN_PG` (a server URL
+/// without a database), by default the local one.
+pub(crate) fn pg() -> String {
+    let url = std::env::var("DRAIN_PG");
+    let url = url.unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    url.trim_end_matches('/').to_string()
+}
+
+/// `host:port` of the server.
+pub(crate) fn pg_addr() -> String {
+    let url = pg();
+    let rest = url.rsplit_once('@').map_or(url.as_str(), |(_, r)| r);
+    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest).to_string()
+}
 pub(crate) const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub(crate) const HASH: &str = "$2b$12$zF7vDVD5e.4xzmEI05ezE.ruqh5Vux7K3MLMbdsBDCmcd.PIs8L/O";
 
@@ -81,7 +95,7 @@ pub(crate) fn settings(
     let mut vars: HashMap<String, String> = [
         ("service_name", "lms".to_string()),
         // Plain TCP, as a sidecar beside its database runs (TLS is for a remote database).
-        ("database_url", format!("{PG}/{db}?sslmode=disable")),
+        ("database_url", format!("{}/{db}?sslmode=disable", pg())),
         ("rabbitmq_url", AMQP.to_string()),
         ("rabbitmq_exchange", format!("{queue}.events")),
         ("rabbitmq_queue", queue.to_string()),
@@ -94,6 +108,12 @@ pub(crate) fn settings(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
+    // `DRAIN_SET=pipeline_depth=3,prefetch=4000`: settings for every mode, under the
+    // mode's own.
+    let set = std::env::var("DRAIN_SET").unwrap_or_default();
+    for (k, v) in set.split(',').filter_map(|kv| kv.split_once('=')) {
+        vars.insert(k.trim().to_lowercase(), v.trim().to_string());
+    }
     for (k, v) in extra {
         vars.insert(k.to_string(), v.clone());
     }
@@ -102,7 +122,7 @@ pub(crate) fn settings(
 }
 
 pub(crate) async fn admin(sql: &str) {
-    let mut c = PgConnection::connect(&format!("{PG}/postgres"))
+    let mut c = PgConnection::connect(&format!("{}/postgres", pg()))
         .await
         .unwrap();
     sqlx::query(sql).execute(&mut c).await.unwrap();
@@ -208,6 +228,11 @@ pub(crate) async fn cleanup(s: &Settings, db: &str) {
             .await;
     }
     let _ = conn.close(200, "bye".into()).await;
+    // `DRAIN_KEEP_DB=1` leaves each mode's database behind, to look at its tables.
+    if std::env::var("DRAIN_KEEP_DB").is_ok_and(|v| v == "1") {
+        eprintln!("kept database {db}");
+        return;
+    }
     admin(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await;
 }
 

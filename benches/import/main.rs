@@ -25,6 +25,14 @@ mod report;
 mod run;
 mod watch;
 
+/// What the borrowed `measure` reads of the drain benchmark's setup: the one Postgres
+/// server both benchmarks use.
+mod setup {
+    pub(crate) fn pg() -> String {
+        "postgres://postgres@127.0.0.1:5432".into()
+    }
+}
+
 use report::Row;
 use run::{Measured, admin};
 use std::io::{BufRead, BufWriter, Write};

@@ -88,7 +88,7 @@ async fn round(
         losers: &round_losers,
     });
     let outcomes = store
-        .apply_as(planned, &batch, commit, audit.as_ref())
+        .apply_checking(planned, &batch, commit, audit.as_ref(), true)
         .await?;
     let mut results = Vec::new();
     for (user, events) in round {

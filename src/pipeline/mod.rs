@@ -1,13 +1,18 @@
 //! One batch's path, as stages over one record per delivery:
-//! `decode` (signature, body, plan) -> `hold` (the brake) -> `apply` (one transaction, a
-//! failure isolated to its event) -> `settle` (retry, dead-letter and hold publishes,
-//! confirmed; logs and metrics) -> one `multiple` ack.
+//! `decode` (signature, body, plan) -> `hold` (the brake, in delivery order: `gate`) ->
+//! `apply` (one transaction, a failure isolated to its event) -> `settle` (retry,
+//! dead-letter and hold publishes, confirmed; logs and metrics) -> one `multiple` ack, sent
+//! by `flight` once every batch before it is acknowledged.
 
 mod decode;
+mod flight;
+mod gate;
 mod isolate;
 mod record;
 mod settle;
+mod turns;
 
+pub(crate) use flight::{Flight, ack};
 pub use isolate::{Trail, apply_isolated};
 pub use record::Decision;
 
@@ -18,10 +23,11 @@ use crate::headers::Route;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::store::{Commit, EventResult, Store};
+use crate::store::{EventResult, Store};
 use crate::worker::Pause;
+use gate::Gate;
+use lapin::Acker;
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
 use record::{Decision as D, Events, Fate, Record};
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -75,28 +81,25 @@ impl Pipeline {
         }
     }
 
-    /// Takes a batch through every stage; `pause` holds it while the database is down.
-    pub async fn process(
+    /// Takes a batch through every stage but the acknowledgement (see `Flight`); `pause`
+    /// holds it while the database is down. Returns the acker of its last delivery.
+    async fn process(
         &self,
         session: &Session,
-        batch: Vec<(Delivery, Instant)>,
+        mut batch: Vec<(Delivery, Instant)>,
+        mut gate: Gate,
         pause: &Pause,
         shutdown: &CancellationToken,
-    ) -> Result<(), Stop> {
+    ) -> Result<Acker, Stop> {
         self.brake.poll().await;
         tracing::debug!(deliveries = batch.len(), "batch");
         self.metrics.batch(batch.len());
         let (mut records, events) = self.decode(&batch);
-        self.hold_and_apply(&batch, &mut records, &events, pause, shutdown)
+        self.hold_and_apply(&batch, &mut records, &events, &mut gate, pause, shutdown)
             .await?;
         self.settle(session, &batch, records, &events).await?;
-        // Ack only now: the changes are committed and every retry, dead letter and held
-        // copy confirmed. One `multiple` ack covers the whole batch (tags rise on a channel).
-        let (last, _) = batch.last().expect("a batch is never empty");
-        if !last.acker.ack(BasicAckOptions { multiple: true }).await? {
-            return Err(Stop::Broker(BrokerError::NotConfirmed("ack".into())));
-        }
-        Ok(())
+        let (last, _) = batch.pop().expect("a batch is never empty");
+        Ok(last.acker)
     }
 
     /// Reduces the batch per user, parks what the brake holds, applies the rest (held
@@ -106,10 +109,12 @@ impl Pipeline {
         batch: &[(Delivery, Instant)],
         records: &mut [Record],
         events: &Events,
+        gate: &mut Gate,
         pause: &Pause,
         shutdown: &CancellationToken,
     ) -> Result<(), Stop> {
         let (users, losers) = decide::reduce(&events.planned);
+        gate.wait().await;
         let released = self.released(batch, events, pause, shutdown).await?;
         let released = |p: usize| released[p];
         let deactivating = self
@@ -121,20 +126,16 @@ impl Pipeline {
         let split = self
             .brake
             .split(&events.planned, users, losers, &deactivating, granted);
+        let applying = split.users.iter();
+        gate.pass(applying.map(|u| events.planned[u.newest].user_id).collect());
         for &p in &split.held {
             records[events.origin[p]].fate = Fate::Decided(D::Held);
         }
-        let trail = (self.settings.audit_retention_days > 0).then(|| Trail {
-            service: &self.settings.service_name,
-            meta: &events.meta,
-        });
-        let results = pause
-            .hold(shutdown, || {
-                let (planned, users, losers) = (&events.planned, &split.users, &split.losers);
-                apply_isolated(&self.store, planned, users, losers, Commit::Yes, trail)
-            })
+        let any = !split.users.is_empty();
+        let results = self
+            .apply_in_turn(events, split.users, split.losers, gate, pause, shutdown)
             .await?;
-        if !split.users.is_empty() {
+        if any {
             let newest = results
                 .iter()
                 .filter(|(_, r)| matches!(r, EventResult::Done(_)))

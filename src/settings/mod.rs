@@ -5,6 +5,7 @@
 //! variable an operator has to fix, in one line.
 
 mod addresses;
+mod flow;
 mod layered;
 mod source;
 
@@ -62,6 +63,8 @@ pub struct Settings {
     command: &'static str,
     pub database_schema: String,
     pub database_max_connections: u32,
+    /// Batches in flight at once: while one commits, the next is decoded and applied.
+    pub pipeline_depth: usize,
     pub all_access_roles: Vec<String>,
     pub prefetch: u16,
     pub batch_size: usize,
@@ -116,12 +119,13 @@ const DEFAULTS: &[(&str, &str)] = &[
     // missed heartbeats: 10-12.5 s at 5 s. RabbitMQ's docs put false positives below 5 s.
     ("rabbitmq_heartbeat_secs", "5"),
     ("database_schema", "user_sync"),
-    // One batch is in flight at a time, so one connection applies; the second serves
-    // `/readyz` probes without queueing behind a batch. More changed nothing measured.
-    ("database_max_connections", "2"),
+    // Batches in flight, each on a connection of its own, while one commits. Drained by
+    // the benchmark (three interleaved rounds, BENCHMARKS.md, Pipeline), best of three:
+    // depth 1: 3.01 s, 2: 3.20 s, 3: 2.58 s locally; through a 1 ms round trip, 3.40 s
+    // at 2 and 3.39 s at 3, but 1.33-1.38x depth 1 against 1.21-1.24x. 4 gained nothing
+    // more in the sweep. `PREFETCH` and `DATABASE_MAX_CONNECTIONS` follow it: see `flow`.
+    ("pipeline_depth", "3"),
     ("all_access_roles", "teacher,curator,admin"),
-    // Twice the batch, so the next batch is already delivered while one commits.
-    ("prefetch", "2000"),
     // Drain rate by batch size: 100: 16 046/s, 250: 16 692/s, 500: 16 410/s, 1000:
     // 21 412/s, 2000: 24 052/s. Past 1000 the gain shrinks while transactions (row
     // locks held, work redone when a batch is split) and memory (23 -> 27 MiB) grow.
@@ -229,6 +233,7 @@ impl Settings {
         let http_addr = src.parsed("HTTP_ADDR", "host:port")?;
         let retry_delays = src.delays_ms("RETRY_DELAYS_MS")?;
         let rabbitmq_addresses = addresses::parse(&src.list("RABBITMQ_ADDRESSES"))?;
+        let flow = flow::read(&src)?;
         Ok(Settings {
             rabbitmq_url,
             rabbitmq_exchange,
@@ -249,9 +254,10 @@ impl Settings {
             log_format,
             log_pii,
             event_signing_keys,
-            prefetch: src.number("PREFETCH", 1, 65_535)?,
-            batch_size: src.number("BATCH_SIZE", 1, 10_000)?,
-            database_max_connections: src.number("DATABASE_MAX_CONNECTIONS", 1, 100)?,
+            prefetch: flow.prefetch,
+            batch_size: flow.batch_size,
+            database_max_connections: flow.connections,
+            pipeline_depth: flow.depth,
             batch_max_wait: src.millis("BATCH_MAX_WAIT_MS")?,
             max_attempts: src.number("MAX_ATTEMPTS", 1, 1000)?,
             max_body_bytes: src.number("MAX_BODY_BYTES", 1024, 64 << 20)?,
@@ -341,6 +347,8 @@ impl fmt::Debug for Settings {
                     .map(|u| mask_url(u.expose_secret())),
             )
             .field("database_schema", &self.database_schema)
+            .field("database_max_connections", &self.database_max_connections)
+            .field("pipeline_depth", &self.pipeline_depth)
             .field("prefetch", &self.prefetch)
             .field("batch_size", &self.batch_size)
             .field("batch_max_wait", &self.batch_max_wait)

@@ -197,3 +197,34 @@ fn broker_addresses_and_heartbeat_are_checked_at_start() {
         assert!(!e.to_string().contains("guest:guest"), "{e}");
     }
 }
+
+#[test]
+fn the_pool_and_prefetch_follow_the_batches_in_flight() {
+    let s = load(BASE).unwrap();
+    assert_eq!((s.pipeline_depth, s.database_max_connections), (3, 4));
+    assert_eq!(s.prefetch, 4000, "one batch more than are in flight");
+    let with = |pairs: &[(&'static str, &'static str)]| {
+        let mut all = BASE.to_vec();
+        all.extend_from_slice(pairs);
+        load(&all)
+    };
+    let s = with(&[("pipeline_depth", "1")]).unwrap();
+    assert_eq!(
+        (s.database_max_connections, s.prefetch),
+        (2, 2000),
+        "depth 1 keeps the pool and prefetch it had before"
+    );
+    let s = with(&[("batch_size", "10000"), ("pipeline_depth", "8")]).unwrap();
+    assert_eq!(s.prefetch, 65_535, "capped at what AMQP can say");
+    let s = with(&[("prefetch", "10")]).unwrap();
+    assert_eq!(s.prefetch, 10);
+    let s = with(&[("pipeline_depth", "4"), ("database_max_connections", "4")]).unwrap();
+    assert_eq!((s.pipeline_depth, s.database_max_connections), (4, 4));
+    for depth in ["0", "9", "two"] {
+        let e = with(&[("pipeline_depth", depth)]).unwrap_err();
+        assert_eq!(e.var, "PIPELINE_DEPTH", "{depth}");
+    }
+    let e = with(&[("pipeline_depth", "3"), ("database_max_connections", "2")]).unwrap_err();
+    assert_eq!(e.var, "DATABASE_MAX_CONNECTIONS");
+    assert!(e.problem.contains("PIPELINE_DEPTH (3)"), "{}", e.problem);
+}

@@ -57,6 +57,20 @@ impl Store {
         commit: Commit,
         audit: Option<&Audit<'_>>,
     ) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
+        self.apply_checking(planned, users, commit, audit, false)
+            .await
+    }
+
+    /// `apply_as`, checking for email conflicts before every write when `check` (the
+    /// isolation rounds of a user whose batch failed, most often on a conflict).
+    pub(crate) async fn apply_checking(
+        &self,
+        planned: &[Planned],
+        users: &[UserBatch],
+        commit: Commit,
+        audit: Option<&Audit<'_>>,
+        check: bool,
+    ) -> Result<Vec<(usize, EventResult)>, sqlx::Error> {
         let mut losers: HashMap<Uuid, Vec<usize>> = HashMap::new();
         for &l in audit.map_or(&[][..], |a| a.losers) {
             losers.entry(planned[l].user_id).or_default().push(l);
@@ -72,11 +86,20 @@ impl Store {
         };
         let mut work: Vec<Vec<usize>> = vec![(0..users.len()).collect()];
         let mut contended = 0;
+        // The own table's unique index (`users_active_email_key`) refuses a second active
+        // row for an email by itself, so the conflict check runs only once an attempt of
+        // this apply has met that refusal: one statement (a round trip and about a tenth of
+        // the database's work per event) less in the common case, one rolled-back attempt
+        // more in the rare one. A backend's table may have no such index: always checked.
+        let mut check_conflicts = check || self.mapped().is_some();
         while let Some(set) = work.pop() {
             if set.is_empty() {
                 continue;
             }
-            match self.attempt(planned, users, &set, &ctx).await {
+            match self
+                .attempt(planned, users, &set, &ctx, check_conflicts)
+                .await
+            {
                 Ok(Attempt::Committed(outcomes)) => {
                     results.extend(outcomes.into_iter().map(|(i, o)| (i, EventResult::Done(o))));
                 }
@@ -88,6 +111,10 @@ impl Store {
                 }
                 Err(e) => match classify(&e) {
                     Fault::Outage => return Err(e),
+                    Fault::Event(EventResult::EmailConflict) if !check_conflicts => {
+                        check_conflicts = true;
+                        work.push(set);
+                    }
                     // Another writer held a row we needed; nothing of ours was wrong, and
                     // the rolled-back attempt left nothing behind: the same set again.
                     Fault::Contention if contended < MAX_CONTENTION_RETRIES => {

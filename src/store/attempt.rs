@@ -56,6 +56,7 @@ impl Store {
         users: &[UserBatch],
         set: &[usize],
         ctx: &AttemptCtx<'_>,
+        check_conflicts: bool,
     ) -> Result<Attempt, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         if self.mapped().is_some_and(|m| m.hash_joins) {
@@ -63,14 +64,20 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        let advanced = advance_watermarks(&mut tx, planned, users, set).await?;
+        let guarded = advance_watermarks(&mut tx, planned, users, set, self.mapped()).await?;
+        let advanced = guarded.advanced;
         let mut outcomes = Vec::new();
         let moved = sort_moved(planned, users, set, &advanced, &mut outcomes);
         let mut written = Written::default();
         let rows = data_rows(planned, users, &moved.data, &advanced);
         if !rows.is_empty() {
-            written.adopted = adopt(&mut tx, &rows, self.mapped()).await?;
-            let conflicts = email_conflicts(&mut tx, &rows, self.mapped()).await?;
+            if guarded.unlinked {
+                written.adopted = adopt(&mut tx, &rows, self.mapped()).await?;
+            }
+            let conflicts = match check_conflicts {
+                true => email_conflicts(&mut tx, &rows, self.mapped()).await?,
+                false => HashSet::new(),
+            };
             if !conflicts.is_empty() {
                 tx.rollback().await?;
                 let of =

@@ -22,6 +22,13 @@ pub(crate) struct Advanced {
     pub status_ts: OffsetDateTime,
 }
 
+/// What the guard returned: the users it moved, and whether the table has rows without an
+/// auth id (rows the backend made itself, which an event may adopt).
+pub(crate) struct Guarded {
+    pub advanced: HashMap<Uuid, Advanced>,
+    pub unlinked: bool,
+}
+
 /// The guard. For each user, moves the status watermark to the newest event if it is
 /// newer, and the data watermark to the newest upsert if it is newer, in one statement
 /// that row-locks the user until commit. Users for which neither moved are not returned:
@@ -31,13 +38,19 @@ pub(super) async fn advance_watermarks(
     planned: &[Planned],
     users: &[UserBatch],
     set: &[usize],
-) -> Result<HashMap<Uuid, Advanced>, sqlx::Error> {
+    mapped: Option<&MappedSql>,
+) -> Result<Guarded, sqlx::Error> {
     let newest: Vec<&Planned> = set.iter().map(|&u| &planned[users[u].newest]).collect();
     let upsert: Vec<Option<&Planned>> = set
         .iter()
         .map(|&u| users[u].upsert.map(|i| &planned[i]))
         .collect();
     let ids: Vec<Uuid> = newest.iter().map(|p| p.user_id).collect();
+    // The statement locks rows in array order, and two transactions that both lock in
+    // ascending user id cannot wait on each other in a cycle: replicas, and a worker's
+    // batches in flight, share users without deadlocking. `decide::reduce` sorts by user
+    // id (Uuid orders bytewise, as Postgres's uuid does) and every set is a subsequence.
+    debug_assert!(ids.is_sorted(), "users locked in id order");
     let ts: Vec<OffsetDateTime> = newest.iter().map(|p| p.key.timestamp).collect();
     let ranks: Vec<i16> = newest.iter().map(|p| p.key.rank).collect();
     let digests: Vec<i64> = newest.iter().map(|p| p.key.digest).collect();
@@ -52,7 +65,8 @@ pub(super) async fn advance_watermarks(
         upsert.iter().map(|p| p.map(|p| p.key.timestamp)).collect();
     let d_rank: Vec<Option<i16>> = upsert.iter().map(|p| p.map(|p| p.key.rank)).collect();
     let d_digest: Vec<Option<i64>> = upsert.iter().map(|p| p.map(|p| p.key.digest)).collect();
-    let rows = sqlx::query(ADVANCE_SQL.as_str())
+    let sql = mapped.map_or(ADVANCE_SQL.as_str(), |m| m.advance.as_str());
+    let rows = sqlx::query(sql)
         .bind(&ids)
         .bind(&ts)
         .bind(&ranks)
@@ -64,7 +78,8 @@ pub(super) async fn advance_watermarks(
         .bind(&d_digest)
         .fetch_all(&mut *tx)
         .await?;
-    Ok(rows
+    let unlinked = rows.first().is_some_and(|r| r.get(6));
+    let advanced = rows
         .iter()
         .map(|r| {
             let change: i16 = r.get(1);
@@ -74,7 +89,7 @@ pub(super) async fn advance_watermarks(
                 data: change & 2 != 0,
                 prev_active: r.get(2),
                 prev_reason: r
-                    .get::<Option<String>, _>(6)
+                    .get::<Option<String>, _>(7)
                     .as_deref()
                     .and_then(Reason::parse),
                 active: r.get(3),
@@ -83,14 +98,21 @@ pub(super) async fn advance_watermarks(
             };
             (r.get(0), advanced)
         })
-        .collect())
+        .collect();
+    Ok(Guarded { advanced, unlinked })
 }
+
+static ADVANCE_SQL: LazyLock<String> =
+    LazyLock::new(|| advance_sql("SELECT 1 FROM users n WHERE n.auth_user_id IS NULL"));
 
 // S: the incoming newest event is newer than the stored status; D: the incoming upsert is
 // newer than the stored fields. Row comparisons give the total order of
 // `decide::EventKey` (timestamp, kind rank, digest). The WHERE makes a stale event touch
-// nothing; `last_change`, `prev_active` and `prev_reason` let RETURNING say what moved.
-static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
+// nothing; `last_change`, `prev_active` and `prev_reason` let RETURNING say what moved. `unlinked`, the
+// rows the target has without an auth id, is an uncorrelated EXISTS, evaluated once per
+// statement: while there are none (the steady state) the adoption statement is skipped,
+// a round trip less per transaction.
+pub(crate) fn advance_sql(unlinked: &str) -> String {
     let s = "((w.event_ts, w.event_rank, w.event_digest) \
              < (EXCLUDED.event_ts, EXCLUDED.event_rank, EXCLUDED.event_digest))";
     let d = "(EXCLUDED.data_ts IS NOT NULL AND (w.data_ts IS NULL \
@@ -117,10 +139,10 @@ static ADVANCE_SQL: LazyLock<String> = LazyLock::new(|| {
            prev_reason   = w.status_reason, \
            updated_at    = now() \
          WHERE {s} OR {d} \
-         RETURNING auth_user_id, last_change, prev_active, status_active, status_reason, event_ts, \
-           prev_reason"
+         RETURNING auth_user_id, last_change, prev_active, status_active, status_reason, \
+           event_ts, EXISTS ({unlinked}), prev_reason"
     )
-});
+}
 
 /// Links rows the backend had before the sync (same email, no auth id) to the auth user,
 /// unless that user already has a row of its own; returns the users it linked.
@@ -139,9 +161,13 @@ pub(super) async fn adopt(
     Ok(adopted.into_iter().collect())
 }
 
+// The uncorrelated EXISTS is a one-time filter: once every row has an auth id (the steady
+// state), the statement reads one entry of an empty partial index instead of probing two
+// indexes for each row of the batch.
 const ADOPT_SQL: &str = "UPDATE users u SET auth_user_id = i.auth_user_id, updated_at = now() \
          FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
-         WHERE u.id = (SELECT l.id FROM users l \
+         WHERE EXISTS (SELECT 1 FROM users n WHERE n.auth_user_id IS NULL) \
+           AND u.id = (SELECT l.id FROM users l \
                        WHERE l.auth_user_id IS NULL AND lower(l.email) = lower(i.email) \
                        ORDER BY l.is_active DESC, l.id LIMIT 1) \
            AND NOT EXISTS (SELECT 1 FROM users x WHERE x.auth_user_id = i.auth_user_id) \

@@ -39,26 +39,25 @@ async fn a_database_down_behind_pgbouncer_at_start_is_an_outage_not_a_configurat
     );
 }
 
-/// A role whose CONNECTION LIMIT equals DATABASE_MAX_CONNECTIONS (the pool's size, 2 by
-/// default) ran the service before; `verify_session` now opens two connections of its own
-/// next to the pool's, the third is refused (53300, too many connections for role) and
-/// start failed with a configuration error every time. Fixed here: `verify_session` skips
+/// A role whose CONNECTION LIMIT equals DATABASE_MAX_CONNECTIONS (the pool's size, by
+/// default) ran the service before; `verify_session` then opened two connections of its
+/// own next to the pool's, the one past the limit was refused (53300, too many connections
+/// for role) and start failed with a configuration error every time. Fixed here: `verify_session` skips
 /// its check, with a warning, when the extra connections are refused with 53300.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_connection_limit_sized_to_the_pool_still_starts() {
     let env = Env::new().await;
+    let pool = env.settings().database_max_connections;
     let role = format!("{}_limited", env.db.name);
     let admin = env.store();
     for sql in [
-        format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT 2"),
+        format!("CREATE ROLE {role} LOGIN CONNECTION LIMIT {pool}"),
         format!("GRANT ALL ON DATABASE {} TO {role}", env.db.name),
     ] {
         sqlx::query(&sql).execute(admin.pool()).await.unwrap();
     }
     let url = pg_url_as(&role, &env.db.name);
-    let env = env
-        .set("database_url", &url)
-        .set("database_max_connections", "2");
+    let env = env.set("database_url", &url);
     let app = user_sync::build(env.settings()).unwrap();
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(user_sync::run(app, shutdown.clone()));

@@ -1,5 +1,6 @@
 //! Model-based test with failure injection: random histories of several users published
 //! in any order with duplicates, through one or two real workers at any batch size, with
+//! one batch or two in flight (`PIPELINE_DEPTH`), with
 //! events that fail (an email another user keeps for good or frees later, a row the
 //! backend's trigger refuses, poison bodies, timestamps out of range), signing on or off,
 //! and the mass-deactivation brake engaging and being released. Whatever happens, the
@@ -89,32 +90,36 @@ fn out_of_range(ts: &str) -> Vec<u8> {
     e.to_string().into_bytes()
 }
 
-/// How one case runs: batch size, replicas, the brake's threshold (0: off), signing.
+/// How one case runs: batch size, replicas, the brake's threshold (0: off), signing, and
+/// batches in flight per worker.
 #[derive(Debug, Clone, Copy)]
 struct Setup {
     batch: usize,
     replicas: usize,
     brake: u32,
     signed: bool,
+    depth: usize,
 }
 
-fn arb_setup() -> impl Strategy<Value = Setup> {
+fn arb_setup(depths: &'static [usize]) -> impl Strategy<Value = Setup> {
     (
+        prop::sample::select(depths),
         1usize..12,
         1usize..=2,
         prop::sample::select(vec![0u32, 0, 1, 3]),
         any::<bool>(),
     )
-        .prop_map(|(batch, replicas, brake, signed)| Setup {
+        .prop_map(|(depth, batch, replicas, brake, signed)| Setup {
             batch,
             replicas,
             brake,
             signed,
+            depth,
         })
 }
 
 /// A history and the order it is published in (indices, some twice).
-fn arb_case() -> impl Strategy<Value = (Vec<Message>, Vec<usize>, Setup)> {
+fn arb_case(depths: &'static [usize]) -> impl Strategy<Value = (Vec<Message>, Vec<usize>, Setup)> {
     let history = (
         prop::collection::vec(arb_event(), 4..28),
         prop::collection::vec(arb_poison(), 0..3),
@@ -127,13 +132,13 @@ fn arb_case() -> impl Strategy<Value = (Vec<Message>, Vec<usize>, Setup)> {
             });
             events.chain(poison).collect::<Vec<_>>()
         });
-    history.prop_flat_map(|history| {
+    history.prop_flat_map(move |history| {
         let n = history.len();
         let order = prop::collection::vec(0..n, 0..n / 2).prop_flat_map(move |extra| {
             let all: Vec<usize> = (0..n).chain(extra).collect();
             Just(all).prop_shuffle()
         });
-        (Just(history), order, arb_setup())
+        (Just(history), order, arb_setup(depths))
     })
 }
 
@@ -169,6 +174,7 @@ async fn run_case(history: &[Message], order: &[usize], setup: Setup) {
     let mut env = Env::new()
         .await
         .set("batch_size", &setup.batch.to_string())
+        .set("pipeline_depth", &setup.depth.to_string())
         .set("max_attempts", "4")
         .set("retry_delays_ms", "50,100")
         .set("deactivation_brake", &setup.brake.to_string());
@@ -301,8 +307,8 @@ async fn check(env: &Env, history: &[Message], order: &[usize], squatter: Planne
     );
 }
 
-#[test]
-fn random_histories_with_failures_end_in_the_model_and_the_dlq() {
+/// `MODEL_CASES` cases (default 24), each with one of `depths` batches in flight per worker.
+fn run_model(depths: &'static [usize]) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -316,9 +322,22 @@ fn random_histories_with_failures_end_in_the_model_and_the_dlq() {
         ..Config::default()
     });
     runner
-        .run(&arb_case(), |(history, order, setup)| {
+        .run(&arb_case(depths), |(history, order, setup)| {
             rt.block_on(run_case(&history, &order, setup));
             Ok(())
         })
         .unwrap();
+}
+
+#[test]
+fn random_histories_with_failures_end_in_the_model_and_the_dlq() {
+    run_model(&[1]);
+}
+
+/// The same with two or three batches in flight (the default): one commits while the next
+/// are applied, with the same users in several, failures isolated in any, the brake
+/// deciding in between.
+#[test]
+fn random_histories_with_batches_in_flight_end_in_the_model_and_the_dlq() {
+    run_model(&[2, 3]);
 }

@@ -35,6 +35,8 @@ pub(crate) enum Param {
 /// The generated statements of one mapped target.
 #[derive(Debug, Clone)]
 pub(crate) struct MappedSql {
+    /// The watermark guard, telling whether the table has rows without a key.
+    pub advance: String,
     pub upsert_changes: String,
     pub adopt: String,
     pub conflicts: String,
@@ -134,6 +136,11 @@ impl MappedSql {
                 table(m),
                 k = q(&m.key)
             ),
+            advance: crate::store::statements::advance_sql(&format!(
+                "SELECT 1 FROM {} n WHERE n.{} IS NULL",
+                table(m),
+                q(&m.key)
+            )),
             adopt: adopt(m, types),
             conflicts: conflicts(m, types),
             update_status: update_status(m, types),
@@ -267,14 +274,16 @@ fn deactivation(m: &Mapping, types: &Types) -> (String, String, String) {
 }
 
 /// Links a row the backend had before the sync (same email, no auth id), an active one
-/// first, unless the auth user already has a row.
+/// first, unless the auth user already has a row. As for the own table, a one-time filter
+/// skips the per-row probes once no row lacks a key (the key's unique index finds a NULL).
 fn adopt(m: &Mapping, types: &Types) -> String {
     let (t, k, e) = (table(m), q(&m.key), q(&m.email));
     let key = key_of(m, types, "i.auth_user_id");
     format!(
         "UPDATE {t} u SET {k} = {key} \
          FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
-         WHERE u.ctid = (SELECT l.ctid FROM {t} l WHERE l.{k} IS NULL \
+         WHERE EXISTS (SELECT 1 FROM {t} n WHERE n.{k} IS NULL) \
+           AND u.ctid = (SELECT l.ctid FROM {t} l WHERE l.{k} IS NULL \
                          AND lower(l.{e}) = lower(i.email) \
                          ORDER BY {} DESC, l.ctid LIMIT 1) \
            AND NOT EXISTS (SELECT 1 FROM {t} x WHERE x.{k} = {key}) \

@@ -1,0 +1,113 @@
+//! One round of the drain modes, and the median of several rounds per mode.
+
+use crate::floor::bare_upsert_floor;
+use crate::modes::{
+    Events, Expected, Row, drain_ack_only, drain_mapped, drain_remote, drain_with_worker,
+};
+use crate::remote::DelayProxy;
+use crate::setup::expected_for;
+
+/// Settings a mode changes, as (lower-case key, value).
+type Extra<'a> = &'a [(&'a str, String)];
+
+pub(crate) struct Inputs<'a> {
+    pub all: &'a Events,
+    pub expected: &'a Expected,
+    pub sample: &'a Events,
+    pub proxy: &'a DelayProxy,
+    /// The default `BATCH_SIZE`, for the floor's batches.
+    pub batch: usize,
+}
+
+/// Every wanted mode once, as (key, row).
+pub(crate) async fn run(
+    i: &Inputs<'_>,
+    wanted: &impl Fn(&str) -> bool,
+) -> Vec<(&'static str, Row)> {
+    let (all, expected) = (i.all, i.expected);
+    let depth1 = [("pipeline_depth", "1".to_string())];
+    let mut rows = Vec::new();
+    if wanted("ceiling") {
+        rows.push(("ceiling", drain_ack_only(all).await));
+    }
+    let untrailed = [("audit_retention_days", "0".to_string())];
+    let plain: [(&str, &str, usize, Extra); 4] = [
+        ("defaults", "user-sync, defaults", 1, &[]),
+        ("depth1", "user-sync, PIPELINE_DEPTH=1", 1, &depth1),
+        ("replicas", "user-sync, 2 replicas", 2, &[]),
+        ("untrailed", "user-sync, audit trail off", 1, &untrailed),
+    ];
+    for (key, name, workers, extra) in plain {
+        if wanted(key) {
+            let row = drain_with_worker(name, all, expected, workers, extra).await;
+            rows.push((key, row));
+        }
+    }
+    if wanted("guide") {
+        let guide = [("batch_size", "1".into()), ("prefetch", "1".into())];
+        let name = "BATCH_SIZE=1, PREFETCH=1 (sample)";
+        let row = drain_with_worker(name, i.sample, &expected_for(i.sample), 1, &guide).await;
+        rows.push(("guide", row));
+    }
+    if wanted("mapped") {
+        let name = "user-sync into a mapped [target] table";
+        rows.push(("mapped", drain_mapped(name, all, expected).await));
+    }
+    let remote: [(&str, &str, Extra); 2] = [
+        (
+            "remote1",
+            "remote db (1 ms round trip), PIPELINE_DEPTH=1",
+            &depth1,
+        ),
+        ("remote", "remote db (1 ms round trip), defaults", &[]),
+    ];
+    for (key, name, extra) in remote {
+        if wanted(key) {
+            let row = drain_remote(name, all, expected, extra, i.proxy).await;
+            rows.push((key, row));
+        }
+    }
+    if wanted("floor") {
+        rows.push(("floor", bare_upsert_floor(all, i.batch).await));
+    }
+    if wanted("sweep") {
+        for (batch, depth) in [
+            (1000, 1),
+            (1000, 2),
+            (1000, 3),
+            (1000, 4),
+            (500, 3),
+            (2000, 3),
+        ] {
+            let extra = [
+                ("batch_size", batch.to_string()),
+                ("pipeline_depth", depth.to_string()),
+            ];
+            let name = format!("BATCH_SIZE={batch}, PIPELINE_DEPTH={depth}");
+            let row = drain_with_worker(&name, all, expected, 1, &extra).await;
+            rows.push(("sweep", row));
+        }
+    }
+    rows
+}
+
+/// Per mode (in the order first run), the run of median time, with the range of times.
+pub(crate) fn medians(runs: Vec<(&'static str, Row)>) -> Vec<(&'static str, Row)> {
+    let mut modes: Vec<(&'static str, Vec<Row>)> = Vec::new();
+    for (key, row) in runs {
+        match modes.iter_mut().find(|(_, rs)| rs[0].mode == row.mode) {
+            Some((_, rs)) => rs.push(row),
+            None => modes.push((key, vec![row])),
+        }
+    }
+    modes
+        .into_iter()
+        .map(|(key, mut rs)| {
+            rs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+            let range = (rs[0].secs, rs[rs.len() - 1].secs);
+            let mut median = rs.swap_remove((rs.len() - 1) / 2);
+            median.range = Some(range).filter(|_| !rs.is_empty());
+            (key, median)
+        })
+        .collect()
+}

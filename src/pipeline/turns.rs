@@ -1,0 +1,84 @@
+//! Applying a batch beside the batches in flight before it (see `gate`): the users none of
+//! them is applying go at once, the others once they all have applied.
+
+use super::gate::Gate;
+use super::record::Events;
+use super::{Pipeline, Stop, Trail, apply_isolated};
+use crate::decide::UserBatch;
+use crate::store::{Commit, EventResult};
+use crate::worker::Pause;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+impl Pipeline {
+    /// Applies `users` (and their superseded `losers`), each part held through an outage
+    /// by `pause`; returns every event's result. Each part is a transaction of its own (or
+    /// a few, when one fails and is isolated), so a part already committed is never
+    /// applied again when the next waits out an outage.
+    pub(super) async fn apply_in_turn(
+        &self,
+        events: &Events,
+        users: Vec<UserBatch>,
+        losers: Vec<usize>,
+        gate: &mut Gate,
+        pause: &Pause,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<(usize, EventResult)>, Stop> {
+        let planned = &events.planned;
+        let (later, now): (Vec<UserBatch>, Vec<UserBatch>) = users
+            .into_iter()
+            .partition(|u| gate.ahead_of(&planned[u.newest].user_id));
+        let waiting: HashSet<Uuid> = later.iter().map(|u| planned[u.newest].user_id).collect();
+        let (later_losers, now_losers): (Vec<usize>, Vec<usize>) = losers
+            .into_iter()
+            .partition(|&l| waiting.contains(&planned[l].user_id));
+        let started = Instant::now();
+        let mut results = self
+            .apply_part(events, &now, &now_losers, pause, shutdown)
+            .await?;
+        let (applied, mut waited) = (Instant::now(), Duration::ZERO);
+        if !later.is_empty() {
+            gate.ahead_applied().await;
+            waited = applied.elapsed();
+            let part = self.apply_part(events, &later, &later_losers, pause, shutdown);
+            results.extend(part.await?);
+        }
+        gate.applied();
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        tracing::debug!(
+            users = now.len(),
+            ms = ms(applied - started),
+            later = later.len(),
+            waited_ms = ms(waited),
+            later_ms = ms(applied.elapsed() - waited),
+            "batch applied"
+        );
+        Ok(results)
+    }
+
+    async fn apply_part(
+        &self,
+        events: &Events,
+        users: &[UserBatch],
+        losers: &[usize],
+        pause: &Pause,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<(usize, EventResult)>, Stop> {
+        if users.is_empty() && losers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let trail = (self.settings.audit_retention_days > 0).then(|| Trail {
+            service: &self.settings.service_name,
+            meta: &events.meta,
+        });
+        let planned = &events.planned;
+        pause
+            .hold(shutdown, || {
+                apply_isolated(&self.store, planned, users, losers, Commit::Yes, trail)
+            })
+            .await
+    }
+}
