@@ -71,19 +71,21 @@ pub(crate) async fn run(
         rows.push(("floor", bare_upsert_floor(all, i.batch).await));
     }
     if wanted("sweep") {
-        for (batch, depth) in [
-            (1000, 1),
-            (1000, 2),
-            (1000, 3),
-            (1000, 4),
-            (500, 3),
-            (2000, 3),
+        // PREFETCH too: it bounds what a frozen broker node strands (README, cluster).
+        for (batch, depth, prefetch) in [
+            (1000, 3, 4000),
+            (2000, 1, 4000),
+            (2000, 2, 4000),
+            (2000, 2, 6000),
+            (2000, 3, 6000),
+            (3000, 2, 6000),
         ] {
             let extra = [
                 ("batch_size", batch.to_string()),
                 ("pipeline_depth", depth.to_string()),
+                ("prefetch", prefetch.to_string()),
             ];
-            let name = format!("BATCH_SIZE={batch}, PIPELINE_DEPTH={depth}");
+            let name = format!("BATCH_SIZE={batch}, PIPELINE_DEPTH={depth}, PREFETCH={prefetch}");
             let row = drain_with_worker(&name, all, expected, 1, &extra).await;
             rows.push(("sweep", row));
         }

@@ -20,6 +20,10 @@ pub(super) struct Flow {
 /// the drain benchmark, batches of 5 to 1000 deliveries). At depth 1 that is twice the
 /// batch, the default before there was a depth.
 ///
+/// The price of a larger window: a broker node that freezes (rather than dies) keeps what
+/// the queue had sent its consumer, up to `PREFETCH` deliveries, until the cluster drops
+/// the node (`net_ticktime`, about a minute) or it runs again. They are not lost, only late.
+///
 /// `DATABASE_MAX_CONNECTIONS` defaults to one connection per batch in flight plus one, so
 /// a `/readyz` probe never queues behind the batches. A pool smaller than the depth is
 /// refused: a batch waiting for a connection past the pool's acquire timeout would look

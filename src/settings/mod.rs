@@ -120,16 +120,18 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("rabbitmq_heartbeat_secs", "5"),
     ("database_schema", "user_sync"),
     // Batches in flight, each on a connection of its own, while one commits. Drained by
-    // the benchmark (three interleaved rounds, BENCHMARKS.md, Pipeline), best of three:
-    // depth 1: 3.01 s, 2: 3.20 s, 3: 2.58 s locally; through a 1 ms round trip, 3.40 s
-    // at 2 and 3.39 s at 3, but 1.33-1.38x depth 1 against 1.21-1.24x. 4 gained nothing
-    // more in the sweep. `PREFETCH` and `DATABASE_MAX_CONNECTIONS` follow it: see `flow`.
-    ("pipeline_depth", "3"),
+    // the benchmark (BENCHMARKS.md, Pipeline; medians of three interleaved rounds) at
+    // BATCH_SIZE 2000: depth 1 3.36-3.37 s, 2 2.96 s, 3 2.83 s; through a 1 ms round trip
+    // 3.97-4.08 s, 3.67 s, 3.40 s. 3 gains little more for more memory (43 against 38 MiB),
+    // prefetch (what a frozen broker node strands) and database connections. `PREFETCH` and
+    // `DATABASE_MAX_CONNECTIONS` follow it: see `flow`.
+    ("pipeline_depth", "2"),
     ("all_access_roles", "teacher,curator,admin"),
-    // Drain rate by batch size: 100: 16 046/s, 250: 16 692/s, 500: 16 410/s, 1000:
-    // 21 412/s, 2000: 24 052/s. Past 1000 the gain shrinks while transactions (row
-    // locks held, work redone when a batch is split) and memory (23 -> 27 MiB) grow.
-    ("batch_size", "1000"),
+    // Bigger batches collapse more events of one user into one write and pay each
+    // transaction's fixed cost less often. The sweep (BENCHMARKS.md, Pipeline) at depth 2
+    // with a batch prefetched beyond those in flight: 1000 3.21 s, 2000 2.53 s; 3000 (at
+    // 6000 prefetch) 3.29 s, with peak RSS 45 MiB against 38 MiB.
+    ("batch_size", "2000"),
     // Bounds the wait only while deliveries trickle in: a batch is flushed as soon as no
     // further delivery is ready, so light load waits for nothing (p99 2.4 ms at 200/s).
     ("batch_max_wait_ms", "20"),

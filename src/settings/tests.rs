@@ -201,8 +201,8 @@ fn broker_addresses_and_heartbeat_are_checked_at_start() {
 #[test]
 fn the_pool_and_prefetch_follow_the_batches_in_flight() {
     let s = load(BASE).unwrap();
-    assert_eq!((s.pipeline_depth, s.database_max_connections), (3, 4));
-    assert_eq!(s.prefetch, 4000, "one batch more than are in flight");
+    assert_eq!((s.pipeline_depth, s.database_max_connections), (2, 3));
+    assert_eq!(s.prefetch, 6000, "one batch more than are in flight");
     let with = |pairs: &[(&'static str, &'static str)]| {
         let mut all = BASE.to_vec();
         all.extend_from_slice(pairs);
@@ -211,8 +211,8 @@ fn the_pool_and_prefetch_follow_the_batches_in_flight() {
     let s = with(&[("pipeline_depth", "1")]).unwrap();
     assert_eq!(
         (s.database_max_connections, s.prefetch),
-        (2, 2000),
-        "depth 1 keeps the pool and prefetch it had before"
+        (2, 4000),
+        "depth 1: twice the batch, the default before there was a depth"
     );
     let s = with(&[("batch_size", "10000"), ("pipeline_depth", "8")]).unwrap();
     assert_eq!(s.prefetch, 65_535, "capped at what AMQP can say");

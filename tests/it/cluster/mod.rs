@@ -66,6 +66,15 @@ async fn failover(fault: Fault) -> Duration {
         .set("rabbitmq_addresses", &cluster.addresses.join(","))
         // The stream deactivates more users than the brake allows; it is not under test.
         .set("deactivation_brake", "0");
+    // A frozen node keeps what the queue sent its consumer, up to PREFETCH deliveries,
+    // until the cluster drops the node (net_ticktime, about a minute) or it runs again:
+    // those wait whatever user-sync does (README, Running on a RabbitMQ cluster). The
+    // stream after the fault (about 2 000 deliveries) must outrun that window for the
+    // failover itself to show; the default (6 000) would swallow all of it.
+    let env = match fault {
+        Fault::FreezeConnected => env.set("prefetch", "1000"),
+        Fault::KillLeader | Fault::KillConnected => env,
+    };
     let topo = env.topology();
     if fault != Fault::KillConnected {
         // Declared through node 2, the queues are led from there while the worker, which
