@@ -11,10 +11,12 @@
 //! Postgres spent in each mode. `DRAIN_ROUNDS` (default 3) rounds over the modes, each row
 //! the median.
 //!
-//! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PIPELINE_DEPTH setting (how the defaults
+//! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PIPELINE_DEPTH/PREFETCH setting (how the defaults
 //! were chosen); `DRAIN_ONLY=key,...` runs only the named modes (light, ceiling, defaults,
 //! depth1, replicas, untrailed, guide, mapped, remote1, remote, floor, sweep);
-//! `DRAIN_SET=key=value,...` changes settings in every mode. `DRAIN_STATEMENTS=1` runs only
+//! `DRAIN_SET=key=value,...` changes settings in every mode. `DRAIN_BEFORE=path` adds the
+//! same drain by another build (the release before the pipeline, say), locally and through
+//! the proxy (keys `before`, `remote-before`). `DRAIN_STATEMENTS=1` runs only
 //! the per-statement profile and the floor (`statements`; needs `pg_stat_statements`
 //! preloaded on `DRAIN_PG`). `DRAIN_PG` names another Postgres server (default
 //! `postgres://postgres@127.0.0.1:5432`).
@@ -132,6 +134,12 @@ async fn main() {
     }
     if let Some(x) = ratio("remote", "remote1") {
         println!("default depth vs PIPELINE_DEPTH=1, through the 1 ms proxy: {x:.2}x");
+    }
+    if let Some(x) = ratio("defaults", "before") {
+        println!("defaults vs the release before the pipeline, local database: {x:.2}x");
+    }
+    if let Some(x) = ratio("remote", "remote-before") {
+        println!("defaults vs the release before the pipeline, through the 1 ms proxy: {x:.2}x");
     }
     for key in ["defaults", "depth1", "floor"] {
         if let Some(r) = get(key) {

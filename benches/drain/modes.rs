@@ -10,6 +10,7 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use user_sync::decide;
@@ -32,7 +33,16 @@ pub(crate) struct Row {
 }
 
 pub(crate) fn spawn(vars: &[(String, String)], log: &str, stdout: Stdio) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
+    spawn_binary(
+        Path::new(env!("CARGO_BIN_EXE_user-sync")),
+        vars,
+        log,
+        stdout,
+    )
+}
+
+fn spawn_binary(bin: &Path, vars: &[(String, String)], log: &str, stdout: Stdio) -> Child {
+    let mut cmd = Command::new(bin);
     cmd.env_clear().env("RUST_LOG", log).stdout(stdout);
     for (k, v) in vars {
         cmd.env(k.to_uppercase(), v);
@@ -94,11 +104,30 @@ pub(crate) async fn drain_remote(
     drain_into(mode, events, expected, extra, how).await
 }
 
-/// How a drain runs: how many workers, into a mapped table or not, through a proxy or not.
+/// The same drain by another build of user-sync (`DRAIN_BEFORE`, with its own defaults),
+/// locally or through `proxy`.
+pub(crate) async fn drain_before(
+    mode: &str,
+    bin: &Path,
+    events: &Events,
+    expected: &Expected,
+    proxy: Option<&DelayProxy>,
+) -> Row {
+    let how = How {
+        via: proxy.map(|p| p.port),
+        bin: Some(bin.to_path_buf()),
+        ..How::default()
+    };
+    drain_into(mode, events, expected, &[], how).await
+}
+
+/// How a drain runs: how many workers, into a mapped table or not, through a proxy or not,
+/// by this build or another.
 struct How {
     workers: usize,
     mapped: bool,
     via: Option<u16>,
+    bin: Option<PathBuf>,
 }
 
 impl Default for How {
@@ -107,6 +136,7 @@ impl Default for How {
             workers: 1,
             mapped: false,
             via: None,
+            bin: None,
         }
     }
 }
@@ -122,6 +152,7 @@ async fn drain_into(
         workers,
         mapped,
         via,
+        bin,
     } = how;
     let tag = tag();
     admin(&format!("CREATE DATABASE {tag}")).await;
@@ -133,13 +164,18 @@ async fn drain_into(
         vars.push(("database_url".into(), url));
     }
     let store = Store::new(&s).unwrap();
-    store.migrate().await.unwrap();
+    // Another build migrates for itself: a schema migrated further than it knows would
+    // stop it at start.
+    if bin.is_none() {
+        store.migrate().await.unwrap();
+    }
     if mapped {
         vars.push((
             "config_file".into(),
             crate::mapped::prepare(&store, &tag).await,
         ));
     }
+    let bin = bin.unwrap_or_else(|| env!("CARGO_BIN_EXE_user-sync").into());
     let matches = async |store: &Store| {
         if mapped {
             crate::mapped::matches(store, expected).await
@@ -157,9 +193,10 @@ async fn drain_into(
             Ok(filter) => {
                 let path = std::env::temp_dir().join(format!("{tag}.{i}.log"));
                 eprintln!("{mode}: log in {}", path.display());
-                spawn(&vars, &filter, std::fs::File::create(path).unwrap().into())
+                let file = std::fs::File::create(path).unwrap();
+                spawn_binary(&bin, &vars, &filter, file.into())
             }
-            Err(_) => spawn(&vars, "warn", Stdio::null()),
+            Err(_) => spawn_binary(&bin, &vars, "warn", Stdio::null()),
         })
         .collect();
     let want_marks = expected.len() as i64;

@@ -2,7 +2,8 @@
 
 use crate::floor::bare_upsert_floor;
 use crate::modes::{
-    Events, Expected, Row, drain_ack_only, drain_mapped, drain_remote, drain_with_worker,
+    Events, Expected, Row, drain_ack_only, drain_before, drain_mapped, drain_remote,
+    drain_with_worker,
 };
 use crate::remote::DelayProxy;
 use crate::setup::expected_for;
@@ -67,18 +68,33 @@ pub(crate) async fn run(
             rows.push((key, row));
         }
     }
+    // `DRAIN_BEFORE=path/to/user-sync`: a build from before the pipeline, side by side.
+    if let Some(bin) = std::env::var_os("DRAIN_BEFORE").map(std::path::PathBuf::from) {
+        let name = "release before the pipeline (DRAIN_BEFORE), its defaults";
+        if wanted("before") {
+            let row = drain_before(name, &bin, all, expected, None).await;
+            rows.push(("before", row));
+        }
+        if wanted("remote-before") {
+            let name = "remote db (1 ms round trip), release before the pipeline";
+            let row = drain_before(name, &bin, all, expected, Some(i.proxy)).await;
+            rows.push(("remote-before", row));
+        }
+    }
     if wanted("floor") {
         rows.push(("floor", bare_upsert_floor(all, i.batch).await));
     }
     if wanted("sweep") {
         // PREFETCH too: it bounds what a frozen broker node strands (README, cluster).
         for (batch, depth, prefetch) in [
+            (1000, 1, 2000),
+            (1000, 2, 3000),
             (1000, 3, 4000),
             (2000, 1, 4000),
             (2000, 2, 4000),
             (2000, 2, 6000),
-            (2000, 3, 6000),
-            (3000, 2, 6000),
+            (2000, 3, 8000),
+            (3000, 2, 9000),
         ] {
             let extra = [
                 ("batch_size", batch.to_string()),
