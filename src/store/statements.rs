@@ -164,9 +164,15 @@ pub(super) async fn adopt(
 // The uncorrelated EXISTS is a one-time filter: once every row has an auth id (the steady
 // state), the statement reads one entry of an empty partial index instead of probing two
 // indexes for each row of the batch.
+// `u.auth_user_id IS NULL` on the target row itself: a concurrent transaction (another
+// batch in flight, a replica) may link the same row first. Waiting on its row lock, this
+// statement re-checks only its outer conditions on the committed row; the sub-selects still
+// read the statement's snapshot, where the row is unlinked, and without this condition the
+// row was relinked to a second auth user, leaving the first, applied, without a row.
 const ADOPT_SQL: &str = "UPDATE users u SET auth_user_id = i.auth_user_id, updated_at = now() \
          FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
-         WHERE EXISTS (SELECT 1 FROM users n WHERE n.auth_user_id IS NULL) \
+         WHERE u.auth_user_id IS NULL \
+           AND EXISTS (SELECT 1 FROM users n WHERE n.auth_user_id IS NULL) \
            AND u.id = (SELECT l.id FROM users l \
                        WHERE l.auth_user_id IS NULL AND lower(l.email) = lower(i.email) \
                        ORDER BY l.is_active DESC, l.id LIMIT 1) \
