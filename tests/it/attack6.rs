@@ -447,3 +447,64 @@ async fn the_brake_decides_in_delivery_order_and_a_double_release_mid_flight_app
     assert_eq!(queue_counts(&hold).await.map(|c| c.0), Some(0));
     worker.stop().await;
 }
+
+/// A backend that makes its own row for a user (say, inactive until the email is
+/// verified) while the auth system's `user.created` for that user is being applied, the
+/// worker's first statement waiting on a row lock (a replica, an import): once the lock
+/// is released the row must be adopted, as it was when adoption ran as a statement of its
+/// own after the guard. It was not: the guard's `EXISTS` (rows without an auth id), read
+/// on the snapshot taken before the wait, said none, adoption was skipped, and a second
+/// row was inserted beside the backend's (inactive rows share an email freely, so no
+/// index refused it). An active row is caught by the unique index and heals on retry.
+// Fixed: a guard statement that ran past 10 ms (it waited) reports rows without an auth id
+// whatever its snapshot says, and the adoption statement, on a snapshot of its own, decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_the_backend_inserts_while_the_guard_waits_is_adopted() {
+    let env = Env::new().await.set("pipeline_depth", "3");
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    let store = env.store();
+    // A watermark without a row: user 1 seen, not for this service.
+    p.create_student(1, &["sat"]).await;
+    wait_for("user 1 seen", WAIT, || async {
+        count(&store, "SELECT count(*) FROM user_watermarks").await == 1
+    })
+    .await;
+    let lock = WatermarkLock::take(&env, 1).await;
+    p.send(
+        "user.updated",
+        1,
+        "2024-01-02T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+    .await;
+    wait_for("the guard waiting", WAIT, || async {
+        lock_waits(&env).await == 1
+    })
+    .await;
+    let mut backend = PgConnection::connect(&env.db.url()).await.unwrap();
+    let legacy: i64 = sqlx::query_scalar(
+        "INSERT INTO user_sync.users (email, first_name, role, is_active) \
+         VALUES ('user1@example.com', 'Pending', 'student', false) RETURNING id",
+    )
+    .fetch_one(&mut backend)
+    .await
+    .unwrap();
+    lock.release().await;
+    wait_for("user 1 applied", WAIT, || async {
+        row(&store, 1).await.is_some()
+    })
+    .await;
+    let rows: Vec<(i64, Option<uuid::Uuid>)> =
+        sqlx::query_as("SELECT id, auth_user_id FROM users ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![(legacy, Some(uid(1)))],
+        "adopted, not duplicated"
+    );
+    worker.stop().await;
+}
