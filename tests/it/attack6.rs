@@ -508,3 +508,68 @@ async fn a_row_the_backend_inserts_while_the_guard_waits_is_adopted() {
     );
     worker.stop().await;
 }
+
+/// User 1 renames away from an email and user 2 takes it in the next batch, the first
+/// batch still applying (a slow trigger) when the second starts. Applied in delivery
+/// order, as at depth 1, user 2 simply gets the email. Beside the first batch it met user
+/// 1 still holding it: an email conflict, retried through the tiers and, with attempts
+/// running out before the first batch committed, dead-lettered (at depth 3: a third slot
+/// took the retried copy while the first batch still applied).
+// Fixed: users that meet an email conflict while a batch before may still be applying wait
+// for those batches, like the users they hold, and are tried again after them
+// (`pipeline::turns`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_email_freed_by_a_batch_still_applying_is_taken_by_the_next_without_a_conflict() {
+    let env = Env::new()
+        .await
+        .set("batch_size", "1")
+        .set("pipeline_depth", "3")
+        .set("max_attempts", "2");
+    let store = env.store();
+    store.migrate().await.unwrap();
+    slow_trigger(&env, "users", "first_name").await;
+    let worker = env.start().await;
+    let p = env.publisher().await;
+    p.create_student(1, &["lms"]).await;
+    p.create_student(2, &["lms"]).await;
+    wait_for("two users", WAIT, || async {
+        count(&store, "SELECT count(*) FROM users").await == 2
+    })
+    .await;
+    let advisory = Advisory::take(&env).await;
+    let mut rename = event(
+        "user.updated",
+        1,
+        "2024-01-02T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    rename["user"]["email"] = "renamed@example.com".into();
+    rename["user"]["first_name"] = "Slow".into();
+    p.publish_json(&rename).await;
+    wait_for("the rename waiting in the trigger", WAIT, || async {
+        lock_waits(&env).await == 1
+    })
+    .await;
+    p.publish_json(&taking_email_of(2, 1, "2024-01-03T00:00:00Z"))
+        .await;
+    // Dead-lettered within a blink as it was; a fixed worker holds it back instead.
+    let dlq = env.dlq();
+    let dead = tokio::time::timeout(Duration::from_secs(3), async {
+        while queue_counts(&dlq).await.is_none_or(|c| c.0 == 0) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .is_ok();
+    advisory.release().await;
+    assert!(!dead, "user 2's rename dead-lettered as an email conflict");
+    wait_for("user 2 has user 1's former email", WAIT, || async {
+        row(&store, 2)
+            .await
+            .is_some_and(|r| r.2.as_deref() == Some("user1@example.com"))
+    })
+    .await;
+    wait_depth(&env.broker.queue, 0, "queue drained", WAIT).await;
+    worker.stop().await;
+}
