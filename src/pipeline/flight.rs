@@ -20,6 +20,7 @@ use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -86,9 +87,22 @@ impl<'a> Flight<'a> {
     }
 }
 
-/// Acknowledges a settled batch and, with `multiple`, every delivery before it.
+/// How long an acknowledgement may take to be handed to the connection. lapin resolves
+/// it once the frame is on its way; when the connection fails at that moment the promise
+/// is never resolved, and the consume loop, which awaits the ack outside its race, stood
+/// still for good: deaf to shutdown and to the lost connection (the watchdog only made
+/// `/healthz` fail a minute later). The ack is a local write, so a few seconds is ample.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Acknowledges a settled batch and, with `multiple`, every delivery before it. Past
+/// `ACK_TIMEOUT` the session is treated as lost: whether or not the ack reached the
+/// broker, its deliveries are either acknowledged or come back (applying them again is
+/// stale, so harmless).
 pub(crate) async fn ack(acker: Acker) -> Result<(), Stop> {
-    if !acker.ack(BasicAckOptions { multiple: true }).await? {
+    let acked = tokio::time::timeout(ACK_TIMEOUT, acker.ack(BasicAckOptions { multiple: true }))
+        .await
+        .map_err(|_| Stop::Broker(BrokerError::NotConfirmed("ack (timed out)".into())))?;
+    if !acked? {
         // Used or poisoned: the channel closed under us; its deliveries return by themselves.
         return Err(Stop::Broker(BrokerError::NotConfirmed("ack".into())));
     }

@@ -90,6 +90,11 @@ impl Gate {
         let _ = pass.send(applying);
     }
 
+    /// Whether a batch before this one may still be applying.
+    pub fn waits(&self) -> bool {
+        self.ahead.iter().any(|a| !a.is_done())
+    }
+
     /// Waits until every batch before has applied.
     pub async fn ahead_applied(&mut self) {
         for a in &mut self.ahead {

@@ -35,10 +35,33 @@ impl Pipeline {
         let (later_losers, now_losers): (Vec<usize>, Vec<usize>) = losers
             .into_iter()
             .partition(|&l| waiting.contains(&planned[l].user_id));
+        let (mut later, mut later_losers) = (later, later_losers);
         let started = Instant::now();
         let mut results = self
             .apply_part(events, &now, &now_losers, pause, shutdown)
             .await?;
+        // An email conflict met beside batches still applying may be one of them freeing
+        // the email (user 1 renamed in batch N, user 2 taking the old address in N + 1).
+        // Applied in delivery order there is no conflict: those users wait for the batches
+        // before, like the users they hold, and are tried again after them. Without this
+        // the event climbed the retry tiers, and was dead-lettered if the batch before
+        // was held up longer than they last.
+        if gate.waits() {
+            let conflicted: HashSet<Uuid> = results
+                .iter()
+                .filter(|(_, r)| matches!(r, EventResult::EmailConflict))
+                .map(|&(p, _)| planned[p].user_id)
+                .collect();
+            if !conflicted.is_empty() {
+                let of = |p: usize| conflicted.contains(&planned[p].user_id);
+                // Their older events may have committed around the conflict; applied
+                // again after, they are stale.
+                results.retain(|&(p, _)| !of(p));
+                later.extend(now.iter().filter(|u| of(u.newest)).copied());
+                later.sort_by_key(|u| planned[u.newest].user_id);
+                later_losers.extend(now_losers.iter().copied().filter(|&l| of(l)));
+            }
+        }
         let (applied, mut waited) = (Instant::now(), Duration::ZERO);
         if !later.is_empty() {
             gate.ahead_applied().await;

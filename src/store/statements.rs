@@ -78,7 +78,8 @@ pub(super) async fn advance_watermarks(
         .bind(&d_digest)
         .fetch_all(&mut *tx)
         .await?;
-    let unlinked = rows.first().is_some_and(|r| r.get(6));
+    // Any row: the last ones are returned after every lock wait (see `advance_sql`).
+    let unlinked = rows.iter().any(|r| r.get::<bool, _>(6));
     let advanced = rows
         .iter()
         .map(|r| {
@@ -112,6 +113,16 @@ static ADVANCE_SQL: LazyLock<String> =
 // rows the target has without an auth id, is an uncorrelated EXISTS, evaluated once per
 // statement: while there are none (the steady state) the adoption statement is skipped,
 // a round trip less per transaction.
+//
+// The EXISTS reads the statement's snapshot, taken before the guard waited on any row lock
+// (a replica, an import, a backend's transaction holding a user). A row the backend
+// inserted meanwhile (a sign-up on its side racing the auth system's event) would be
+// missed, and the event would insert a second row instead of adopting it. So a statement
+// that ran longer than `WAITED` reports `unlinked` whatever its snapshot says, and the
+// adoption statement, with a snapshot of its own, decides: the window is then no wider
+// than when adoption always ran after the guard.
+const WAITED: &str = "interval '10 milliseconds'";
+
 pub(crate) fn advance_sql(unlinked: &str) -> String {
     let s = "((w.event_ts, w.event_rank, w.event_digest) \
              < (EXCLUDED.event_ts, EXCLUDED.event_rank, EXCLUDED.event_digest))";
@@ -140,7 +151,8 @@ pub(crate) fn advance_sql(unlinked: &str) -> String {
            updated_at    = now() \
          WHERE {s} OR {d} \
          RETURNING auth_user_id, last_change, prev_active, status_active, status_reason, \
-           event_ts, EXISTS ({unlinked}), prev_reason"
+           event_ts, EXISTS ({unlinked}) OR clock_timestamp() > statement_timestamp() + {WAITED}, \
+           prev_reason"
     )
 }
 
@@ -164,9 +176,15 @@ pub(super) async fn adopt(
 // The uncorrelated EXISTS is a one-time filter: once every row has an auth id (the steady
 // state), the statement reads one entry of an empty partial index instead of probing two
 // indexes for each row of the batch.
+// `u.auth_user_id IS NULL` on the target row itself: a concurrent transaction (another
+// batch in flight, a replica) may link the same row first. Waiting on its row lock, this
+// statement re-checks only its outer conditions on the committed row; the sub-selects still
+// read the statement's snapshot, where the row is unlinked, and without this condition the
+// row was relinked to a second auth user, leaving the first, applied, without a row.
 const ADOPT_SQL: &str = "UPDATE users u SET auth_user_id = i.auth_user_id, updated_at = now() \
          FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
-         WHERE EXISTS (SELECT 1 FROM users n WHERE n.auth_user_id IS NULL) \
+         WHERE u.auth_user_id IS NULL \
+           AND EXISTS (SELECT 1 FROM users n WHERE n.auth_user_id IS NULL) \
            AND u.id = (SELECT l.id FROM users l \
                        WHERE l.auth_user_id IS NULL AND lower(l.email) = lower(i.email) \
                        ORDER BY l.is_active DESC, l.id LIMIT 1) \

@@ -751,8 +751,10 @@ pub async fn wait_depth(queue: &str, n: u32, what: &str, limit: Duration) {
     .await;
 }
 
-/// Publishes a marker event for user 200 and waits until it is applied: everything
-/// published before it on the same queue has been processed by then.
+/// Publishes a marker event for user 200 and waits until it is applied and the main queue
+/// holds nothing, acknowledged or not: everything published before it on the same queue
+/// has been processed by then. (The marker applied is not enough with batches in flight:
+/// its batch may commit before earlier ones, which are acknowledged first.)
 pub async fn barrier(env: &Env, p: &Publisher, ts: &str) {
     p.send("user.updated", 200, ts, "teacher", &[]).await;
     let store = env.store();
@@ -767,6 +769,23 @@ pub async fn barrier(env: &Env, p: &Publisher, ts: &str) {
         .is_ok_and(|n| n == 1)
     })
     .await;
+    let queue = env.broker.queue.clone();
+    wait_for("queue settled", Duration::from_secs(20), || async {
+        unsettled(&queue) == Some(0)
+    })
+    .await;
+}
+
+/// Messages ready or unacknowledged in `queue`, as `rabbitmqctl` reports them.
+pub fn unsettled(queue: &str) -> Option<u64> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["list_queues", "-q", "name", "messages"])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let mut cols = l.split_whitespace();
+        (cols.next() == Some(queue)).then(|| cols.next()?.parse().ok())?
+    })
 }
 
 /// The one number a `SELECT count(*) ...` gives.

@@ -7,6 +7,7 @@ mod attack2;
 mod attack3;
 mod attack4;
 mod attack5;
+mod attack6;
 mod audit;
 mod brake;
 mod cli;

@@ -276,13 +276,15 @@ fn deactivation(m: &Mapping, types: &Types) -> (String, String, String) {
 /// Links a row the backend had before the sync (same email, no auth id), an active one
 /// first, unless the auth user already has a row. As for the own table, a one-time filter
 /// skips the per-row probes once no row lacks a key (the key's unique index finds a NULL).
+/// `u.{k} IS NULL` is re-checked on a row another transaction linked meanwhile (see the
+/// own table's `ADOPT_SQL`; here the new row version's ctid would also fail the match).
 fn adopt(m: &Mapping, types: &Types) -> String {
     let (t, k, e) = (table(m), q(&m.key), q(&m.email));
     let key = key_of(m, types, "i.auth_user_id");
     format!(
         "UPDATE {t} u SET {k} = {key} \
          FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
-         WHERE EXISTS (SELECT 1 FROM {t} n WHERE n.{k} IS NULL) \
+         WHERE u.{k} IS NULL AND EXISTS (SELECT 1 FROM {t} n WHERE n.{k} IS NULL) \
            AND u.ctid = (SELECT l.ctid FROM {t} l WHERE l.{k} IS NULL \
                          AND lower(l.{e}) = lower(i.email) \
                          ORDER BY {} DESC, l.ctid LIMIT 1) \
