@@ -6,11 +6,9 @@
 
 use crate::measure::SystemCpu;
 use crate::modes::{Events, Row};
-use crate::setup::{admin, cleanup, settings, tag};
+use crate::setup::{admin, cleanup, expected_for, settings, tag};
 use std::time::Instant;
-use user_sync::decide::{self, Planned, UserRow};
-use user_sync::event::{Decoded, decode};
-use user_sync::membership::Membership;
+use user_sync::decide::UserRow;
 use user_sync::store::Store;
 
 const BARE_UPSERT: &str = "INSERT INTO users AS u (auth_user_id, email, first_name, \
@@ -29,15 +27,7 @@ const BARE_UPSERT: &str = "INSERT INTO users AS u (auth_user_id, email, first_na
      source_updated_at = EXCLUDED.source_updated_at, updated_at = now()";
 
 fn batch_rows(events: &Events) -> Vec<(uuid::Uuid, UserRow)> {
-    let m = Membership::new("lms", &["teacher".into(), "curator".into(), "admin".into()]);
-    let planned: Vec<Planned> = events
-        .iter()
-        .filter_map(|(k, b)| match decode(b, k, 1 << 20).unwrap() {
-            Decoded::Event(e) => Some(decide::plan(&e, &m)),
-            Decoded::Unknown { .. } => None,
-        })
-        .collect();
-    decide::converge(&planned)
+    expected_for(events)
         .into_iter()
         .filter_map(|(id, state)| state.row.map(|row| (id, row)))
         .collect()

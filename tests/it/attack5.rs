@@ -12,6 +12,7 @@
 
 use crate::cluster::nodes::Cluster;
 use crate::helpers::*;
+use crate::tls;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
@@ -153,31 +154,6 @@ async fn local() -> Connection {
     Connection::connect(&amqp(), ConnectionProperties::default())
         .await
         .unwrap()
-}
-
-/// Publishes `body` through `url` to `exchange` with `key`, confirmed.
-async fn publish_via(url: &str, exchange: &str, key: &str, body: &[u8], props: BasicProperties) {
-    let conn = Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body,
-            props.with_delivery_mode(2),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
-    let _ = conn.close(200, "published".into()).await;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -568,7 +544,7 @@ async fn every_node_down_keeps_it_alive_but_not_ready_until_one_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqps_with_addresses_checks_the_address_host_not_the_urls() {
     let ca = tls::ca("attack5 CA");
-    let port = tls::proxy(&ca).await;
+    let port = tls::tls_proxy(&ca).await;
     let pem = tls::write_pem(&ca);
     let creds = broker_credentials();
     let env = Env::new()
@@ -599,74 +575,6 @@ async fn amqps_with_addresses_checks_the_address_host_not_the_urls() {
     assert!(refused.text().contains("certificate"), "{}", refused.text());
     assert!(!refused.text().contains(&creds), "{}", refused.text());
     let _ = std::fs::remove_file(pem);
-}
-
-/// A TLS-terminating proxy with a `localhost` certificate (as tests/it/tls.rs).
-mod tls {
-    use crate::helpers::broker_addr;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    use std::sync::Arc;
-    use tokio_rustls::TlsAcceptor;
-    use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-    use tokio_rustls::rustls::{self, ServerConfig};
-
-    pub struct Ca {
-        cert: rcgen::Certificate,
-        key: KeyPair,
-    }
-
-    pub fn ca(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        Ca {
-            cert: params.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    pub async fn proxy(ca: &Ca) -> u16 {
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_string()])
-            .unwrap()
-            .signed_by(&key, &ca.cert, &ca.key)
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-            )
-            .unwrap();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let broker = broker_addr();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let (acceptor, broker) = (acceptor.clone(), broker.clone());
-                tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(client).await else {
-                        return;
-                    };
-                    if let Ok(mut up) = tokio::net::TcpStream::connect(broker).await {
-                        let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
-                    }
-                });
-            }
-        });
-        port
-    }
-
-    pub fn write_pem(ca: &Ca) -> std::path::PathBuf {
-        let path = std::env::temp_dir().join(format!("usync-atk5-ca-{}.pem", uuid::Uuid::new_v4()));
-        std::fs::write(&path, ca.cert.pem()).unwrap();
-        path
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -973,33 +881,7 @@ async fn a_kept_classic_retry_tier_on_a_dead_node_stops_the_worker_and_loses_not
     cluster.kill(3);
 
     let url = cluster.url(2);
-    let owner = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    let mut clash = event(
-        "user.created",
-        2,
-        "2024-01-02T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    clash["user"]["email"] = "user1@example.com".into();
-    for e in [&owner, &clash] {
-        let body = e.to_string();
-        let key = e["event_type"].as_str().unwrap();
-        publish_via(
-            &url,
-            &topo.exchange,
-            key,
-            body.as_bytes(),
-            BasicProperties::default(),
-        )
-        .await;
-    }
+    publish_email_clash(&url, &topo.exchange).await;
     let store = env.store();
     wait_for("the owner applied", CLUSTER_WAIT, || async {
         row(&store, 1).await.is_some()
@@ -1148,33 +1030,7 @@ async fn a_retry_waiting_in_a_quorum_tier_survives_its_leaders_node() {
     let worker = start_on_cluster(&env, &cluster).await;
     assert_eq!(cluster.leader(&tier), 2, "the tier is led from node 2");
     let url = cluster.url(1);
-    let owner = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    let mut clash = event(
-        "user.created",
-        2,
-        "2024-01-02T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    clash["user"]["email"] = "user1@example.com".into();
-    for e in [&owner, &clash] {
-        let body = e.to_string();
-        let key = e["event_type"].as_str().unwrap();
-        publish_via(
-            &url,
-            &topo.exchange,
-            key,
-            body.as_bytes(),
-            BasicProperties::default(),
-        )
-        .await;
-    }
+    publish_email_clash(&url, &topo.exchange).await;
     wait_for("the retry waiting in its tier", CLUSTER_WAIT, || async {
         cluster
             .queue_counts(1, &tier)
@@ -1411,4 +1267,28 @@ async fn dead_letters_and_held_deactivations_survive_the_workers_node_dying() {
         got_deletions + 3 >= deletions,
         "{got_deletions} of {deletions} deactivations parked"
     );
+}
+
+/// Publishes, through `url`, user 1 created and then user 2 created with user 1's email:
+/// the second meets an email conflict and goes to the first retry tier.
+async fn publish_email_clash(url: &str, exchange: &str) {
+    let owner = event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    let mut clash = event(
+        "user.created",
+        2,
+        "2024-01-02T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    clash["user"]["email"] = "user1@example.com".into();
+    let publisher = Publisher::connect(url, exchange).await;
+    for e in [&owner, &clash] {
+        publisher.publish_json(e).await;
+    }
 }

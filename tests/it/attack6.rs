@@ -6,21 +6,12 @@
 //! cover a combination no other test did.
 
 use crate::helpers::*;
+use crate::pipeline::{RowLock, lock_waits};
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 const LEGACY: &str = "legacy@example.com";
-
-/// Worker sessions of this test's database waiting on a lock (a row, or an advisory lock).
-async fn lock_waits(env: &Env) -> i64 {
-    let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
-         AND application_name = 'user-sync' AND wait_event_type = 'Lock'",
-        env.db.name
-    );
-    count(&env.store(), &sql).await
-}
 
 /// A session holding advisory lock 42, which `slow_trigger` makes a writer wait on.
 struct Advisory(PgConnection);
@@ -157,25 +148,9 @@ async fn a_row_adopted_by_one_batch_is_not_taken_over_by_the_next_in_flight() {
 // holds:
 #[test]
 fn random_histories_with_backend_rows_and_faults_at_depth_three_end_in_the_model() {
-    use crate::model::*;
-    use proptest::test_runner::{Config, TestRunner};
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cases = std::env::var("MODEL_CASES").map_or(12, |n| n.parse().expect("MODEL_CASES"));
-    let mut runner = TestRunner::new(Config {
-        cases,
-        failure_persistence: None,
-        ..Config::default()
+    crate::model::run_cases(&[3], 12, |history, order, setup| async move {
+        faulty_case(&history, &order, setup).await
     });
-    runner
-        .run(&arb_case(&[3]), |(history, order, setup)| {
-            rt.block_on(faulty_case(&history, &order, setup));
-            Ok(())
-        })
-        .unwrap();
 }
 
 async fn backend_row(env: &Env, email: &str, active: bool) {
@@ -363,26 +338,6 @@ async fn a_connection_cut_while_an_ack_is_pending_ends_the_session() {
     worker.stop().await;
 }
 
-/// User `n`'s watermark row locked by another session (a replica in mid-transaction).
-struct WatermarkLock(PgConnection);
-
-impl WatermarkLock {
-    async fn take(env: &Env, user: u8) -> Self {
-        let mut conn = PgConnection::connect(&env.db.url()).await.unwrap();
-        sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-        sqlx::query("SELECT 1 FROM user_sync.user_watermarks WHERE auth_user_id = $1 FOR UPDATE")
-            .bind(uid(user))
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        Self(conn)
-    }
-
-    async fn release(mut self) {
-        sqlx::query("ROLLBACK").execute(&mut self.0).await.unwrap();
-    }
-}
-
 /// The brake deciding with three batches in flight, the first held up on a row lock and
 /// not acknowledged: of six deactivations in delivery order the first two pass (however
 /// the batches are cut) and the rest are parked; `brake release` runs twice while the
@@ -410,7 +365,7 @@ async fn the_brake_decides_in_delivery_order_and_a_double_release_mid_flight_app
         count(&store, "SELECT count(*) FROM users WHERE is_active").await == 6
     })
     .await;
-    let lock = WatermarkLock::take(&env, 1).await;
+    let lock = RowLock::take(&env, 1).await;
     for u in 1..=6u8 {
         p.send("user.deleted", u, "2024-01-02T00:00:00Z", "student", &[])
             .await;
@@ -470,7 +425,7 @@ async fn a_row_the_backend_inserts_while_the_guard_waits_is_adopted() {
         count(&store, "SELECT count(*) FROM user_watermarks").await == 1
     })
     .await;
-    let lock = WatermarkLock::take(&env, 1).await;
+    let lock = RowLock::take(&env, 1).await;
     p.send(
         "user.updated",
         1,

@@ -362,18 +362,7 @@ impl Env {
     }
 
     pub async fn publisher(&self) -> Publisher {
-        let conn = Connection::connect(&amqp(), ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
-        Publisher {
-            _conn: conn,
-            ch,
-            exchange: self.broker.exchange.clone(),
-        }
+        Publisher::connect(&amqp(), &self.broker.exchange).await
     }
 
     pub async fn dead_letters(&self) -> Vec<lapin::message::Delivery> {
@@ -481,6 +470,22 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// A confirming publisher to `exchange` through the broker at `url`.
+    pub async fn connect(url: &str, exchange: &str) -> Self {
+        let conn = Connection::connect(url, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        Publisher {
+            _conn: conn,
+            ch,
+            exchange: exchange.to_string(),
+        }
+    }
+
     pub async fn publish(&self, routing_key: &str, body: &[u8]) {
         self.publish_with(routing_key, body, BasicProperties::default())
             .await

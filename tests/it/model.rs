@@ -331,13 +331,26 @@ pub(crate) async fn check_with(
 
 /// `MODEL_CASES` cases (default 24), each with one of `depths` batches in flight per worker.
 fn run_model(depths: &'static [usize]) {
+    // 24 cases keep CI near half a minute; MODEL_CASES=500 for a deeper hunt.
+    run_cases(depths, 24, |history, order, setup| async move {
+        run_case(&history, &order, setup).await
+    });
+}
+
+/// Runs `case` on `MODEL_CASES` random cases (default `default_cases`), each with one of
+/// `depths` batches in flight per worker.
+pub(crate) fn run_cases<F, Fut>(depths: &'static [usize], default_cases: u32, case: F)
+where
+    F: Fn(Vec<Message>, Vec<usize>, Setup) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    // 24 cases keep CI near half a minute; MODEL_CASES=500 for a deeper hunt.
-    let cases = std::env::var("MODEL_CASES").map_or(24, |n| n.parse().expect("MODEL_CASES"));
+    let cases =
+        std::env::var("MODEL_CASES").map_or(default_cases, |n| n.parse().expect("MODEL_CASES"));
     let mut runner = TestRunner::new(Config {
         cases,
         failure_persistence: None,
@@ -345,7 +358,7 @@ fn run_model(depths: &'static [usize]) {
     });
     runner
         .run(&arb_case(depths), |(history, order, setup)| {
-            rt.block_on(run_case(&history, &order, setup));
+            rt.block_on(case(history, order, setup));
             Ok(())
         })
         .unwrap();

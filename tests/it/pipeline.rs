@@ -23,13 +23,13 @@ async fn two_in_flight() -> Env {
 
 /// User `n`'s watermark row locked by another session, as a replica in mid-transaction
 /// holds it: a batch naming that user waits at its first statement.
-struct RowLock {
+pub(crate) struct RowLock {
     conn: PgConnection,
     pid: i32,
 }
 
 impl RowLock {
-    async fn take(env: &Env, user: u8) -> Self {
+    pub(crate) async fn take(env: &Env, user: u8) -> Self {
         let mut conn = PgConnection::connect(&env.db.url()).await.unwrap();
         sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
         sqlx::query("SELECT 1 FROM user_sync.user_watermarks WHERE auth_user_id = $1 FOR UPDATE")
@@ -44,7 +44,7 @@ impl RowLock {
         Self { conn, pid }
     }
 
-    async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         sqlx::query("ROLLBACK")
             .execute(&mut self.conn)
             .await
@@ -52,16 +52,20 @@ impl RowLock {
     }
 }
 
-/// Waits until one of the worker's statements waits on a row lock.
-async fn wait_blocked(env: &Env) {
-    let store = env.store();
+/// Worker sessions of this test's database waiting on a lock (a row, or an advisory lock).
+pub(crate) async fn lock_waits(env: &Env) -> i64 {
     let sql = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
          AND application_name = 'user-sync' AND wait_event_type = 'Lock'",
         env.db.name
     );
+    count(&env.store(), &sql).await
+}
+
+/// Waits until one of the worker's statements waits on a row lock.
+async fn wait_blocked(env: &Env) {
     wait_for("a batch waiting on the row lock", WAIT, || async {
-        count(&store, &sql).await >= 1
+        lock_waits(env).await >= 1
     })
     .await;
 }
@@ -329,13 +333,8 @@ async fn users_the_batch_before_is_applying_wait_their_turn_and_the_others_go_at
     p.send("user.updated", 1, latest, "student", &["lms"]).await;
     p.create_student(2, &["lms"]).await;
     wait_row(&env, 2).await;
-    let waiting = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
-         AND application_name = 'user-sync' AND wait_event_type = 'Lock'",
-        env.db.name
-    );
     assert_eq!(
-        count(&env.store(), &waiting).await,
+        lock_waits(&env).await,
         1,
         "only the earlier batch waits on the row lock"
     );

@@ -10,12 +10,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
-struct Ca {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -28,7 +28,7 @@ fn ca(name: &str) -> Ca {
 
 /// Starts the proxy: TLS with a `localhost` certificate signed by `ca`, forwarding to the
 /// broker of `TEST_RABBITMQ_URL`. Returns its port.
-async fn tls_proxy(ca: &Ca) -> u16 {
+pub(crate) async fn tls_proxy(ca: &Ca) -> u16 {
     let key = KeyPair::generate().unwrap();
     let leaf = CertificateParams::new(vec!["localhost".to_string()])
         .unwrap()
@@ -64,7 +64,7 @@ async fn tls_proxy(ca: &Ca) -> u16 {
     port
 }
 
-fn write_pem(ca: &Ca) -> std::path::PathBuf {
+pub(crate) fn write_pem(ca: &Ca) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("usync-ca-{}.pem", uuid::Uuid::new_v4()));
     std::fs::write(&path, ca.cert.pem()).unwrap();
     path
