@@ -21,7 +21,7 @@ pub mod redact;
 pub mod settings;
 pub mod signature;
 pub mod store;
-pub mod target;
+pub mod target_table;
 pub mod telemetry;
 pub mod worker;
 
@@ -54,9 +54,9 @@ pub enum StartError {
     /// A setting the database or a pooler refuses: exit 2 with the reason, never a pause.
     #[error("{0}")]
     Config(String),
-    /// The `[target]` mapping does not fit the database: one line per problem.
+    /// The target table (`[target]`) does not fit the database: one line per problem.
     #[error("the [target] mapping does not fit the database:\n{}", .0.join("\n"))]
-    Target(Vec<String>),
+    TargetTable(Vec<String>),
 }
 
 /// Wires the adapters together and binds the HTTP port (so a port taken fails at start,
@@ -127,10 +127,10 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
         dog.waiting(app.store.migrate())
             .await
             .map_err(StartError::Migrate)?;
-        dog.waiting(app.store.prepare_target())
+        dog.waiting(app.store.prepare_target_table())
             .await
             .map_err(|problems| {
-                StartError::Target(problems.iter().map(ToString::to_string).collect())
+                StartError::TargetTable(problems.iter().map(ToString::to_string).collect())
             })?;
         dog.waiting(worker.brake.restore()).await?;
         tracing::info!(settings = ?app.settings, "user-sync started");

@@ -114,14 +114,14 @@ async fn run(settings: Settings) -> ExitCode {
 fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> Exit {
     match joined {
         Ok(Ok(())) => Exit::Done,
-        // A mapping that does not fit is a configuration error: one line per problem,
+        // A target table that does not fit is a configuration error: one line per problem,
         // exit 2 like any other invalid setting.
         Ok(Err(StartError::Config(problem))) => {
             tracing::error!("{problem}");
             eprintln!("user-sync: {problem}");
             Exit::Usage
         }
-        Ok(Err(StartError::Target(problems))) => {
+        Ok(Err(StartError::TargetTable(problems))) => {
             for problem in problems {
                 tracing::error!("{problem}");
                 eprintln!("user-sync: {problem}");
@@ -142,10 +142,10 @@ fn exit_code(joined: Result<Result<(), StartError>, JoinError>) -> Exit {
 /// For an init container or a deploy step: the worker migrates by itself too.
 async fn migrate(settings: Settings, print_target_sql: bool) -> ExitCode {
     if print_target_sql {
-        let Some(target) = &settings.target else {
+        let Some(target) = &settings.target_table else {
             return cli::usage("no [target] section in the settings file");
         };
-        print!("{}", user_sync::store::target_sql(target));
+        print!("{}", user_sync::store::target_table_ddl(target));
         return Exit::Done.into();
     }
     user_sync::telemetry::init(settings.log_format);

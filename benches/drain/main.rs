@@ -2,7 +2,7 @@
 //! for a quicker run). Against the local broker and database only (127.0.0.1): preload N
 //! events, time the release binary draining them (startup included) with its peak RSS;
 //! time an ack-only consumer (decode and ack, no database) on the same events, the
-//! ceiling; time one batch in flight, two replicas, the audit trail off, a mapped table,
+//! ceiling; time one batch in flight, two replicas, the audit trail off, a target table,
 //! and a remote database (a proxy delaying each direction by 0.5 ms) at one batch in flight
 //! and at the default; time the integration-guide design (BATCH_SIZE=1, PREFETCH=1) on a
 //! sample; the floor (the rows alone, one bare upsert per batch); measure delivery-to-commit
@@ -13,7 +13,7 @@
 //!
 //! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PIPELINE_DEPTH/PREFETCH setting (how the defaults
 //! were chosen); `DRAIN_ONLY=key,...` runs only the named modes (light, ceiling, defaults,
-//! depth1, replicas, untrailed, guide, mapped, remote1, remote, floor, sweep);
+//! depth1, replicas, untrailed, guide, target_table, remote1, remote, floor, sweep);
 //! `DRAIN_SET=key=value,...` changes settings in every mode. `DRAIN_BEFORE=path` adds the
 //! same drain by another build (the release before the pipeline, say), locally and through
 //! the proxy (keys `before`, `remote-before`). `DRAIN_STATEMENTS=1` runs only
@@ -23,13 +23,13 @@
 
 mod floor;
 mod light;
-mod mapped;
 mod measure;
 mod modes;
 mod remote;
 mod round;
 mod setup;
 mod statements;
+mod target_table;
 
 use light::light_load;
 use modes::Row;
@@ -149,8 +149,8 @@ async fn main() {
     if let Some(x) = ratio("defaults", "untrailed") {
         println!("audit trail on vs off: {x:.2} of the drain rate");
     }
-    if let Some(x) = ratio("mapped", "defaults") {
-        println!("mapped [target] table vs own table: {x:.2} of the drain rate");
+    if let Some(x) = ratio("target_table", "defaults") {
+        println!("[target] table vs own table: {x:.2} of the drain rate");
     }
     if let Some(l) = latency {
         let table = if l.verified { "exact" } else { "MISMATCH" };

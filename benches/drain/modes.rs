@@ -1,5 +1,5 @@
 //! The drains the benchmark compares: the release binary draining a preloaded queue (one
-//! or two replicas, a mapped table, a remote database), and an ack-only consumer on the
+//! or two replicas, a target table, a remote database), and an ack-only consumer on the
 //! same events.
 
 use crate::measure::{SystemCpu, peak_rss_kib, process_cpu, self_cpu};
@@ -78,11 +78,11 @@ pub(crate) async fn drain_with_worker(
     drain_into(mode, events, expected, extra, how).await
 }
 
-/// The same drain into a backend's table named by a `[target]` mapping (every field to a
-/// column of its own, as in `mapped::DDL`), instead of the service's own table.
-pub(crate) async fn drain_mapped(mode: &str, events: &Events, expected: &Expected) -> Row {
+/// The same drain into a backend's table named by a `[target]` section (every field to a
+/// column of its own, as in `target_table::DDL`), instead of the service's own table.
+pub(crate) async fn drain_target_table(mode: &str, events: &Events, expected: &Expected) -> Row {
     let how = How {
-        mapped: true,
+        target_table: true,
         ..How::default()
     };
     drain_into(mode, events, expected, &[], how).await
@@ -121,11 +121,11 @@ pub(crate) async fn drain_before(
     drain_into(mode, events, expected, &[], how).await
 }
 
-/// How a drain runs: how many workers, into a mapped table or not, through a proxy or not,
+/// How a drain runs: how many workers, into a target table or not, through a proxy or not,
 /// by this build or another.
 struct How {
     workers: usize,
-    mapped: bool,
+    target_table: bool,
     via: Option<u16>,
     bin: Option<PathBuf>,
 }
@@ -134,7 +134,7 @@ impl Default for How {
     fn default() -> Self {
         How {
             workers: 1,
-            mapped: false,
+            target_table: false,
             via: None,
             bin: None,
         }
@@ -150,7 +150,7 @@ async fn drain_into(
 ) -> Row {
     let How {
         workers,
-        mapped,
+        target_table,
         via,
         bin,
     } = how;
@@ -169,16 +169,16 @@ async fn drain_into(
     if bin.is_none() {
         store.migrate().await.unwrap();
     }
-    if mapped {
+    if target_table {
         vars.push((
             "config_file".into(),
-            crate::mapped::prepare(&store, &tag).await,
+            crate::target_table::prepare(&store, &tag).await,
         ));
     }
     let bin = bin.unwrap_or_else(|| env!("CARGO_BIN_EXE_user-sync").into());
     let matches = async |store: &Store| {
-        if mapped {
-            crate::mapped::matches(store, expected).await
+        if target_table {
+            crate::target_table::matches(store, expected).await
         } else {
             store.states().await.unwrap() == *expected
         }

@@ -2,7 +2,7 @@
 
 use crate::floor::bare_upsert_floor;
 use crate::modes::{
-    Events, Expected, Row, drain_ack_only, drain_before, drain_mapped, drain_remote,
+    Events, Expected, Row, drain_ack_only, drain_before, drain_remote, drain_target_table,
     drain_with_worker,
 };
 use crate::remote::DelayProxy;
@@ -50,9 +50,12 @@ pub(crate) async fn run(
         let row = drain_with_worker(name, i.sample, &expected_for(i.sample), 1, &guide).await;
         rows.push(("guide", row));
     }
-    if wanted("mapped") {
-        let name = "user-sync into a mapped [target] table";
-        rows.push(("mapped", drain_mapped(name, all, expected).await));
+    if wanted("target_table") {
+        let name = "user-sync into a [target] table";
+        rows.push((
+            "target_table",
+            drain_target_table(name, all, expected).await,
+        ));
     }
     let remote: [(&str, &str, Extra); 2] = [
         (

@@ -91,7 +91,7 @@ pub struct Settings {
     pub event_signing_keys: Vec<SecretString>,
     /// A backend's own table to converge instead of `{DATABASE_SCHEMA}.users`: the
     /// settings file's `[target]` section.
-    pub target: Option<crate::target::Mapping>,
+    pub target_table: Option<crate::target_table::TargetTable>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +127,7 @@ impl Settings {
             .map_err(|e| err("CONFIG_FILE", e.to_string()))?;
         let values = Layered::new(&cfg);
         let mut settings = values.finish(Self::from_lookup(|key| values.get(key)))?;
-        settings.target = target(&cfg)?;
+        settings.target_table = target_table(&cfg)?;
         settings.command = command;
         Ok(settings)
     }
@@ -212,7 +212,7 @@ impl Settings {
             audit_retention_days: src.number("AUDIT_RETENTION_DAYS", 0, 36_500)?,
             // At least 2 s: waits tick once a second, so a smaller bound would flap.
             health_stall: src.secs("HEALTH_STALL_SECS", 2, 24 * 3600)?,
-            target: None,
+            target_table: None,
         })
     }
 }
@@ -257,13 +257,13 @@ fn schema_name(v: String) -> Result<String, SettingsError> {
 }
 
 /// The settings file's `[target]` section, resolved; `None` when there is none.
-fn target(cfg: &Config) -> Result<Option<crate::target::Mapping>, SettingsError> {
-    let spec = match cfg.get::<crate::target::TargetSpec>("target") {
+fn target_table(cfg: &Config) -> Result<Option<crate::target_table::TargetTable>, SettingsError> {
+    let spec = match cfg.get::<crate::target_table::TargetSpec>("target") {
         Ok(spec) => spec,
         Err(config::ConfigError::NotFound(_)) => return Ok(None),
         Err(e) => return Err(err("[target]", e.to_string())),
     };
-    crate::target::Mapping::resolve(&spec)
+    crate::target_table::TargetTable::resolve(&spec)
         .map(Some)
         .map_err(|e| err("[target]", e.0))
 }

@@ -91,7 +91,7 @@ impl Store {
         // this apply has met that refusal: one statement (a round trip and about a tenth of
         // the database's work per event) less in the common case, one rolled-back attempt
         // more in the rare one. A backend's table may have no such index: always checked.
-        let mut check_conflicts = check || self.mapped().is_some();
+        let mut check_conflicts = check || self.target_table_sql().is_some();
         while let Some(set) = work.pop() {
             if set.is_empty() {
                 continue;

@@ -5,10 +5,10 @@
 use super::Store;
 use super::apply::Commit;
 use super::audit::{self, Audit};
-use super::mapped::MappedSql;
 use super::statements::{
     Advanced, adopt, advance_watermarks, email_conflicts, update_status, upsert,
 };
+use super::target_table::TargetTableSql;
 use super::trail::AttemptView;
 use crate::decide::{
     Intent, Outcome, Planned, UserBatch, UserRow, deactivate_outcome, upsert_outcome,
@@ -59,12 +59,13 @@ impl Store {
         check_conflicts: bool,
     ) -> Result<Attempt, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        if self.mapped().is_some_and(|m| m.hash_joins) {
+        if self.target_table_sql().is_some_and(|m| m.hash_joins) {
             sqlx::query("SET LOCAL enable_hashjoin = on")
                 .execute(&mut *tx)
                 .await?;
         }
-        let guarded = advance_watermarks(&mut tx, planned, users, set, self.mapped()).await?;
+        let guarded =
+            advance_watermarks(&mut tx, planned, users, set, self.target_table_sql()).await?;
         let advanced = guarded.advanced;
         let mut outcomes = Vec::new();
         let moved = sort_moved(planned, users, set, &advanced, &mut outcomes);
@@ -72,10 +73,10 @@ impl Store {
         let rows = data_rows(planned, users, &moved.data, &advanced);
         if !rows.is_empty() {
             if guarded.unlinked {
-                written.adopted = adopt(&mut tx, &rows, self.mapped()).await?;
+                written.adopted = adopt(&mut tx, &rows, self.target_table_sql()).await?;
             }
             let conflicts = match check_conflicts {
-                true => email_conflicts(&mut tx, &rows, self.mapped()).await?,
+                true => email_conflicts(&mut tx, &rows, self.target_table_sql()).await?,
                 false => HashSet::new(),
             };
             if !conflicts.is_empty() {
@@ -86,7 +87,7 @@ impl Store {
                     moved.data.iter().zip(&rows).filter_map(of).collect(),
                 ));
             }
-            write_rows(&mut tx, &rows, self.mapped(), &mut written).await?;
+            write_rows(&mut tx, &rows, self.target_table_sql(), &mut written).await?;
         }
         if !moved.status_only.is_empty() {
             let ids: Vec<Uuid> = moved
@@ -96,7 +97,7 @@ impl Store {
                 .collect();
             written
                 .existed
-                .extend(update_status(&mut tx, &ids, &advanced, self.mapped()).await?);
+                .extend(update_status(&mut tx, &ids, &advanced, self.target_table_sql()).await?);
         }
         for &u in moved.data.iter().chain(&moved.status_only) {
             push_outcomes(planned, &users[u], &advanced, &written, &mut outcomes);
@@ -175,10 +176,10 @@ fn data_rows(
 async fn write_rows(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
-    mapped: Option<&MappedSql>,
+    target_table: Option<&TargetTableSql>,
     written: &mut Written,
 ) -> Result<(), sqlx::Error> {
-    let upserted = upsert(tx, rows, mapped).await?;
+    let upserted = upsert(tx, rows, target_table).await?;
     for (id, row) in rows {
         let (new, mask) = upserted.get(id).copied().unwrap_or((false, 0));
         if new {

@@ -18,7 +18,7 @@ const PREFIX: &str = "export_ids_";
 impl Store {
     /// Of `ids`, those with a row in the table this service converges.
     pub async fn with_rows(&self, ids: &[Uuid]) -> Result<HashSet<Uuid>, sqlx::Error> {
-        let sql = match self.mapped() {
+        let sql = match self.target_table_sql() {
             Some(m) => m.existing.as_str(),
             None => "SELECT auth_user_id FROM users WHERE auth_user_id = ANY($1)",
         };

@@ -10,7 +10,7 @@ use uuid::Uuid;
 /// The user's row, without the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RowView {
-    /// The own table's local id; a mapped target's rows are named by their auth id.
+    /// The own table's local id; a target table's rows are named by their auth id.
     pub id: Option<i64>,
     pub email: Option<String>,
     pub role: Option<String>,

@@ -7,9 +7,9 @@ mod brake_log;
 mod classify;
 mod export;
 mod lookup;
-mod mapped;
 mod report;
 mod statements;
+mod target_table;
 mod trail;
 
 pub use apply::{Commit, EventResult};
@@ -18,13 +18,12 @@ pub use brake_log::BrakeEntry;
 pub use classify::config_problem;
 pub use export::ExportIds;
 pub use lookup::{RowView, WatermarkView};
-pub use mapped::{TargetProblem, target_sql};
 pub use report::UserCounts;
+pub use target_table::{TargetTableProblem, target_table_ddl};
 
 use crate::decide::{EventKey, Reason, State, Status, UserRow};
 use crate::redact::PasswordHash;
-use crate::target::Mapping;
-use mapped::{MappedReads, MappedSql};
+use crate::target_table::TargetTable;
 use secrecy::ExposeSecret;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
@@ -32,6 +31,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use target_table::{TargetTableReads, TargetTableSql};
 use uuid::Uuid;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -71,9 +71,9 @@ pub struct Store {
     pool: PgPool,
     schema: String,
     /// A backend's table named by `[target]`, if any; its statements once checked at start.
-    target: Option<Arc<Mapping>>,
-    mapped: Arc<OnceLock<MappedSql>>,
-    reads: Option<Arc<MappedReads>>,
+    target_table: Option<Arc<TargetTable>>,
+    statements: Arc<OnceLock<TargetTableSql>>,
+    reads: Option<Arc<TargetTableReads>>,
     /// How to connect, and what each connection sets first (`verify_session` uses both).
     opts: PgConnectOptions,
     session: String,
@@ -111,25 +111,25 @@ impl Store {
         Ok(Self {
             pool,
             schema: settings.database_schema.clone(),
-            target: settings.target.clone().map(Arc::new),
+            target_table: settings.target_table.clone().map(Arc::new),
             reads: settings
-                .target
+                .target_table
                 .as_ref()
-                .map(|m| Arc::new(MappedReads::new(m))),
-            mapped: Arc::new(OnceLock::new()),
+                .map(|m| Arc::new(TargetTableReads::new(m))),
+            statements: Arc::new(OnceLock::new()),
             opts,
             session,
         })
     }
 
-    /// With a `[target]` mapping: checks it against the database and prepares its
+    /// With a target table (`[target]`): checks it against the database and prepares its
     /// statements; every problem found, one line each, otherwise. Without one: nothing.
-    pub async fn prepare_target(&self) -> Result<(), Vec<TargetProblem>> {
-        let Some(m) = &self.target else {
+    pub async fn prepare_target_table(&self) -> Result<(), Vec<TargetTableProblem>> {
+        let Some(m) = &self.target_table else {
             return Ok(());
         };
-        let columns = self.check_target(m).await?;
-        let mut sql = MappedSql::new(m, &columns);
+        let columns = self.check_target_table(m).await?;
+        let mut sql = TargetTableSql::new(m, &columns);
         let indexed = self.email_indexed(m).await.unwrap_or(false);
         if !indexed {
             tracing::warn!(
@@ -140,15 +140,19 @@ impl Store {
             );
         }
         sql.hash_joins = !indexed;
-        let _ = self.mapped.set(sql);
+        let _ = self.statements.set(sql);
         Ok(())
     }
 
-    /// The mapped target's statements; `None` for the service's own table.
-    pub(crate) fn mapped(&self) -> Option<&MappedSql> {
-        match &self.target {
+    /// The target table's statements; `None` for the service's own table.
+    pub(crate) fn target_table_sql(&self) -> Option<&TargetTableSql> {
+        match &self.target_table {
             None => None,
-            Some(_) => Some(self.mapped.get().expect("prepare_target ran at start")),
+            Some(_) => Some(
+                self.statements
+                    .get()
+                    .expect("prepare_target_table ran at start"),
+            ),
         }
     }
 

@@ -2,7 +2,7 @@
 //! guard, adoption of legacy rows, the email-conflict check, the row upsert and the
 //! status update.
 
-use super::mapped::{MappedSql, Param};
+use super::target_table::{Param, TargetTableSql};
 use crate::decide::{Intent, Planned, Reason, UserBatch, UserRow};
 use crate::redact::PasswordHash;
 use sqlx::{PgConnection, Row};
@@ -38,7 +38,7 @@ pub(super) async fn advance_watermarks(
     planned: &[Planned],
     users: &[UserBatch],
     set: &[usize],
-    mapped: Option<&MappedSql>,
+    target_table: Option<&TargetTableSql>,
 ) -> Result<Guarded, sqlx::Error> {
     let newest: Vec<&Planned> = set.iter().map(|&u| &planned[users[u].newest]).collect();
     let upsert: Vec<Option<&Planned>> = set
@@ -65,7 +65,7 @@ pub(super) async fn advance_watermarks(
         upsert.iter().map(|p| p.map(|p| p.key.timestamp)).collect();
     let d_rank: Vec<Option<i16>> = upsert.iter().map(|p| p.map(|p| p.key.rank)).collect();
     let d_digest: Vec<Option<i64>> = upsert.iter().map(|p| p.map(|p| p.key.digest)).collect();
-    let sql = mapped.map_or(ADVANCE_SQL.as_str(), |m| m.advance.as_str());
+    let sql = target_table.map_or(ADVANCE_SQL.as_str(), |m| m.advance.as_str());
     let rows = sqlx::query(sql)
         .bind(&ids)
         .bind(&ts)
@@ -161,15 +161,16 @@ pub(crate) fn advance_sql(unlinked: &str) -> String {
 pub(super) async fn adopt(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
-    mapped: Option<&MappedSql>,
+    target_table: Option<&TargetTableSql>,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
     let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
-    let adopted: Vec<Uuid> = sqlx::query_scalar(mapped.map_or(ADOPT_SQL, |m| m.adopt.as_str()))
-        .bind(&ids)
-        .bind(&emails)
-        .fetch_all(&mut *tx)
-        .await?;
+    let adopted: Vec<Uuid> =
+        sqlx::query_scalar(target_table.map_or(ADOPT_SQL, |m| m.adopt.as_str()))
+            .bind(&ids)
+            .bind(&emails)
+            .fetch_all(&mut *tx)
+            .await?;
     Ok(adopted.into_iter().collect())
 }
 
@@ -195,7 +196,7 @@ const ADOPT_SQL: &str = "UPDATE users u SET auth_user_id = i.auth_user_id, updat
 pub(super) async fn email_conflicts(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
-    mapped: Option<&MappedSql>,
+    target_table: Option<&TargetTableSql>,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let (ids, emails): (Vec<Uuid>, Vec<&str>) = rows
         .iter()
@@ -205,7 +206,7 @@ pub(super) async fn email_conflicts(
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let found = sqlx::query(mapped.map_or(CONFLICTS_SQL, |m| m.conflicts.as_str()))
+    let found = sqlx::query(target_table.map_or(CONFLICTS_SQL, |m| m.conflicts.as_str()))
         .bind(&ids)
         .bind(&emails)
         .fetch_all(&mut *tx)
@@ -222,7 +223,7 @@ const CONFLICTS_SQL: &str = "SELECT i.auth_user_id FROM UNNEST($1::uuid[], $2::t
 pub(super) async fn upsert(
     tx: &mut PgConnection,
     rows: &[(Uuid, UserRow)],
-    mapped: Option<&MappedSql>,
+    target_table: Option<&TargetTableSql>,
 ) -> Result<HashMap<Uuid, (bool, i16)>, sqlx::Error> {
     let col = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
         rows.iter().map(|r| f(&r.1)).collect()
@@ -234,7 +235,7 @@ pub(super) async fn upsert(
         .collect();
     let active: Vec<bool> = rows.iter().map(|r| r.1.is_active).collect();
     let ts: Vec<OffsetDateTime> = rows.iter().map(|r| r.1.source_updated_at).collect();
-    let sql = match mapped {
+    let sql = match target_table {
         Some(m) => m.upsert_changes.as_str(),
         None => UPSERT_CHANGES_SQL.as_str(),
     };
@@ -248,8 +249,8 @@ pub(super) async fn upsert(
         .bind(&services)
         .bind(&active)
         .bind(col(|r| r.deactivation_reason.map(Reason::as_str)));
-    // The own table also records the event time; a mapped one binds its constants.
-    let query = match mapped {
+    // The own table also records the event time; a target table binds its constants.
+    let query = match target_table {
         None => query.bind(&ts),
         Some(m) => m.params.iter().fold(query, |q, p| match p {
             Param::Text(t) => q.bind(t.clone()),
@@ -310,7 +311,7 @@ pub(super) async fn update_status(
     tx: &mut PgConnection,
     ids: &[Uuid],
     advanced: &HashMap<Uuid, Advanced>,
-    mapped: Option<&MappedSql>,
+    target_table: Option<&TargetTableSql>,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     let active: Vec<bool> = ids.iter().map(|id| advanced[id].active).collect();
     let reasons: Vec<Option<&str>> = ids
@@ -318,7 +319,7 @@ pub(super) async fn update_status(
         .map(|id| advanced[id].reason.map(Reason::as_str))
         .collect();
     let ts: Vec<OffsetDateTime> = ids.iter().map(|id| advanced[id].status_ts).collect();
-    let rows = sqlx::query(mapped.map_or(UPDATE_STATUS_SQL, |m| m.update_status.as_str()))
+    let rows = sqlx::query(target_table.map_or(UPDATE_STATUS_SQL, |m| m.update_status.as_str()))
         .bind(ids)
         .bind(&active)
         .bind(&reasons)

@@ -9,8 +9,8 @@ use config::{Config, File, FileFormat};
 use sqlx::PgPool;
 use std::process::Command;
 use user_sync::decide::{self, Planned};
-use user_sync::store::{EventResult, Store, target_sql};
-use user_sync::target::{Mapping, TargetSpec};
+use user_sync::store::{EventResult, Store, target_table_ddl};
+use user_sync::target_table::{TargetSpec, TargetTable};
 
 fn spec_of(toml: &str) -> TargetSpec {
     Config::builder()
@@ -21,8 +21,8 @@ fn spec_of(toml: &str) -> TargetSpec {
         .unwrap()
 }
 
-fn mapping_of(toml: &str) -> Mapping {
-    Mapping::resolve(&spec_of(toml)).unwrap()
+fn mapping_of(toml: &str) -> TargetTable {
+    TargetTable::resolve(&spec_of(toml)).unwrap()
 }
 
 async fn run_sql(db: &PgPool, sql: &str) {
@@ -34,8 +34,8 @@ async fn run_sql(db: &PgPool, sql: &str) {
     }
 }
 
-/// A test database holding the backend's `ddl` plus what `target_sql` prints, and a store
-/// (migrated) with the mapping; the result of `prepare_target` as problem lines.
+/// A test database holding the backend's `ddl` plus what `target_table_ddl` prints, and a store
+/// (migrated) with the mapping; the result of `prepare_target_table` as problem lines.
 struct Target {
     _env: Env,
     db: PgPool,
@@ -53,13 +53,13 @@ impl Target {
         let db = PgPool::connect(&env.db.url()).await.unwrap();
         run_sql(&db, ddl).await;
         let mapping = mapping_of(toml);
-        run_sql(&db, &target_sql(&mapping)).await;
+        run_sql(&db, &target_table_ddl(&mapping)).await;
         let mut settings = env.settings();
-        settings.target = Some(mapping);
+        settings.target_table = Some(mapping);
         let store = Store::new(&settings).unwrap();
         store.migrate().await.unwrap();
         let prepared = store
-            .prepare_target()
+            .prepare_target_table()
             .await
             .map_err(|p| p.iter().map(ToString::to_string).collect());
         Self {
@@ -110,7 +110,7 @@ fn created(user: u8) -> serde_json::Value {
 /// `allowed_services` into a NOT NULL text column: the generated SQL wraps every Field
 /// source of a NOT NULL text column in `coalesce(.., '')`, and for services that is
 /// `coalesce(i.services::jsonb, '')`: the literal '' is parsed as jsonb, so every upsert
-/// fails with 22P02 (`invalid input syntax for type json`). Fixed in `mapped/sql.rs`:
+/// fails with 22P02 (`invalid input syntax for type json`). Fixed in `store/target_table/sql.rs`:
 /// services are never NULL (the batch always binds a JSON array), so no coalesce.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_into_a_not_null_text_column_sync() {
@@ -140,7 +140,7 @@ async fn services_into_a_not_null_text_column_sync() {
 
 /// A NOT NULL reason column (Rails' `null: false, default: ""`): an active user has no
 /// reason, the generated SQL writes NULL into it, and every active user is rejected
-/// (23502). The check accepted the column. Fixed in `mapped/sql.rs`: a NOT NULL reason
+/// (23502). The check accepted the column. Fixed in `store/target_table/sql.rs`: a NOT NULL reason
 /// column gets '' for "no reason", as the text fields do; the reads take '' as none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_not_null_reason_column_takes_active_users() {
@@ -189,7 +189,7 @@ async fn a_not_null_reason_column_takes_active_users() {
 /// `citext` email (the extension lives in `public`) and an enum of the backend's. Every
 /// value is cast to `"<udt_name>"` unqualified, which does not resolve: 42704 on every
 /// event, classified as the event's fault, so every event is dead-lettered. Fixed in
-/// `mapped/`: the cast names the type's schema (`udt_schema`).
+/// `store/target_table/`: the cast names the type's schema (`udt_schema`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn types_outside_the_service_search_path_sync() {
     let t = Target::new(
@@ -227,7 +227,7 @@ async fn types_outside_the_service_search_path_sync() {
 
 /// A generated column named by the mapping: `has_default` counts `is_generated`, and
 /// nothing checks that a written column may be written. Every event then fails (428C9)
-/// and is dead-lettered. Fixed in `mapped/check.rs`: a written column that is generated,
+/// and is dead-lettered. Fixed in `store/target_table/check.rs`: a written column that is generated,
 /// or an identity GENERATED ALWAYS, is a problem.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_column_in_the_mapping_is_refused_at_start() {
@@ -260,7 +260,7 @@ async fn a_generated_column_in_the_mapping_is_refused_at_start() {
 /// A NOT NULL column from a role map without `default` (Django's `is_staff`): every user
 /// whose role the map does not name is refused by the database (23502) and
 /// dead-lettered. A column default does not help (the INSERT names the column). Fixed in
-/// `mapped/check.rs`: such a mapping is a problem at start.
+/// `store/target_table/check.rs`: such a mapping is a problem at start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_not_null_role_map_without_default_is_refused_at_start() {
     let t = Target::new(
@@ -291,7 +291,7 @@ async fn a_not_null_role_map_without_default_is_refused_at_start() {
 /// The service's database user may read the table but not write it: `information_schema`
 /// shows the columns to any privilege, so the check passes, and every event then fails
 /// with 42501, which `classify` isolates as the event's fault: every event dead-lettered
-/// instead of exit 2. Fixed in `mapped/check.rs`: INSERT and UPDATE on each written column
+/// instead of exit 2. Fixed in `store/target_table/check.rs`: INSERT and UPDATE on each written column
 /// (and the key) are checked with `has_column_privilege`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_that_cannot_write_the_table_is_refused_at_start() {
@@ -313,7 +313,7 @@ async fn a_user_that_cannot_write_the_table_is_refused_at_start() {
     env.overrides
         .insert("database_url".into(), pg_url_as(&role, &env.db.name));
     let mut settings = env.settings();
-    settings.target = Some(mapping_of(
+    settings.target_table = Some(mapping_of(
         r#"
         [target]
         table = "public.people"
@@ -325,7 +325,7 @@ async fn a_user_that_cannot_write_the_table_is_refused_at_start() {
         "#,
     ));
     let store = Store::new(&settings).unwrap();
-    let prepared = store.prepare_target().await;
+    let prepared = store.prepare_target_table().await;
     store.pool().close().await;
     run_sql(&db, &format!("DROP OWNED BY {role}; DROP ROLE {role}")).await;
     let problems = prepared.expect_err("the table cannot be written");
@@ -359,9 +359,9 @@ fn a_mixed_case_table_can_be_mapped() {
         "#,
     );
     assert!(
-        Mapping::resolve(&spec).is_ok(),
+        TargetTable::resolve(&spec).is_ok(),
         "{:?}",
-        Mapping::resolve(&spec)
+        TargetTable::resolve(&spec)
     );
 }
 
@@ -415,7 +415,7 @@ async fn mapping_values_cannot_inject_sql() {
                 "key = \"k\""
             }
         );
-        assert!(Mapping::resolve(&spec_of(&toml)).is_err(), "{toml}");
+        assert!(TargetTable::resolve(&spec_of(&toml)).is_err(), "{toml}");
     }
 }
 
@@ -500,7 +500,7 @@ async fn print_target_sql_runs_with_psql() {
         "#,
     );
     let path = std::env::temp_dir().join(format!("ddl-{}.sql", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, target_sql(&mapping)).unwrap();
+    std::fs::write(&path, target_table_ddl(&mapping)).unwrap();
     for _ in 0..2 {
         let out = Command::new("psql")
             .args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &env.db.url(), "-f"])
@@ -515,14 +515,14 @@ async fn print_target_sql_runs_with_psql() {
     }
     let _ = std::fs::remove_file(&path);
     let mut settings = env.settings();
-    settings.target = Some(mapping);
+    settings.target_table = Some(mapping);
     let store = Store::new(&settings).unwrap();
     store.migrate().await.unwrap();
-    assert!(store.prepare_target().await.is_ok());
+    assert!(store.prepare_target_table().await.is_ok());
 }
 
 /// `status` and `explain` with a mapping whose table does not exist: they never call
-/// `prepare_target`, and must not reach `Store::mapped()` (which expects it): an error,
+/// `prepare_target_table`, and must not reach `Store::target_table_sql()` (which expects it): an error,
 /// not a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_explain_with_a_broken_mapping_do_not_panic() {

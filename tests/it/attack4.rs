@@ -766,15 +766,15 @@ const DEVISE: Mapped = Mapped {
 };
 
 impl Mapped {
-    fn mapping(&self) -> user_sync::target::Mapping {
+    fn mapping(&self) -> user_sync::target_table::TargetTable {
         use config::{Config, File, FileFormat};
-        let spec: user_sync::target::TargetSpec = Config::builder()
+        let spec: user_sync::target_table::TargetSpec = Config::builder()
             .add_source(File::from_str(self.toml, FileFormat::Toml))
             .build()
             .unwrap()
             .get("target")
             .unwrap();
-        user_sync::target::Mapping::resolve(&spec).unwrap()
+        user_sync::target_table::TargetTable::resolve(&spec).unwrap()
     }
 
     /// Creates the table with the key column and indexes `--print-target-sql` gives;
@@ -782,12 +782,16 @@ impl Mapped {
     async fn create(&self, env: &Env) -> (user_sync::settings::Settings, sqlx::PgPool) {
         let db = sqlx::PgPool::connect(&env.db.url()).await.unwrap();
         let mapping = self.mapping();
-        let ddl = format!("{};{}", self.ddl, user_sync::store::target_sql(&mapping));
+        let ddl = format!(
+            "{};{}",
+            self.ddl,
+            user_sync::store::target_table_ddl(&mapping)
+        );
         for statement in ddl.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             sqlx::query(statement).execute(&db).await.unwrap();
         }
         let mut settings = env.settings();
-        settings.target = Some(mapping);
+        settings.target_table = Some(mapping);
         (settings, db)
     }
 

@@ -18,8 +18,8 @@ use std::time::Duration;
 use user_sync::decide::{self, Planned};
 use user_sync::membership::Membership;
 use user_sync::settings::Settings;
-use user_sync::store::target_sql;
-use user_sync::target::{Mapping, TargetSpec};
+use user_sync::store::target_table_ddl;
+use user_sync::target_table::{TargetSpec, TargetTable};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -213,14 +213,14 @@ const DEVISE: Framework = Framework {
 };
 
 /// A `[target]` section resolved as the settings file's would be.
-fn mapping_of(toml: &str) -> Mapping {
+fn mapping_of(toml: &str) -> TargetTable {
     let spec: TargetSpec = Config::builder()
         .add_source(File::from_str(toml, FileFormat::Toml))
         .build()
         .unwrap()
         .get("target")
         .unwrap();
-    Mapping::resolve(&spec).unwrap()
+    TargetTable::resolve(&spec).unwrap()
 }
 
 /// A connection as the backend's own: its default search path, not the service's schema.
@@ -245,20 +245,20 @@ async fn run_sql(db: &PgPool, sql: &str) {
 }
 
 impl Framework {
-    /// Creates the table, the key column and index (`target_sql`), the backend's rows,
+    /// Creates the table, the key column and index (`target_table_ddl`), the backend's rows,
     /// and returns the mapping.
-    async fn create(&self, env: &Env) -> Mapping {
+    async fn create(&self, env: &Env) -> TargetTable {
         let db = &backend(env).await;
         let mapping = mapping_of(self.mapping);
         run_sql(db, self.ddl).await;
-        run_sql(db, &target_sql(&mapping)).await;
+        run_sql(db, &target_table_ddl(&mapping)).await;
         run_sql(db, self.legacy).await;
         mapping
     }
 
-    async fn start(&self, env: &Env, mapping: Mapping) -> Worker {
+    async fn start(&self, env: &Env, mapping: TargetTable) -> Worker {
         let mut settings: Settings = env.settings();
-        settings.target = Some(mapping);
+        settings.target_table = Some(mapping);
         env.start_with(settings).await
     }
 
@@ -885,7 +885,7 @@ async fn an_invalid_unique_index_left_by_a_failed_concurrent_build_is_refused() 
     let db = &backend(&env).await;
     run_sql(db, DJANGO.ddl).await;
     let mapping = mapping_of(DJANGO.mapping);
-    let sql = target_sql(&mapping);
+    let sql = target_table_ddl(&mapping);
     let mut statements = sql.split(";\n");
     let (add_column, create_index) = (statements.next().unwrap(), statements.next().unwrap());
     run_sql(db, add_column).await;
@@ -929,7 +929,7 @@ async fn print_target_sql_then_the_binary_syncs_into_django() {
     let run = with_config(&env, DJANGO.mapping, &["migrate", "--print-target-sql"]).await;
     assert!(run.success, "{}", run.text());
     let mapping = mapping_of(DJANGO.mapping);
-    assert_eq!(run.stdout, target_sql(&mapping));
+    assert_eq!(run.stdout, target_table_ddl(&mapping));
     assert!(
         run.stdout.contains(
             "ALTER TABLE \"public\".\"auth_user\" ADD COLUMN IF NOT EXISTS \"auth_user_id\" uuid;"

@@ -61,7 +61,7 @@ pub enum ImportError {
     /// The brake stopped a plain import partway: what came before is applied.
     #[error("stopped: {0}")]
     Stopped(String),
-    /// A setting or the database's setup does not fit (a `[target]` mapping, a pooler in
+    /// A setting or the database's setup does not fit (a target table, a pooler in
     /// transaction mode): nothing was attempted.
     #[error("{0}")]
     Config(String),
@@ -85,7 +85,7 @@ pub async fn import(
     }
     store.verify_session().await.map_err(ImportError::Config)?;
     store.migrate().await?;
-    store.prepare_target().await.map_err(|p| {
+    store.prepare_target_table().await.map_err(|p| {
         let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
         ImportError::Config(lines.join("\n"))
     })?;

@@ -1,4 +1,4 @@
-//! The mapped-target mode: a backend-shaped table in its own schema, a `[target]` mapping
+//! The target-table mode: a backend-shaped table in its own schema, a `[target]` section
 //! in a settings file, and the check that the table holds what the model expects.
 
 use crate::modes::Expected;
@@ -16,7 +16,7 @@ const DDL: [&str; 4] = [
     "CREATE INDEX accounts_email_lower_idx ON app.accounts (lower(email))",
 ];
 
-const MAPPING: &str = r#"
+const SECTION: &str = r#"
 [target]
 table = "app.accounts"
 key = "auth_user_id"
@@ -39,7 +39,7 @@ pub(crate) async fn prepare(store: &Store, tag: &str) -> String {
         sqlx::query(sql).execute(store.pool()).await.unwrap();
     }
     let path = std::env::temp_dir().join(format!("{tag}.toml"));
-    std::fs::write(&path, MAPPING).unwrap();
+    std::fs::write(&path, SECTION).unwrap();
     path.display().to_string()
 }
 

@@ -1,11 +1,11 @@
-//! The reads of `explain` and `status` on a mapped target. They need no column types, so
+//! The reads of `explain` and `status` on a target table. They need no column types, so
 //! they are built with the store, before any check.
 
 use super::{active, q, table};
-use crate::target::Mapping;
+use crate::target_table::TargetTable;
 
 #[derive(Debug, Clone)]
-pub(crate) struct MappedReads {
+pub(crate) struct TargetTableReads {
     /// $1 an email: the auth ids of its rows, active first.
     pub find_by_email: String,
     /// $1 an auth id: the row as `RowView` reads it (no local id, role or services: the
@@ -15,8 +15,8 @@ pub(crate) struct MappedReads {
     pub counts: String,
 }
 
-impl MappedReads {
-    pub(crate) fn new(m: &Mapping) -> Self {
+impl TargetTableReads {
+    pub(crate) fn new(m: &TargetTable) -> Self {
         let (t, k, e) = (table(m), q(&m.key), q(&m.email));
         let reason = m
             .reason
@@ -26,7 +26,7 @@ impl MappedReads {
                 format!("nullif(x.{}::text, '')", q(r))
             });
         let active = format!("coalesce({}, false)", active(m, "x"));
-        MappedReads {
+        TargetTableReads {
             find_by_email: format!(
                 "SELECT x.{k}::uuid FROM {t} x WHERE lower(x.{e}::text) = lower($1) \
                  AND x.{k} IS NOT NULL ORDER BY {active} DESC"

@@ -1,7 +1,7 @@
 //! The `[target]` section as written in the settings file, and its resolution into a
-//! [`Mapping`] with one clear error per mistake.
+//! [`TargetTable`] with one clear error per mistake.
 
-use super::{Deactivation, Field, Mapping, MappingError, Source};
+use super::{Deactivation, Field, Source, TargetTable, TargetTableError};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -74,8 +74,8 @@ pub mod toml_scalar {
     }
 }
 
-pub(super) fn resolve(spec: &TargetSpec) -> Result<Mapping, MappingError> {
-    let bad = |m: String| Err(MappingError(m));
+pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError> {
+    let bad = |m: String| Err(TargetTableError(m));
     let Some((schema, table)) = spec.table.split_once('.') else {
         return bad(format!(
             "table: `{}` is not schema-qualified (e.g. public.users)",
@@ -109,7 +109,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<Mapping, MappingError> {
                 .into(),
         );
     };
-    let mapping = Mapping {
+    let target_table = TargetTable {
         schema: schema.to_string(),
         table: table.to_string(),
         key: spec.key.clone(),
@@ -119,18 +119,22 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<Mapping, MappingError> {
         reason: spec.deactivation.reason.clone(),
     };
     let mut seen = HashSet::new();
-    for column in mapping.written().into_iter().chain([spec.key.as_str()]) {
+    for column in target_table
+        .written()
+        .into_iter()
+        .chain([spec.key.as_str()])
+    {
         identifier("deactivation", column)?;
         if !seen.insert(column) {
             return bad(format!("column `{column}` is written twice"));
         }
     }
-    Ok(mapping)
+    Ok(target_table)
 }
 
-fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, MappingError> {
+fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError> {
     let unknown = |f: &str| {
-        MappingError(format!(
+        TargetTableError(format!(
             "columns.{column}: `{f}` is not an event field ({})",
             Field::ALL.map(Field::name).join(", ")
         ))
@@ -153,7 +157,7 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, MappingError> {
                 .as_deref()
                 .is_none_or(|v| ["2a", "2b", "2y"].contains(&v));
             if !variant_ok || (bcrypt.is_some() && field != Field::PasswordHash) {
-                return Err(MappingError(format!(
+                return Err(TargetTableError(format!(
                     "columns.{column}: `bcrypt` is one of 2a, 2b, 2y, and only for password_hash"
                 )));
             }
@@ -170,7 +174,7 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, MappingError> {
                 .map(|(r, v)| (r.to_lowercase(), v.text()))
                 .collect();
             if map.len() != role_map.len() {
-                return Err(MappingError(format!(
+                return Err(TargetTableError(format!(
                     "columns.{column}: role_map names a role twice (roles compare case-insensitively)"
                 )));
             }
@@ -184,11 +188,11 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, MappingError> {
 
 /// Identifiers are quoted in every statement, so any Postgres name fits (`"AspNetUsers"`);
 /// a quote or NUL in one is refused rather than escaped, as no real schema has them.
-fn identifier(what: &str, name: &str) -> Result<(), MappingError> {
+fn identifier(what: &str, name: &str) -> Result<(), TargetTableError> {
     if !name.is_empty() && name.len() <= 63 && !name.contains(['"', '\0']) {
         Ok(())
     } else {
-        Err(MappingError(format!(
+        Err(TargetTableError(format!(
             "{what}: `{name}` is not a Postgres identifier (1-63 bytes, no quote)"
         )))
     }

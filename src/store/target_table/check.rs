@@ -1,32 +1,32 @@
-//! The mapping checked against the database at start (`information_schema`, `pg_index`):
+//! The target table checked against the database at start (`information_schema`, `pg_index`):
 //! the table and every column exist, types fit, every NOT NULL column without a default is
 //! written on insert, and the key column is unique. One line per problem.
 
 use super::sql::Column;
 use super::{q, table};
 use crate::store::Store;
-use crate::target::{Deactivation, Field, Mapping, Source};
+use crate::target_table::{Deactivation, Field, Source, TargetTable};
 use sqlx::Row;
 use std::collections::HashMap;
 
-/// One thing wrong with the mapping against the database, naming its column.
+/// One thing wrong with the target table against the database, naming its column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("[target] {0}")]
-pub struct TargetProblem(pub String);
+pub struct TargetTableProblem(pub String);
 
 const TEXT: &[&str] = &["text", "varchar", "bpchar", "citext"];
 const TIME: &[&str] = &["timestamptz", "timestamp"];
 
 impl Store {
     /// The target's columns by name, or every problem found.
-    pub(crate) async fn check_target(
+    pub(crate) async fn check_target_table(
         &self,
-        m: &Mapping,
-    ) -> Result<HashMap<String, Column>, Vec<TargetProblem>> {
-        let db = |e: sqlx::Error| vec![TargetProblem(format!("cannot read the catalog: {e}"))];
+        m: &TargetTable,
+    ) -> Result<HashMap<String, Column>, Vec<TargetTableProblem>> {
+        let db = |e: sqlx::Error| vec![TargetTableProblem(format!("cannot read the catalog: {e}"))];
         let columns = self.target_columns(m).await.map_err(db)?;
         if columns.is_empty() {
-            return Err(vec![TargetProblem(format!(
+            return Err(vec![TargetTableProblem(format!(
                 "table: {}.{} does not exist (or this user cannot see it)",
                 m.schema, m.table
             ))]);
@@ -95,11 +95,14 @@ impl Store {
         if problems.is_empty() {
             Ok(columns)
         } else {
-            Err(problems.into_iter().map(TargetProblem).collect())
+            Err(problems.into_iter().map(TargetTableProblem).collect())
         }
     }
 
-    async fn target_columns(&self, m: &Mapping) -> Result<HashMap<String, Column>, sqlx::Error> {
+    async fn target_columns(
+        &self,
+        m: &TargetTable,
+    ) -> Result<HashMap<String, Column>, sqlx::Error> {
         let rows = sqlx::query(
             "SELECT column_name::text, udt_name::text, is_nullable = 'YES', \
                     column_default IS NOT NULL OR is_identity = 'YES' OR is_generated <> 'NEVER', \
@@ -129,7 +132,7 @@ impl Store {
     /// Of the written columns (and the key), those this database user may not both INSERT and
     /// UPDATE: `information_schema` shows a column to any privilege, and a write refused
     /// at run time (42501) would dead-letter every event instead of stopping at start.
-    async fn unwritable(&self, m: &Mapping, cols: &[&str]) -> Result<Vec<String>, sqlx::Error> {
+    async fn unwritable(&self, m: &TargetTable, cols: &[&str]) -> Result<Vec<String>, sqlx::Error> {
         // Only columns that exist: has_column_privilege raises on any other.
         sqlx::query_scalar(
             "SELECT c FROM UNNEST($2::text[]) AS c \
@@ -146,7 +149,7 @@ impl Store {
     /// and not deferrable: what `ON CONFLICT (key)` can use as its arbiter. A failed
     /// `CREATE INDEX CONCURRENTLY` leaves an INVALID index behind, which ON CONFLICT
     /// ignores; a DEFERRABLE constraint it refuses.
-    async fn key_is_unique(&self, m: &Mapping) -> Result<bool, sqlx::Error> {
+    async fn key_is_unique(&self, m: &TargetTable) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_index i \
                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
@@ -161,9 +164,9 @@ impl Store {
     }
 }
 
-/// Each column the mapping names, with the types it may have (empty: any, the value is
+/// Each column the `[target]` section names, with the types it may have (empty: any, the value is
 /// cast).
-fn expected_types(m: &Mapping) -> Vec<(String, &'static [&'static str])> {
+fn expected_types(m: &TargetTable) -> Vec<(String, &'static [&'static str])> {
     let mut out: Vec<(String, &'static [&'static str])> =
         vec![(m.key.clone(), &["uuid", "text", "varchar"])];
     for (col, source) in &m.columns {
@@ -188,9 +191,9 @@ fn expected_types(m: &Mapping) -> Vec<(String, &'static [&'static str])> {
     out
 }
 
-/// What the backend adds for the mapping: the key column and its unique index. Printed by
+/// What the backend adds for its target table: the key column and its unique index. Printed by
 /// `user-sync migrate --print-target-sql`, never run by the service.
-pub fn target_sql(m: &Mapping) -> String {
+pub fn target_table_ddl(m: &TargetTable) -> String {
     let index = q(&format!("{}_{}_key", m.table, m.key));
     let by_email = q(&format!("{}_{}_lower_idx", m.table, m.email));
     format!(
@@ -206,7 +209,7 @@ pub fn target_sql(m: &Mapping) -> String {
 impl Store {
     /// Whether an index serves `lower(email)`: without one, finding conflicts and rows to
     /// adopt scans the table per event unless the planner may hash-join.
-    pub(crate) async fn email_indexed(&self, m: &Mapping) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn email_indexed(&self, m: &TargetTable) -> Result<bool, sqlx::Error> {
         sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) \
                AND i.indisvalid AND (\

@@ -1,5 +1,5 @@
 //! Where the users go: the service's own `users` table, or a table of the backend's named
-//! by a `[target]` mapping in the settings file. Pure: what each target column is written
+//! by the settings file's `[target]` section. Pure: what each target column is written
 //! from; the store turns it into SQL and checks it against the database at start.
 //!
 //! ```toml
@@ -95,10 +95,10 @@ pub enum Deactivation {
     Timestamp(String),
 }
 
-/// A resolved mapping: table, key, and every column this service writes. Columns it does
+/// The target table as resolved: table, key, and every column this service writes. Columns it does
 /// not name are never written.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Mapping {
+pub struct TargetTable {
     pub schema: String,
     pub table: String,
     pub key: String,
@@ -109,14 +109,14 @@ pub struct Mapping {
     pub reason: Option<String>,
 }
 
-/// A mapping the settings file got wrong, naming the column or key at fault.
+/// A `[target]` section the settings file got wrong, naming the column or key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("[target] {0}")]
-pub struct MappingError(pub String);
+pub struct TargetTableError(pub String);
 
-impl Mapping {
+impl TargetTable {
     /// Resolves the settings file's `[target]` section.
-    pub fn resolve(spec: &TargetSpec) -> Result<Mapping, MappingError> {
+    pub fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError> {
         spec::resolve(spec)
     }
 

@@ -29,7 +29,7 @@ flag = "is_active"
 
 #[test]
 fn a_django_mapping_resolves_with_every_kind_of_source() {
-    let m = Mapping::resolve(&spec(DJANGO)).unwrap();
+    let m = TargetTable::resolve(&spec(DJANGO)).unwrap();
     assert_eq!(
         (m.schema.as_str(), m.table.as_str()),
         ("public", "auth_user")
@@ -97,7 +97,7 @@ fn each_mistake_is_one_line_naming_its_column() {
         ),
     ];
     for (toml, expected) in cases {
-        let err = Mapping::resolve(&spec(&toml)).unwrap_err().to_string();
+        let err = TargetTable::resolve(&spec(&toml)).unwrap_err().to_string();
         assert!(err.contains(expected), "{expected}: {err}");
         assert!(!err.contains('\n'), "{err}");
     }
@@ -105,7 +105,7 @@ fn each_mistake_is_one_line_naming_its_column() {
 
 #[test]
 fn mixed_case_names_keep_their_case() {
-    let m = Mapping::resolve(&spec(
+    let m = TargetTable::resolve(&spec(
         r#"
 [target]
 table = "Identity.AspNetUsers"

@@ -1,11 +1,11 @@
-//! Statement texts for a mapped target. The batch arrives as the same UNNEST arrays as for
+//! Statement texts for a target table. The batch arrives as the same UNNEST arrays as for
 //! the own table ($1 auth ids, $2 email, $3 first name, $4 last name, $5 password hash,
 //! $6 role, $7 allowed services as JSON, $8 active, $9 reason); constants and role maps
 //! follow as further parameters. Each value is cast to its column's type.
 
 use super::{active, q, table};
 use crate::store::audit::FIELDS;
-use crate::target::{Deactivation, Field, Mapping, Source};
+use crate::target_table::{Deactivation, Field, Source, TargetTable};
 use std::collections::HashMap;
 
 /// A target column as the database describes it.
@@ -32,9 +32,9 @@ pub(crate) enum Param {
     Texts(Vec<String>),
 }
 
-/// The generated statements of one mapped target.
+/// The generated statements of one target table.
 #[derive(Debug, Clone)]
-pub(crate) struct MappedSql {
+pub(crate) struct TargetTableSql {
     /// The watermark guard, telling whether the table has rows without a key.
     pub advance: String,
     pub upsert_changes: String,
@@ -56,9 +56,9 @@ const BATCH: &str = "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::
      $6::text[], $7::text[], $8::bool[], $9::text[]) AS i(auth_user_id, email, first_name, \
      last_name, password_hash, role, services, active, reason)";
 
-impl MappedSql {
+impl TargetTableSql {
     /// `types`: each written column's type (`information_schema.columns.udt_name`).
-    pub(crate) fn new(m: &Mapping, types: &Types) -> Self {
+    pub(crate) fn new(m: &TargetTable, types: &Types) -> Self {
         let mut params = Vec::new();
         let key = key_of(m, types, "i.auth_user_id");
         let mut insert_cols = vec![q(&m.key)];
@@ -128,7 +128,7 @@ impl MappedSql {
                 )
             })
             .collect();
-        MappedSql {
+        TargetTableSql {
             upsert_changes: format!(
                 "{base} RETURNING {returned_key}, (u.xmax = 0), \
                  (SELECT ({}) FROM {} o WHERE o.{k} = u.{k})::int2",
@@ -157,7 +157,7 @@ impl MappedSql {
 }
 
 /// The auth id as the key column holds it (uuid, or its text form).
-fn key_of(m: &Mapping, types: &Types, id: &str) -> String {
+fn key_of(m: &TargetTable, types: &Types, id: &str) -> String {
     if types[&m.key].udt == "uuid" {
         id.to_string()
     } else {
@@ -252,7 +252,7 @@ fn field_bit(source: &Source) -> Option<i16> {
 
 /// (column, value on insert, assignment on conflict) of the deactivation column. A
 /// timestamp keeps the first deactivation's time while the user stays deactivated.
-fn deactivation(m: &Mapping, types: &Types) -> (String, String, String) {
+fn deactivation(m: &TargetTable, types: &Types) -> (String, String, String) {
     match &m.deactivation {
         Deactivation::Flag(c) => (
             c.clone(),
@@ -278,7 +278,7 @@ fn deactivation(m: &Mapping, types: &Types) -> (String, String, String) {
 /// skips the per-row probes once no row lacks a key (the key's unique index finds a NULL).
 /// `u.{k} IS NULL` is re-checked on a row another transaction linked meanwhile (see the
 /// own table's `ADOPT_SQL`; here the new row version's ctid would also fail the match).
-fn adopt(m: &Mapping, types: &Types) -> String {
+fn adopt(m: &TargetTable, types: &Types) -> String {
     let (t, k, e) = (table(m), q(&m.key), q(&m.email));
     let key = key_of(m, types, "i.auth_user_id");
     format!(
@@ -294,7 +294,7 @@ fn adopt(m: &Mapping, types: &Types) -> String {
     )
 }
 
-fn conflicts(m: &Mapping, types: &Types) -> String {
+fn conflicts(m: &TargetTable, types: &Types) -> String {
     let (t, k, e) = (table(m), q(&m.key), q(&m.email));
     format!(
         "SELECT i.auth_user_id FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
@@ -307,7 +307,7 @@ fn conflicts(m: &Mapping, types: &Types) -> String {
 
 /// Gives existing rows the status their newest event set: $1 auth ids, $2 active, $3
 /// reason, $4 event time.
-fn update_status(m: &Mapping, types: &Types) -> String {
+fn update_status(m: &TargetTable, types: &Types) -> String {
     let mut sets = vec![match &m.deactivation {
         Deactivation::Flag(c) => format!("{} = {}", q(c), cast("s.active".into(), &types[c])),
         Deactivation::Timestamp(c) => format!(

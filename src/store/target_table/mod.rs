@@ -1,16 +1,16 @@
-//! The statements for a mapped target table (`[target]`), generated once at start from the
-//! mapping and the columns' types: the same guarded, set-based statements as for the
+//! The statements for a target table (`[target]`), generated once at start from its
+//! section and the columns' types: the same guarded, set-based statements as for the
 //! service's own table, with every identifier quoted and every value bound.
 
 mod check;
 mod reads;
 mod sql;
 
-pub use check::{TargetProblem, target_sql};
-pub(crate) use reads::MappedReads;
-pub(crate) use sql::{MappedSql, Param};
+pub use check::{TargetTableProblem, target_table_ddl};
+pub(crate) use reads::TargetTableReads;
+pub(crate) use sql::{Param, TargetTableSql};
 
-use crate::target::{Deactivation, Mapping};
+use crate::target_table::{Deactivation, TargetTable};
 
 /// `"name"`: identifiers were checked to be plain lower-case at start; quoted anyway.
 fn q(name: &str) -> String {
@@ -18,12 +18,12 @@ fn q(name: &str) -> String {
 }
 
 /// The target table, schema-qualified and quoted.
-fn table(m: &Mapping) -> String {
+fn table(m: &TargetTable) -> String {
     format!("{}.{}", q(&m.schema), q(&m.table))
 }
 
 /// The predicate "this row's user is active", on alias `a`.
-fn active(m: &Mapping, a: &str) -> String {
+fn active(m: &TargetTable, a: &str) -> String {
     match &m.deactivation {
         Deactivation::Flag(c) => format!("{a}.{}", q(c)),
         Deactivation::Timestamp(c) => format!("{a}.{} IS NULL", q(c)),
