@@ -16,6 +16,7 @@ mod http;
 pub mod membership;
 pub mod metrics;
 pub mod ops;
+pub mod pause;
 pub mod pipeline;
 pub mod redact;
 pub mod settings;
@@ -171,7 +172,7 @@ fn assemble(
     );
     worker::Worker {
         topo,
-        pause: worker::Pause::new(metrics.clone()),
+        pause: pause::Pause::new(metrics.clone()),
         settings,
         store,
         metrics,

@@ -63,7 +63,7 @@ impl Attempt {
                         .connect_with_config_async(TLSConfig::default(), &runtime)
                         .await?;
                     if let AsyncTcpStream::Plain(tcp) = &stream {
-                        shared.hold(tcp.get_ref().as_fd().try_clone_to_owned()?)?;
+                        shared.keep_socket(tcp.get_ref().as_fd().try_clone_to_owned()?)?;
                     }
                     match uri.scheme {
                         AMQPScheme::AMQPS => {
@@ -111,7 +111,7 @@ impl Shared {
     }
 
     /// Keeps `fd`, unless the attempt was abandoned meanwhile (the lock orders the two).
-    fn hold(&self, fd: OwnedFd) -> io::Result<()> {
+    fn keep_socket(&self, fd: OwnedFd) -> io::Result<()> {
         let mut socket = self.socket();
         if self.abandoned.is_cancelled() {
             return Err(abandoned());

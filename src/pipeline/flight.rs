@@ -4,15 +4,15 @@
 //! Why the order: one `multiple` ack covers every delivery up to its tag on the channel,
 //! batches before it included. A batch is acknowledged only once it has committed and
 //! settled (retries, dead letters and held copies confirmed) and every batch before it has
-//! been acknowledged. When a batch fails (the database held past the outage limit, the
-//! broker gone, shutdown while held), nothing after it is acknowledged: the caller ends the
+//! been acknowledged. When a batch fails (an outage longer than the session waits, the
+//! broker gone, shutdown while waiting one out), nothing after it is acknowledged: the caller ends the
 //! session, and the later batches' deliveries return to the queue with the failed one's,
 //! even those already committed (applying them again is stale, so harmless).
 
+use super::Pipeline;
 use super::gate::{Gate, Line};
-use super::{Pipeline, Stop};
 use crate::broker::{BrokerError, Session};
-use crate::worker::Pause;
+use crate::pause::{Pause, Stop};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use lapin::Acker;

@@ -76,7 +76,7 @@ impl Gate {
     }
 
     /// Lets the next batch through, telling it which users this batch and those still
-    /// applying before it hold.
+    /// applying before it are applying.
     pub fn pass(&mut self, users: HashSet<Uuid>) {
         let Some(pass) = self.pass.take() else {
             return;

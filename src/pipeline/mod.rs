@@ -1,8 +1,9 @@
 //! One batch's path, as stages over one record per delivery:
-//! `decode` (signature, body, plan) -> `hold` (the brake, in delivery order: `gate`) ->
-//! `apply` (one transaction, a failure isolated to its event) -> `settle` (retry,
-//! dead-letter and hold publishes, confirmed; logs and metrics) -> one `multiple` ack, sent
-//! by `flight` once every batch before it is acknowledged.
+//! `decode` (signature, body, plan) -> `brake` (park mass deactivations, in delivery order:
+//! `gate`) -> `apply` (in turn with the batches ahead: `turns`; a failure isolated to its
+//! event: `isolate`) -> `settle` (retry, dead-letter and hold publishes, confirmed; logs
+//! and metrics) -> one `multiple` ack, sent by `flight` once every batch before it is
+//! acknowledged.
 
 mod decode;
 mod flight;
@@ -17,14 +18,14 @@ pub use isolate::{Trail, apply_isolated};
 pub use record::Decision;
 
 use crate::brake::Brake;
-use crate::broker::{BrokerError, Session, Topology};
+use crate::broker::{Session, Topology};
 use crate::decide;
 use crate::headers::Route;
 use crate::membership::Membership;
 use crate::metrics::Metrics;
+use crate::pause::{Pause, Stop};
 use crate::settings::Settings;
 use crate::store::{EventResult, Store};
-use crate::worker::Pause;
 use gate::Gate;
 use lapin::Acker;
 use lapin::message::Delivery;
@@ -32,26 +33,6 @@ use record::{Decision as D, Events, Fate, Record};
 use std::sync::Arc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// Why the pipeline stopped taking work.
-#[derive(Debug)]
-pub enum Stop {
-    Shutdown,
-    DatabaseDown,
-    Broker(BrokerError),
-}
-
-impl From<BrokerError> for Stop {
-    fn from(e: BrokerError) -> Self {
-        Stop::Broker(e)
-    }
-}
-
-impl From<lapin::Error> for Stop {
-    fn from(e: lapin::Error) -> Self {
-        Stop::Broker(e.into())
-    }
-}
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -82,7 +63,7 @@ impl Pipeline {
     }
 
     /// Takes a batch through every stage but the acknowledgement (see `Flight`); `pause`
-    /// holds it while the database is down. Returns the acker of its last delivery.
+    /// waits out a database outage. Returns the acker of its last delivery.
     async fn process(
         &self,
         session: &Session,
@@ -95,16 +76,16 @@ impl Pipeline {
         tracing::debug!(deliveries = batch.len(), "batch");
         self.metrics.batch(batch.len());
         let (mut records, events) = self.decode(&batch);
-        self.hold_and_apply(&batch, &mut records, &events, &mut gate, pause, shutdown)
+        self.brake_and_apply(&batch, &mut records, &events, &mut gate, pause, shutdown)
             .await?;
         self.settle(session, &batch, records, &events).await?;
         let (last, _) = batch.pop().expect("a batch is never empty");
         Ok(last.acker)
     }
 
-    /// Reduces the batch per user, parks what the brake holds, applies the rest (held
-    /// through an outage by `pause`) and records each event's result.
-    async fn hold_and_apply(
+    /// Reduces the batch per user, parks what the brake holds, applies the rest (waiting
+    /// out an outage with `pause`) and records each event's result.
+    async fn brake_and_apply(
         &self,
         batch: &[(Delivery, Instant)],
         records: &mut [Record],
@@ -121,7 +102,7 @@ impl Pipeline {
             .brake
             .deactivating(&events.planned, &users, &losers, released);
         let granted = pause
-            .hold(shutdown, || self.brake.admit(deactivating.len()))
+            .wait_out(shutdown, || self.brake.admit(deactivating.len()))
             .await?;
         let split = self
             .brake
@@ -165,6 +146,8 @@ impl Pipeline {
             .iter()
             .map(|&i| Route::of(&batch[i].0).release_token())
             .collect();
-        pause.hold(shutdown, || self.brake.released(&tokens)).await
+        pause
+            .wait_out(shutdown, || self.brake.released(&tokens))
+            .await
     }
 }

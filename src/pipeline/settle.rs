@@ -2,13 +2,14 @@
 //! deliveries go to their retry tier or the dead-letter queue, held ones to the hold
 //! queue, each copy confirmed; each gets its log line and metrics.
 
+use super::Pipeline;
 use super::record::{Decision, Events, Fate, Record};
-use super::{Pipeline, Stop};
 use crate::broker::{self, Session};
 use crate::decide::Intent;
 use crate::disposition::{Disposition, Failure, disposition};
 use crate::event::EventKind;
 use crate::headers::{self, Route};
+use crate::pause::Stop;
 use crate::store::DeadLetterEntry;
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;

@@ -3,10 +3,10 @@
 
 use super::gate::Gate;
 use super::record::Events;
-use super::{Pipeline, Stop, Trail, apply_isolated};
+use super::{Pipeline, Trail, apply_isolated};
 use crate::decide::UserBatch;
+use crate::pause::{Pause, Stop};
 use crate::store::{Commit, EventResult};
-use crate::worker::Pause;
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -14,8 +14,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 impl Pipeline {
-    /// Applies `users` (and their superseded `losers`), each part held through an outage
-    /// by `pause`; returns every event's result. Each part is a transaction of its own (or
+    /// Applies `users` (and their superseded `losers`), each part waiting out an outage
+    /// with `pause`; returns every event's result. Each part is a transaction of its own (or
     /// a few, when one fails and is isolated), so a part already committed is never
     /// applied again when the next waits out an outage.
     pub(super) async fn apply_in_turn(
@@ -43,9 +43,9 @@ impl Pipeline {
         // An email conflict met beside batches still applying may be one of them freeing
         // the email (user 1 renamed in batch N, user 2 taking the old address in N + 1).
         // Applied in delivery order there is no conflict: those users wait for the batches
-        // before, like the users they hold, and are tried again after them. Without this
-        // the event climbed the retry tiers, and was dead-lettered if the batch before
-        // was held up longer than they last.
+        // before, like the users those batches are applying, and are tried again after
+        // them. Without this the event climbed the retry tiers, and was dead-lettered if
+        // the batch before took longer than they last.
         if gate.waits() {
             let conflicted: HashSet<Uuid> = results
                 .iter()
@@ -99,7 +99,7 @@ impl Pipeline {
         });
         let planned = &events.planned;
         pause
-            .hold(shutdown, || {
+            .wait_out(shutdown, || {
                 apply_isolated(&self.store, planned, users, losers, Commit::Yes, trail)
             })
             .await

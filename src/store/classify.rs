@@ -7,7 +7,7 @@ use sqlx::postgres::{PgDatabaseError, PgSeverity};
 /// What an error while applying a batch calls for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Fault {
-    /// The server or the connection is unusable for every event alike: pause, hold the
+    /// The server or the connection is unusable for every event alike: pause, keep the
     /// batch, never dead-letter.
     Outage,
     /// A deadlock or serialization failure between concurrent writers (two replicas

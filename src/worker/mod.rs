@@ -1,16 +1,14 @@
 //! The consume loop: supervise the broker session, cut batches, hand them to the pipeline.
 
 mod cut;
-mod pause;
-
-pub use pause::Pause;
 
 use crate::backoff::Backoff;
 use crate::brake::Brake;
 use crate::broker::{BrokerError, Session, Topology};
 use crate::health::Watchdog;
 use crate::metrics::Metrics;
-use crate::pipeline::{self, Flight, Pipeline, Stop};
+use crate::pause::{Pause, Stop};
+use crate::pipeline::{self, Flight, Pipeline};
 use crate::settings::Settings;
 use crate::store::Store;
 use cut::{Cut, TOP_UP};

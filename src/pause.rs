@@ -1,10 +1,11 @@
-//! The worker's pause while the database does not answer: probed with capped backoff
-//! before consuming, and a batch in hand held (not dead-lettered, not counted as an
-//! attempt) until it answers again or the hold runs out.
+//! The pause while the database does not answer: probed with capped backoff before
+//! consuming, and a batch in hand waits it out (not dead-lettered, not counted as an
+//! attempt) until the database answers again or `OUTAGE_KEEPS_SESSION` runs out. Below
+//! both the pipeline, which waits out outages, and the worker, which owns the pause.
 
 use crate::backoff::Backoff;
+use crate::broker::BrokerError;
 use crate::metrics::Metrics;
-use crate::pipeline::Stop;
 use crate::store::Store;
 use std::future::Future;
 use std::sync::Arc;
@@ -13,9 +14,29 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// How long a batch is held while the database is unreachable before its deliveries are
-/// handed back to the queue. Far below the broker's 30-minute consumer timeout.
-const HOLD_DURING_OUTAGE: Duration = Duration::from_secs(20);
+/// How long a batch in hand waits out an unreachable database before the session ends and
+/// its deliveries return to the queue. Far below the broker's 30-minute consumer timeout.
+const OUTAGE_KEEPS_SESSION: Duration = Duration::from_secs(20);
+
+/// Why the pipeline stopped taking work.
+#[derive(Debug)]
+pub enum Stop {
+    Shutdown,
+    DatabaseDown,
+    Broker(BrokerError),
+}
+
+impl From<BrokerError> for Stop {
+    fn from(e: BrokerError) -> Self {
+        Stop::Broker(e)
+    }
+}
+
+impl From<lapin::Error> for Stop {
+    fn from(e: lapin::Error) -> Self {
+        Stop::Broker(e.into())
+    }
+}
 
 #[derive(Clone)]
 pub struct Pause {
@@ -64,11 +85,10 @@ impl Pause {
         }
     }
 
-    /// Runs `attempt` until it succeeds, holding the batch while the database is
-    /// unreachable; after `HOLD_DURING_OUTAGE` the session ends and the deliveries return
-    /// to the queue unacked, so nothing is dead-lettered or counted as an attempt because
+    /// Runs `attempt` until it succeeds, waiting out an unreachable database; after
+    /// `OUTAGE_KEEPS_SESSION` the session ends and the deliveries return to the queue unacked, so nothing is dead-lettered or counted as an attempt because
     /// of an outage. `attempt` returns only outages as errors (see `store::classify`).
-    pub(crate) async fn hold<T, F, Fut>(
+    pub(crate) async fn wait_out<T, F, Fut>(
         &self,
         shutdown: &CancellationToken,
         mut attempt: F,
@@ -87,7 +107,7 @@ impl Pause {
                 }
                 Err(e) => {
                     self.paused(&e);
-                    if started.elapsed() > HOLD_DURING_OUTAGE {
+                    if started.elapsed() > OUTAGE_KEEPS_SESSION {
                         return Err(Stop::DatabaseDown);
                     }
                 }
