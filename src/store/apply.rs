@@ -9,29 +9,14 @@ use super::Store;
 use super::attempt::{Attempt, AttemptCtx};
 use super::audit::Audit;
 use super::classify::{Fault, classify};
-use crate::decide::{Outcome, Planned, UserBatch};
+use super::result::{Commit, EventResult};
+use crate::decide::{Planned, UserBatch};
 use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Deadlocks and serialization failures retried at once within one `apply`; past this the
 /// error is returned and the worker pauses, since something keeps taking our rows.
 const MAX_CONTENTION_RETRIES: u32 = 20;
-
-/// What became of one planned change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventResult {
-    Done(Outcome),
-    /// Its email is held by another active user; a later event may free it.
-    EmailConflict,
-    /// The database refused this one change for good (a constraint, a value out of range).
-    Rejected(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Commit {
-    Yes,
-    RollBack,
-}
 
 impl Store {
     /// Applies a reduced batch (see `decide::reduce`); returns a result for every event

@@ -3,8 +3,8 @@
 //! status-only changes, then the audit trail; committed or rolled back as a whole.
 
 use super::Store;
-use super::apply::Commit;
 use super::audit::{self, Audit};
+use super::result::Commit;
 use super::statements::{
     Advanced, adopt, advance_watermarks, email_conflicts, update_status, upsert,
 };

@@ -1,7 +1,7 @@
 //! Whose fault a database error is: the database's (pause and wait), nobody's (try the
 //! same transaction again at once), or one change's (isolate it, retry it, dead-letter it).
 
-use super::apply::EventResult;
+use super::result::EventResult;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
 
 /// What an error while applying a batch calls for.

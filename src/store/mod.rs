@@ -8,17 +8,18 @@ mod classify;
 mod export;
 mod lookup;
 mod report;
+mod result;
 mod statements;
 mod target_table;
 mod trail;
 
-pub use apply::{Commit, EventResult};
 pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
 pub use brake_log::BrakeEntry;
 pub use classify::config_problem;
 pub use export::ExportIds;
 pub use lookup::{RowView, WatermarkView};
 pub use report::UserCounts;
+pub use result::{Commit, EventResult};
 pub use target_table::{TargetTableProblem, target_table_ddl};
 
 use crate::decide::{EventKey, Reason, State, Status, UserRow};
