@@ -17,7 +17,7 @@ pub(crate) struct Split {
 impl Brake {
     /// The users (indices into `users`) that deactivate in this batch: a user counts when
     /// any of its events in the batch deactivates, not only the newest, since should the
-    /// newest fail, `apply_isolated` applies the older ones, and a deletion among them must
+    /// newest fail, `isolate_failures` applies the older ones, and a deletion among them must
     /// have passed the brake. Deactivations an operator released (`released`, by planned
     /// index) do not count.
     pub(crate) fn deactivating(

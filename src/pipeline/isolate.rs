@@ -33,7 +33,7 @@ struct Span {
 /// alone and is skipped. Applying spans oldest first is applying the events in timestamp
 /// order, and the cost is a few transactions per failure, not one per event. The spans of
 /// all failing users go round by round, one transaction per round.
-pub async fn apply_isolated(
+pub async fn isolate_failures(
     store: &Store,
     planned: &[Planned],
     users: &[UserBatch],

@@ -14,7 +14,7 @@ mod settle;
 mod turns;
 
 pub(crate) use flight::{Flight, ack};
-pub use isolate::{Trail, apply_isolated};
+pub use isolate::{Trail, isolate_failures};
 pub use record::Decision;
 
 use crate::brake::Brake;
@@ -114,7 +114,7 @@ impl Pipeline {
         }
         let any = !split.users.is_empty();
         let results = self
-            .apply_in_turn(events, split.users, split.losers, gate, pause, shutdown)
+            .take_turns(events, split.users, split.losers, gate, pause, shutdown)
             .await?;
         if any {
             let newest = results

@@ -3,7 +3,7 @@
 
 use super::gate::Gate;
 use super::record::Events;
-use super::{Pipeline, Trail, apply_isolated};
+use super::{Pipeline, Trail, isolate_failures};
 use crate::decide::UserBatch;
 use crate::pause::{Pause, Stop};
 use crate::store::{Commit, EventResult};
@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 impl Pipeline {
-    /// Applies `users` (and their superseded `losers`), each part waiting out an outage
-    /// with `pause`; returns every event's result. Each part is a transaction of its own (or
+    /// Applies `users` (and their superseded `losers`) in turn with the batches ahead: the
+    /// users none of them is applying at once, the others once they have applied; each
+    /// part waits out an outage with `pause`. Returns every event's result. Each part is a transaction of its own (or
     /// a few, when one fails and is isolated), so a part already committed is never
     /// applied again when the next waits out an outage.
-    pub(super) async fn apply_in_turn(
+    pub(super) async fn take_turns(
         &self,
         events: &Events,
         users: Vec<UserBatch>,
@@ -38,7 +39,7 @@ impl Pipeline {
         let (mut later, mut later_losers) = (later, later_losers);
         let started = Instant::now();
         let mut results = self
-            .apply_part(events, &now, &now_losers, pause, shutdown)
+            .commit_part(events, &now, &now_losers, pause, shutdown)
             .await?;
         // An email conflict met beside batches still applying may be one of them freeing
         // the email (user 1 renamed in batch N, user 2 taking the old address in N + 1).
@@ -66,7 +67,7 @@ impl Pipeline {
         if !later.is_empty() {
             gate.ahead_applied().await;
             waited = applied.elapsed();
-            let part = self.apply_part(events, &later, &later_losers, pause, shutdown);
+            let part = self.commit_part(events, &later, &later_losers, pause, shutdown);
             results.extend(part.await?);
         }
         gate.applied();
@@ -82,7 +83,9 @@ impl Pipeline {
         Ok(results)
     }
 
-    async fn apply_part(
+    /// Commits one part, its failures isolated (see `isolate_failures`), once the database
+    /// answers.
+    async fn commit_part(
         &self,
         events: &Events,
         users: &[UserBatch],
@@ -100,7 +103,7 @@ impl Pipeline {
         let planned = &events.planned;
         pause
             .wait_out(shutdown, || {
-                apply_isolated(&self.store, planned, users, losers, Commit::Yes, trail)
+                isolate_failures(&self.store, planned, users, losers, Commit::Yes, trail)
             })
             .await
     }

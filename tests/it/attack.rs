@@ -6,7 +6,7 @@ use crate::helpers::*;
 use std::time::Duration;
 use user_sync::decide::{self, Planned};
 use user_sync::event::DEFAULT_MAX_BODY_BYTES;
-use user_sync::pipeline::apply_isolated;
+use user_sync::pipeline::isolate_failures;
 use user_sync::store::{Commit, Store};
 
 const WAIT: Duration = Duration::from_secs(45);
@@ -72,7 +72,7 @@ async fn engage_brake(env: &Env, p: &Publisher) {
 // ---------------------------------------------------------------------------------------
 
 /// FAILED BEFORE. `brake_split` looks only at each user's *newest* event. When that is an
-/// active update that fails (email conflict), `apply_isolated` replays the user's older
+/// active update that fails (email conflict), `isolate_failures` replays the user's older
 /// events one by one, and an older deletion among them is applied although the brake is
 /// engaged: it was never offered to the brake. The brake's whole promise ("every
 /// deactivation after them is parked") is broken by any deletion followed in the same batch
@@ -410,7 +410,7 @@ async fn a_release_token_on_a_producers_deletion_does_not_pass_the_brake() {
 
 /// FAILED BEFORE (cost; fixed by applying a failing user's events as spans). One user
 /// with 60 updates in a batch whose newest takes another user's
-/// email: `apply_isolated` goes one transaction per event (61 attempts), although dropping
+/// email: `isolate_failures` goes one transaction per event (61 attempts), although dropping
 /// the failed event and re-reducing the rest gives the same table in 2. With BATCH_SIZE
 /// 1000 a single chatty user costs 1000 serial transactions for that batch.
 #[tokio::test]
@@ -428,7 +428,7 @@ async fn one_failing_event_among_60_of_a_user_costs_a_few_transactions() {
         ))
     });
     let (users, losers) = decide::reduce(&created);
-    apply_isolated(&store, &created, &users, &losers, Commit::Yes, None)
+    isolate_failures(&store, &created, &users, &losers, Commit::Yes, None)
         .await
         .unwrap();
     // Counts attempts: one watermark upsert statement per attempt (a sequence is not
@@ -458,7 +458,7 @@ async fn one_failing_event_among_60_of_a_user_costs_a_few_transactions() {
     events.push(taking_email_of(1, 2, "2024-02-02T00:00:00Z"));
     let planned: Vec<Planned> = events.iter().map(planned).collect();
     let (users, losers) = decide::reduce(&planned);
-    let results = apply_isolated(&store, &planned, &users, &losers, Commit::Yes, None)
+    let results = isolate_failures(&store, &planned, &users, &losers, Commit::Yes, None)
         .await
         .unwrap();
     assert_eq!(results.len(), 60);

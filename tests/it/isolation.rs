@@ -4,7 +4,7 @@
 use crate::helpers::*;
 use std::time::Duration;
 use user_sync::decide::{self, Planned};
-use user_sync::pipeline::apply_isolated;
+use user_sync::pipeline::isolate_failures;
 use user_sync::store::{Commit, EventResult, Store};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn apply_batch(store: &Store, events: &[serde_json::Value]) -> Vec<(usize, EventResult)> {
     let planned: Vec<Planned> = events.iter().map(planned).collect();
     let (users, losers) = decide::reduce(&planned);
-    let mut results = apply_isolated(store, &planned, &users, &losers, Commit::Yes, None)
+    let mut results = isolate_failures(store, &planned, &users, &losers, Commit::Yes, None)
         .await
         .unwrap();
     results.sort_by_key(|(i, _)| *i);

@@ -10,7 +10,7 @@
 //! is changed unless the operator confirmed. Then the users left out are deactivated
 //! (first: their emails may be what a listed user needs) and the records applied. Nothing
 //! holds the export in memory. A plain import reads once and checks each batch instead
-//! (`Run::apply_records`).
+//! (`Run::import_records`).
 
 use super::{ImportError, Reconcile, Run, Stage, Tally};
 use crate::decide::{self, EventKey};
@@ -30,11 +30,11 @@ pub(super) async fn run<P: FnMut(Stage, u64)>(run: &mut Run<'_, P>) -> Result<()
             ));
         }
         // A pipe is read once: a plain import from it is applied as it comes.
-        return run.apply_records().await;
+        return run.import_records().await;
     }
     if !run.opts.full {
         // One read: each batch is checked against the brake before it is applied.
-        return run.apply_records().await;
+        return run.import_records().await;
     }
     if let Some(as_of) = run.as_of.filter(|_| run.opts.full)
         && as_of > OffsetDateTime::now_utc() + run.settings.max_future_skew
@@ -83,7 +83,7 @@ async fn passes<P: FnMut(Stage, u64)>(
         ..Default::default()
     });
     deactivate_left_out(run, ids, as_of, left_out, would).await?;
-    run.apply_records().await?;
+    run.import_records().await?;
     unchanged_since(run, before)
 }
 
@@ -147,7 +147,7 @@ async fn deactivate_left_out<P: FnMut(Stage, u64)>(
             .iter()
             .map(|&id| decide::absent_from_export(id, as_of))
             .collect();
-        run.apply(&planned, None, Tally::LeftOut).await?;
+        run.import_batch(&planned, None, Tally::LeftOut).await?;
         done += page.len() as u64;
         (run.progress)(Stage::Deactivating { of: would }, done);
     }

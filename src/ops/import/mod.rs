@@ -17,7 +17,7 @@ pub use summary::{ImportSummary, LISTED, Reconcile};
 use crate::decide::{self, Outcome, Planned};
 use crate::event::Rules;
 use crate::membership::Membership;
-use crate::pipeline::{Trail, apply_isolated};
+use crate::pipeline::{Trail, isolate_failures};
 use crate::settings::Settings;
 use crate::store::{Commit, EventMeta, EventResult, Store, config_problem};
 use read::Records;
@@ -195,7 +195,7 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
     }
 
     /// Reads the export and applies its records, a batch at a time.
-    async fn apply_records(&mut self) -> Result<(), ImportError> {
+    async fn import_records(&mut self) -> Result<(), ImportError> {
         let mut records = self.open()?;
         self.summary.numbered_by = if records.array { "item" } else { "line" };
         let mut brake = BatchBrake::new(self);
@@ -215,7 +215,8 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
             if let Some(brake) = brake.as_mut() {
                 brake.check(self, &planned, lines.first().copied()).await?;
             }
-            self.apply(&planned, Some(&lines), Tally::Records).await?;
+            self.import_batch(&planned, Some(&lines), Tally::Records)
+                .await?;
             (self.progress)(Stage::Importing, records.bytes_read());
         }
         Ok(())
@@ -224,7 +225,7 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
     /// Applies one batch as the worker would (isolating a failing record) and tallies the
     /// results; `lines` of the records, none for the users a reconcile left out. The
     /// deactivations it applied count in the brake's shared window.
-    async fn apply(
+    async fn import_batch(
         &mut self,
         planned: &[Planned],
         lines: Option<&[usize]>,
@@ -254,7 +255,7 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
         } else {
             Commit::Yes
         };
-        let results = apply_isolated(self.store, planned, &users, &losers, commit, trail).await?;
+        let results = isolate_failures(self.store, planned, &users, &losers, commit, trail).await?;
         let mut deactivated = 0;
         for (i, result) in results {
             let outcome = match result {
