@@ -2,7 +2,7 @@
 //! the table and every column exist, types fit, every NOT NULL column without a default is
 //! written on insert, and the key column is unique. One line per problem.
 
-use super::sql::Column;
+use super::values::Column;
 use super::{q, table};
 use crate::store::Store;
 use crate::target_table::{Deactivation, Field, Source, TargetTable};

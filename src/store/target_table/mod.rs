@@ -5,10 +5,13 @@
 mod check;
 mod reads;
 mod sql;
+mod upsert;
+mod values;
 
 pub use check::{TargetTableProblem, target_table_ddl};
 pub(crate) use reads::TargetTableReads;
-pub(crate) use sql::{Param, TargetTableSql};
+pub(crate) use sql::TargetTableSql;
+pub(crate) use values::Param;
 
 use crate::target_table::{Deactivation, TargetTable};
 

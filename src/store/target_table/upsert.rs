@@ -1,0 +1,78 @@
+//! The upsert of a target table: every written column from the batch row, and which of
+//! the audit trail's fields each write changed.
+
+use super::values::{Param, Types, column_value, deactivation, key_of, reason_value};
+use super::{q, table};
+use crate::store::audit::FIELDS;
+use crate::target_table::{Field, Source, TargetTable};
+
+/// The UNNEST of the batch, as alias `i`.
+const BATCH: &str = "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+     $6::text[], $7::text[], $8::bool[], $9::text[]) AS i(auth_user_id, email, first_name, \
+     last_name, password_hash, role, services, active, reason)";
+
+/// The upsert, returning per row its key, whether it was inserted, and the `FIELDS` bits
+/// of the columns it changed. Constants and role maps go to `params`.
+pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Param>) -> String {
+    let mut insert_cols = vec![q(&m.key)];
+    let mut insert_vals = vec![key_of(m, types, "i.auth_user_id")];
+    let mut updates = Vec::new();
+    let mut bits = Vec::new();
+    for (col, source) in &m.columns {
+        insert_cols.push(q(col));
+        insert_vals.push(column_value(source, &types[col], params));
+        if *source != Source::NowOnInsert {
+            updates.push(format!("{} = EXCLUDED.{}", q(col), q(col)));
+        }
+        if let Some(bit) = field_bit(source) {
+            bits.push((col.clone(), bit));
+        }
+    }
+    let (dcol, insert_d, update_d) = deactivation(m, types);
+    insert_cols.push(q(&dcol));
+    insert_vals.push(insert_d);
+    updates.push(update_d);
+    bits.push((dcol, bit_of("is_active")));
+    if let Some(r) = &m.reason {
+        insert_cols.push(q(r));
+        insert_vals.push(reason_value("i.reason", &types[r]));
+        updates.push(format!("{} = EXCLUDED.{}", q(r), q(r)));
+        bits.push((r.clone(), bit_of("deactivation_reason")));
+    }
+    let changed: Vec<String> = bits
+        .iter()
+        .map(|(c, b)| {
+            format!(
+                "(CASE WHEN o.{0} IS DISTINCT FROM u.{0} THEN {b} ELSE 0 END)",
+                q(c)
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO {t} AS u ({}) SELECT {} FROM {BATCH} ON CONFLICT ({k}) DO UPDATE SET {} \
+         RETURNING u.{k}::uuid, (u.xmax = 0), \
+         (SELECT ({}) FROM {t} o WHERE o.{k} = u.{k})::int2",
+        insert_cols.join(", "),
+        insert_vals.join(", "),
+        updates.join(", "),
+        changed.join(" | "),
+        t = table(m),
+        k = q(&m.key)
+    )
+}
+
+fn bit_of(name: &str) -> i16 {
+    let i = FIELDS
+        .iter()
+        .position(|f| *f == name)
+        .expect("a trail field");
+    1 << i
+}
+
+fn field_bit(source: &Source) -> Option<i16> {
+    match source {
+        Source::Field { field, .. } => Some(bit_of(field.name())),
+        Source::RoleMap { .. } => Some(bit_of(Field::Role.name())),
+        _ => None,
+    }
+}

@@ -1,0 +1,158 @@
+//! How each column of a target table is written: the batch row's value (`i`), in the
+//! column's form and cast to its type.
+
+use super::q;
+use crate::target_table::{Deactivation, Field, Source, TargetTable};
+use std::collections::HashMap;
+
+/// A target column as the database describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Column {
+    /// `information_schema.columns.udt_name`: `bool`, `text`, `varchar`, `_text`, `uuid`...
+    pub udt: String,
+    /// `information_schema.columns.udt_schema`: where the type lives (`pg_catalog`, or
+    /// `public` for an extension's `citext`, or the backend's schema for an enum), since
+    /// the service's `search_path` is its own schema only.
+    pub udt_schema: String,
+    pub nullable: bool,
+    pub has_default: bool,
+    /// GENERATED ALWAYS (a generated column or an identity): never written by us.
+    pub generated: bool,
+}
+
+pub(super) type Types = HashMap<String, Column>;
+
+/// A parameter beyond the batch's arrays.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Param {
+    Text(Option<String>),
+    Texts(Vec<String>),
+}
+
+/// The auth id as the key column holds it (uuid, or its text form).
+pub(super) fn key_of(m: &TargetTable, types: &Types, id: &str) -> String {
+    if types[&m.key].udt == "uuid" {
+        id.to_string()
+    } else {
+        format!("{id}::text")
+    }
+}
+
+fn is_text(udt: &str) -> bool {
+    matches!(udt, "text" | "varchar" | "bpchar" | "citext")
+}
+
+/// A written column's value from the batch row, cast to the column's type; constants and
+/// role maps add parameters.
+pub(super) fn column_value(source: &Source, column: &Column, params: &mut Vec<Param>) -> String {
+    let raw = match source {
+        Source::Field {
+            field: Field::AllowedServices,
+            ..
+        } => services(&column.udt),
+        _ => value(source, params),
+    };
+    // A text column that may not be NULL gets '' for a field the event left out
+    // (Django's names): the backend's convention for "none".
+    // The services are never NULL: the batch binds a JSON array for every row (and
+    // '' is no JSON).
+    let raw = match source {
+        Source::Field {
+            field: Field::AllowedServices,
+            ..
+        } => raw,
+        Source::Field { .. } if !column.nullable && is_text(&column.udt) => {
+            format!("coalesce({raw}, '')")
+        }
+        _ => raw,
+    };
+    cast(raw, column)
+}
+
+/// The allowed services in the column's form: an array, JSON, or JSON text.
+fn services(udt: &str) -> String {
+    match udt {
+        "_text" | "_varchar" => "ARRAY(SELECT jsonb_array_elements_text(i.services::jsonb))".into(),
+        _ => "i.services::jsonb".into(),
+    }
+}
+
+/// `expr` as the column's type, named with its schema: the service's `search_path` holds
+/// its own schema only.
+pub(super) fn cast(expr: String, column: &Column) -> String {
+    format!("({expr})::{}.{}", q(&column.udt_schema), q(&column.udt))
+}
+
+/// The reason as the reason column holds it: "no reason" is NULL, or '' in a column that
+/// may not be NULL (Rails' `null: false, default: ""`).
+pub(super) fn reason_value(reason: &str, column: &Column) -> String {
+    let raw = if column.nullable {
+        reason.to_string()
+    } else {
+        format!("coalesce({reason}, '')")
+    };
+    cast(raw, column)
+}
+
+/// A column's value from the batch row `i`; constants and role maps add parameters.
+fn value(source: &Source, params: &mut Vec<Param>) -> String {
+    let mut bind = |p: Param| {
+        params.push(p);
+        format!("${}", 9 + params.len())
+    };
+    match source {
+        Source::Field {
+            field,
+            prefix,
+            bcrypt,
+        } => {
+            let v = format!("i.{}", field.name()).replace("i.allowed_services", "i.services");
+            let v = match bcrypt {
+                None => v,
+                Some(variant) => {
+                    let variant = bind(Param::Text(Some(format!("${variant}$"))));
+                    format!("regexp_replace({v}, '^\\$2[abxy]\\$', {variant})")
+                }
+            };
+            if prefix.is_empty() {
+                v
+            } else {
+                format!("{} || {v}", bind(Param::Text(Some(prefix.clone()))))
+            }
+        }
+        Source::Constant(c) => format!("{}::text", bind(Param::Text(Some(c.clone())))),
+        Source::RoleMap { map, default } => {
+            let roles = bind(Param::Texts(map.keys().cloned().collect()));
+            let values = bind(Param::Texts(map.values().cloned().collect()));
+            let default = bind(Param::Text(default.clone()));
+            format!(
+                "coalesce((SELECT m.v FROM UNNEST({roles}::text[], {values}::text[]) AS m(r, v) \
+                 WHERE m.r = lower(i.role)), {default}::text)"
+            )
+        }
+        Source::NowOnInsert | Source::Now => "now()".into(),
+    }
+}
+
+/// (column, value on insert, assignment on conflict) of the deactivation column. A
+/// timestamp keeps the first deactivation's time while the user stays deactivated.
+pub(super) fn deactivation(m: &TargetTable, types: &Types) -> (String, String, String) {
+    match &m.deactivation {
+        Deactivation::Flag(c) => (
+            c.clone(),
+            cast("i.active".into(), &types[c]),
+            format!("{0} = EXCLUDED.{0}", q(c)),
+        ),
+        Deactivation::Timestamp(c) => (
+            c.clone(),
+            cast(
+                "CASE WHEN i.active THEN NULL ELSE now() END".into(),
+                &types[c],
+            ),
+            format!(
+                "{0} = CASE WHEN EXCLUDED.{0} IS NULL THEN NULL ELSE coalesce(u.{0}, EXCLUDED.{0}) END",
+                q(c)
+            ),
+        ),
+    }
+}
