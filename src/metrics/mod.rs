@@ -4,14 +4,16 @@
 //! Every series an alert or the dashboard (deploy/) queries is exported from the start
 //! (counters at 0), so the first increase after a restart is seen.
 
+mod exported;
+mod process;
+
 use crate::decide::Decision;
 use crate::disposition::DeadKind;
-use prometheus_client::collector::Collector;
+use process::ProcessCollector;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
@@ -75,7 +77,7 @@ impl Metrics {
         // 0.5 ms to ~4 s: light load commits in about a millisecond, a batch waiting out
         // an outage in seconds.
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
-        let mut m = Self {
+        let m = Self {
             received,
             outcomes,
             dead_letters,
@@ -97,96 +99,12 @@ impl Metrics {
             };
             drop(m.dead_letters.get_or_create(&kind));
         }
-        m.register_all();
-        m
-    }
-
-    /// Puts every series in the registry: the process's own under their conventional names,
-    /// the service's under `user_sync_`.
-    fn register_all(&mut self) {
-        let m = self;
-        // The process's own series keep their conventional names, without the prefix.
-        m.registry.register_collector(Box::new(ProcessCollector));
-        let r = m.registry.sub_registry_with_prefix("user_sync");
-        let build_info = Family::<VersionLabel, Gauge>::default();
-        build_info
-            .get_or_create(&VersionLabel {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        r.register(
-            "build_info",
-            "Always 1; the version label is the running build's",
-            build_info,
-        );
-        r.register(
-            "events_received",
-            "Deliveries taken from the queue, by event type (unknown or unreadable: other)",
-            m.received.clone(),
-        );
-        r.register(
-            "events",
-            "What became of each delivery: applied, reactivated, deactivated, \
-             not-for-this-service, absent, backfilled, unchanged, stale, ignored, retried, dead-lettered",
-            m.outcomes.clone(),
-        );
-        r.register(
-            "dead_letters",
-            "Deliveries dead-lettered, by kind",
-            m.dead_letters.clone(),
-        );
-        r.register(
-            "batch_size",
-            "Deliveries per applied batch",
-            m.batch_size.clone(),
-        );
-        r.register(
-            "delivery_to_commit_seconds",
-            "Time from taking a delivery to the commit of its change",
-            m.latency.clone(),
-        );
-        r.register(
-            "broker_connected",
-            "1 while connected to the broker with a consumer registered",
-            m.broker_connected.clone(),
-        );
-        r.register(
-            "broker_address",
-            "1, labelled with the host:port of the broker node the worker consumes from; \
-             no series while disconnected",
-            m.broker_address.clone(),
-        );
-        r.register(
-            "database_up",
-            "1 while the database answers",
-            m.database_up.clone(),
-        );
-        r.register(
-            "paused",
-            "1 while consumption is paused for a database outage",
-            m.paused.clone(),
-        );
-        r.register(
-            "deactivation_brake_engaged",
-            "1 while the mass-deactivation brake holds deactivations back",
-            m.brake_engaged.clone(),
-        );
-        r.register(
-            "last_commit_timestamp_seconds",
-            "Unix time at which the last batch was committed (0 until the first)",
-            m.last_commit.clone(),
-        );
-        r.register(
-            "event_lag_seconds",
-            "At the last commit: commit time minus the timestamp of the newest event it \
-             applied (how far the table is behind the auth system; kept while idle)",
-            m.event_lag.clone(),
-        );
-        r.register(
-            "broker_reconnects",
-            "Broker sessions that ended and were opened again",
-            m.reconnects.clone(),
-        );
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ProcessCollector));
+        let r = registry.sub_registry_with_prefix("user_sync");
+        m.register_flow(r);
+        m.register_state(r);
+        Self { registry, ..m }
     }
 
     /// The Prometheus/OpenMetrics text exposition.
@@ -270,73 +188,6 @@ impl Metrics {
     }
 }
 
-/// `process_resident_memory_bytes` and `process_cpu_seconds_total`, read from /proc/self
-/// at each scrape (nothing is exported where /proc is missing).
-#[derive(Debug)]
-struct ProcessCollector;
-
-impl Collector for ProcessCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(usage) = ProcessUsage::read() else {
-            return Ok(());
-        };
-        let rss = ConstGauge::new(usage.resident_bytes);
-        let e = encoder.encode_descriptor(
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes",
-            None,
-            rss.metric_type(),
-        )?;
-        rss.encode(e)?;
-        let cpu = ConstCounter::new(usage.cpu_seconds);
-        let e = encoder.encode_descriptor(
-            "process_cpu_seconds",
-            "Total user and system CPU time spent in seconds",
-            None,
-            cpu.metric_type(),
-        )?;
-        cpu.encode(e)
-    }
-}
-
-struct ProcessUsage {
-    resident_bytes: f64,
-    cpu_seconds: f64,
-}
-
-impl ProcessUsage {
-    fn read() -> Option<Self> {
-        // SAFETY: sysconf only reads a configuration value.
-        let (page, ticks) = unsafe {
-            (
-                libc::sysconf(libc::_SC_PAGESIZE),
-                libc::sysconf(libc::_SC_CLK_TCK),
-            )
-        };
-        if page <= 0 || ticks <= 0 {
-            return None;
-        }
-        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        Self::parse(&statm, &stat, page as f64, ticks as f64)
-    }
-
-    /// statm's second field is the resident pages; stat's utime and stime (fields 14 and
-    /// 15) are clock ticks. The command name in stat may hold spaces and parentheses, so
-    /// the fields are counted after its last `)`.
-    fn parse(statm: &str, stat: &str, page: f64, ticks: f64) -> Option<Self> {
-        let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-        let mut after = stat.get(stat.rfind(')')? + 1..)?.split_whitespace();
-        // After the name: state is field 3, so utime (14) is the 12th from here.
-        let utime: f64 = after.nth(11)?.parse().ok()?;
-        let stime: f64 = after.next()?.parse().ok()?;
-        Some(Self {
-            resident_bytes: pages * page,
-            cpu_seconds: (utime + stime) / ticks,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,14 +213,6 @@ mod tests {
         );
         assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
         assert!(text.contains("\nprocess_cpu_seconds_total "), "{text}");
-    }
-
-    #[test]
-    fn proc_stat_fields_are_counted_after_the_command_name() {
-        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 1 2 3";
-        let u = ProcessUsage::parse("1000 300 10 1 0 50 0", stat, 4096.0, 100.0).unwrap();
-        assert_eq!(u.resident_bytes, 300.0 * 4096.0);
-        assert_eq!(u.cpu_seconds, 3.0);
     }
 
     #[test]
