@@ -4,10 +4,9 @@
 
 use super::Store;
 use super::audit::{self, Audit};
+use super::guard::{Advanced, advance_watermarks};
 use super::result::Commit;
-use super::statements::{
-    Advanced, adopt, advance_watermarks, email_conflicts, update_status, upsert,
-};
+use super::statements::{adopt, email_conflicts, update_status, upsert};
 use super::target_table::TargetTableSql;
 use super::trail::AttemptView;
 use crate::decide::{

@@ -2,7 +2,7 @@
 //! fields it changed, and the events the batch superseded.
 
 use super::audit::{self, Audit, Entry};
-use super::statements::Advanced;
+use super::guard::Advanced;
 use crate::decide::{Outcome, Planned, UserBatch};
 use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};

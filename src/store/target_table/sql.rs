@@ -33,7 +33,7 @@ impl TargetTableSql {
         let mut params = Vec::new();
         TargetTableSql {
             upsert_changes: upsert_changes(m, types, &mut params),
-            advance: crate::store::statements::advance_sql(&format!(
+            advance: crate::store::guard::advance_sql(&format!(
                 "SELECT 1 FROM {} n WHERE n.{} IS NULL",
                 table(m),
                 q(&m.key)
