@@ -7,8 +7,12 @@
 //! the benchmark compare the table with it; the worker never runs it.
 
 pub mod model;
+mod outcome;
+mod reduce;
 
 pub use model::{State, Status, converge};
+pub use outcome::{Decision, Outcome, deactivate_outcome, upsert_outcome};
+pub use reduce::{UserBatch, events_by_user, reduce};
 
 use crate::event::{Event, EventKind};
 use crate::membership::Membership;
@@ -85,64 +89,6 @@ pub struct Planned {
     pub user_id: Uuid,
     pub key: EventKey,
     pub intent: Intent,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    Applied,
-    /// Newer than the row, but its fields and status are the row's already: only the
-    /// watermark moved (a rerun of an export taken later, an update of another service's
-    /// field).
-    Unchanged,
-    Reactivated,
-    Deactivated,
-    NotForService,
-    /// A deletion of a user this service never had: only the watermark is recorded.
-    Absent,
-    /// Older than the user's status but newer than the row's fields: fields filled in.
-    Backfilled,
-    Stale,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Reactivated => "reactivated",
-            Outcome::Deactivated => "deactivated",
-            Outcome::NotForService => "not-for-this-service",
-            Outcome::Absent => "absent",
-            Outcome::Backfilled => "backfilled",
-            Outcome::Stale => "stale",
-        }
-    }
-}
-
-/// What became of a delivery: the one label that logs, metrics and the audit trail share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Committed (or found to change nothing) with this outcome.
-    Applied(Outcome),
-    /// An event type this service does not handle.
-    Ignored,
-    /// Parked in the hold queue by the mass-deactivation brake.
-    Held,
-    /// Sent to a retry tier.
-    Retried,
-    DeadLettered,
-}
-
-impl Decision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Applied(outcome) => outcome.as_str(),
-            Decision::Ignored => "ignored",
-            Decision::Held => "held",
-            Decision::Retried => "retried",
-            Decision::DeadLettered => "dead-lettered",
-        }
-    }
 }
 
 pub fn plan(event: &Event, membership: &Membership) -> Planned {
@@ -226,86 +172,6 @@ fn digest(event: &Event) -> i64 {
         feed(s.as_bytes());
     }
     h as i64
-}
-
-/// A user's share of a batch: the newest event (it may set the status) and the newest
-/// event carrying fields for this service (it may set the fields), often the same one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserBatch {
-    pub newest: usize,
-    pub upsert: Option<usize>,
-}
-
-impl UserBatch {
-    /// The events it names: the newest, and the upsert when that is another event.
-    pub fn events(&self) -> impl Iterator<Item = usize> {
-        let newest = self.newest;
-        std::iter::once(newest).chain(self.upsert.filter(move |up| *up != newest))
-    }
-}
-
-/// Every event of a reduced batch by user: the ones `reduce` kept and the ones it
-/// superseded, in no particular order.
-pub fn events_by_user(
-    planned: &[Planned],
-    users: &[UserBatch],
-    losers: &[usize],
-) -> std::collections::HashMap<Uuid, Vec<usize>> {
-    let mut events_of: std::collections::HashMap<Uuid, Vec<usize>> = Default::default();
-    for i in users
-        .iter()
-        .flat_map(UserBatch::events)
-        .chain(losers.iter().copied())
-    {
-        events_of.entry(planned[i].user_id).or_default().push(i);
-    }
-    events_of
-}
-
-/// Reduces a batch to one [`UserBatch`] per user, sorted by user id (the order the store
-/// locks rows in, so concurrent replicas cannot deadlock), and the indices that can
-/// change nothing because a newer event in the same batch supersedes them.
-pub fn reduce(planned: &[Planned]) -> (Vec<UserBatch>, Vec<usize>) {
-    let mut order: Vec<usize> = (0..planned.len()).collect();
-    order.sort_by(|&a, &b| {
-        let (pa, pb) = (&planned[a], &planned[b]);
-        pa.user_id.cmp(&pb.user_id).then(pb.key.cmp(&pa.key))
-    });
-    let mut users: Vec<UserBatch> = Vec::new();
-    let mut losers = Vec::new();
-    for (pos, &i) in order.iter().enumerate() {
-        let is_upsert = matches!(planned[i].intent, Intent::Upsert(_));
-        let first_of_user = pos == 0 || planned[order[pos - 1]].user_id != planned[i].user_id;
-        match users.last_mut() {
-            Some(user) if !first_of_user && is_upsert && user.upsert.is_none() => {
-                user.upsert = Some(i);
-            }
-            _ if !first_of_user => losers.push(i),
-            _ => users.push(UserBatch {
-                newest: i,
-                upsert: is_upsert.then_some(i),
-            }),
-        }
-    }
-    (users, losers)
-}
-
-/// What an applied upsert did, given whether the row existed and was active before.
-pub fn upsert_outcome(was_active: Option<bool>, now_active: bool) -> Outcome {
-    match (was_active, now_active) {
-        (Some(false), true) => Outcome::Reactivated,
-        (Some(true), false) => Outcome::Deactivated,
-        _ => Outcome::Applied,
-    }
-}
-
-/// What an applied deactivation did, given whether the user had a row.
-pub fn deactivate_outcome(row_existed: bool, reason: Reason) -> Outcome {
-    match (row_existed, reason) {
-        (true, _) => Outcome::Deactivated,
-        (false, Reason::Deleted | Reason::AbsentFromExport) => Outcome::Absent,
-        (false, _) => Outcome::NotForService,
-    }
 }
 
 #[cfg(test)]
