@@ -21,6 +21,7 @@
 //! preloaded on `DRAIN_PG`). `DRAIN_PG` names another Postgres server (default
 //! `postgres://postgres@127.0.0.1:5432`).
 
+mod ceiling;
 mod floor;
 mod light;
 mod measure;
@@ -31,8 +32,8 @@ mod setup;
 mod statements;
 mod target_table;
 
-use light::light_load;
-use modes::Row;
+use light::{Latency, light_load};
+use modes::{Events, Expected, Row};
 use setup::{events, expected_for};
 use std::time::Duration;
 
@@ -72,7 +73,6 @@ async fn main() {
         light.len()
     );
     measure::find_postmaster().await;
-    let depth1 = [("pipeline_depth", "1".to_string())];
     let batch = user_sync::settings::Settings::from_lookup(|k| {
         (k == "service_name").then(|| "lms".to_string())
     })
@@ -80,16 +80,7 @@ async fn main() {
     .batch_size;
 
     if flag("DRAIN_STATEMENTS") {
-        let at_1 = "profile, PIPELINE_DEPTH=1";
-        let at_1 = statements::profile(at_1, &all, &expected, &depth1).await;
-        let at_default = statements::profile("profile, defaults", &all, &expected, &[]).await;
-        let floor = floor::bare_upsert_floor(&all, batch).await;
-        let rows: Vec<&Row> = [at_1.as_ref(), at_default.as_ref(), Some(&floor)]
-            .into_iter()
-            .flatten()
-            .collect();
-        print_table(&rows, None);
-        return;
+        return profile_statements(&all, &expected, batch).await;
     }
 
     // Each mode has a key; `DRAIN_ONLY=defaults,depth1` runs only those (default: all but
@@ -125,6 +116,27 @@ async fn main() {
     let listed: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
     print_table(&listed, get("ceiling"));
     println!();
+    print_comparisons(&rows, latency);
+}
+
+/// `DRAIN_STATEMENTS=1`: the per-statement profile at depth 1 and at the default, and the
+/// floor.
+async fn profile_statements(all: &Events, expected: &Expected, batch: usize) {
+    let depth1 = [("pipeline_depth", "1".to_string())];
+    let at_1 = "profile, PIPELINE_DEPTH=1";
+    let at_1 = statements::profile(at_1, all, expected, &depth1).await;
+    let at_default = statements::profile("profile, defaults", all, expected, &[]).await;
+    let floor = floor::bare_upsert_floor(all, batch).await;
+    let rows: Vec<&Row> = [at_1.as_ref(), at_default.as_ref(), Some(&floor)]
+        .into_iter()
+        .flatten()
+        .collect();
+    print_table(&rows, None);
+}
+
+/// The modes side by side, as ratios, and the light load's latency.
+fn print_comparisons(rows: &[(&str, Row)], latency: Option<Latency>) {
+    let get = |key: &str| rows.iter().find(|(k, _)| *k == key).map(|(_, r)| r);
     let ratio = |a: &str, b: &str| Some(rate(get(a)?) / rate(get(b)?));
     if let Some(x) = ratio("defaults", "guide") {
         println!("user-sync defaults vs integration-guide design: {x:.1}x");

@@ -1,20 +1,16 @@
 //! The drains the benchmark compares: the release binary draining a preloaded queue (one
-//! or two replicas, a target table, a remote database), and an ack-only consumer on the
-//! same events.
+//! or two replicas, a target table, a remote database); the ack-only ceiling is in
+//! `ceiling`.
 
 use crate::measure::{SystemCpu, peak_rss_kib, process_cpu, self_cpu};
 use crate::remote::DelayProxy;
-use crate::setup::{AMQP, QueueWatch, admin, cleanup, pg, pg_addr, preload, settings, tag};
-use futures_util::StreamExt;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use crate::setup::{QueueWatch, admin, cleanup, pg, pg_addr, preload, settings, tag};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use user_sync::decide;
-use user_sync::event::decode;
+use user_sync::settings::Settings;
 use user_sync::store::Store;
 
 pub(crate) type Events = [(String, Vec<u8>)];
@@ -148,46 +144,16 @@ async fn drain_into(
     extra: &[(&str, String)],
     how: How,
 ) -> Row {
-    let How {
-        workers,
-        target_table,
-        via,
-        bin,
-    } = how;
     let tag = tag();
-    admin(&format!("CREATE DATABASE {tag}")).await;
-    let (s, mut vars) = settings(&tag, &tag, extra);
-    if let Some(port) = via {
-        let server = pg().replace(&pg_addr(), &format!("127.0.0.1:{port}"));
-        let url = format!("{server}/{tag}?sslmode=disable");
-        vars.retain(|(k, _)| k != "database_url");
-        vars.push(("database_url".into(), url));
-    }
-    let store = Store::new(&s).unwrap();
-    // Another build migrates for itself: a schema migrated further than it knows would
-    // stop it at start.
-    if bin.is_none() {
-        store.migrate().await.unwrap();
-    }
-    if target_table {
-        vars.push((
-            "config_file".into(),
-            crate::target_table::prepare(&store, &tag).await,
-        ));
-    }
-    let bin = bin.unwrap_or_else(|| env!("CARGO_BIN_EXE_user-sync").into());
-    let matches = async |store: &Store| {
-        if target_table {
-            crate::target_table::matches(store, expected).await
-        } else {
-            store.states().await.unwrap() == *expected
-        }
-    };
+    let (s, vars, store) = prepare(&tag, extra, &how).await;
+    let bin = how
+        .bin
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_user-sync").into());
     preload(&s, events).await;
     let cpu_before = SystemCpu::now();
     let own_before = self_cpu();
     let started = Instant::now();
-    let mut children: Vec<_> = (0..workers)
+    let mut children: Vec<_> = (0..how.workers)
         .map(|i| match std::env::var("DRAIN_LOG") {
             // `DRAIN_LOG=user_sync=debug`: each drain's log in a file of its own.
             Ok(filter) => {
@@ -199,32 +165,17 @@ async fn drain_into(
             Err(_) => spawn_binary(&bin, &vars, "warn", Stdio::null()),
         })
         .collect();
-    let want_marks = expected.len() as i64;
+    let drained = Drained {
+        mode,
+        store: &store,
+        expected,
+        target_table: how.target_table,
+    };
     let watch = QueueWatch::new(&s.rabbitmq_queue).await;
-    let mut rss = 0;
-    loop {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        for c in &children {
-            rss = rss.max(peak_rss_kib(c.id()));
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(900),
-            "{mode}: drain took over 15 minutes"
-        );
-        if watch.counts().await.0 > 0 {
-            continue;
-        }
-        let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM user_watermarks")
-            .fetch_one(store.pool())
-            .await
-            .unwrap_or(0);
-        if marks == want_marks && matches(&store).await {
-            break;
-        }
-    }
+    let mut rss = drained.wait(&watch, &children, started).await;
     let secs = started.elapsed().as_secs_f64();
     let system = SystemCpu::now().since(cpu_before);
-    if via.is_some() {
+    if how.via.is_some() {
         // The proxy's threads run in this process, on the same two cores: said, since a
         // real network would not take that CPU from user-sync, the broker and Postgres.
         let own = self_cpu() - own_before;
@@ -236,7 +187,7 @@ async fn drain_into(
         rss = rss.max(peak_rss_kib(c.id()));
     }
     stop(&mut children);
-    let verified = matches(&store).await;
+    let verified = drained.matches().await;
     store.pool().close().await;
     cleanup(&s, &tag).await;
     Row {
@@ -250,53 +201,79 @@ async fn drain_into(
     }
 }
 
-/// The ceiling: decode and ack (one `multiple` ack per batch), no database.
-pub(crate) async fn drain_ack_only(events: &Events) -> Row {
-    let tag = tag();
-    let (s, _) = settings(&tag, &tag, &[]);
-    preload(&s, events).await;
-    let cpu_before = (SystemCpu::now(), self_cpu());
-    let started = Instant::now();
-    let conn = Connection::connect(AMQP, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.basic_qos(s.prefetch, BasicQosOptions::default())
-        .await
-        .unwrap();
-    let mut consumer = ch
-        .basic_consume(
-            s.rabbitmq_queue.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let mut seen = 0;
-    while seen < events.len() {
-        let d = consumer.next().await.unwrap().unwrap();
-        let _ = decode(&d.data, d.routing_key.as_str(), s.max_body_bytes).unwrap();
-        seen += 1;
-        if seen % s.batch_size == 0 || seen == events.len() {
-            d.acker
-                .ack(lapin::options::BasicAckOptions { multiple: true })
-                .await
-                .unwrap();
+/// A drain's database, migrated (unless another build does it) and with the target table
+/// when `how` asks for one; the worker's settings, through the proxy when there is one.
+async fn prepare(
+    tag: &str,
+    extra: &[(&str, String)],
+    how: &How,
+) -> (Settings, Vec<(String, String)>, Store) {
+    admin(&format!("CREATE DATABASE {tag}")).await;
+    let (s, mut vars) = settings(tag, tag, extra);
+    if let Some(port) = how.via {
+        let server = pg().replace(&pg_addr(), &format!("127.0.0.1:{port}"));
+        let url = format!("{server}/{tag}?sslmode=disable");
+        vars.retain(|(k, _)| k != "database_url");
+        vars.push(("database_url".into(), url));
+    }
+    let store = Store::new(&s).unwrap();
+    // Another build migrates for itself: a schema migrated further than it knows would
+    // stop it at start.
+    if how.bin.is_none() {
+        store.migrate().await.unwrap();
+    }
+    if how.target_table {
+        vars.push((
+            "config_file".into(),
+            crate::target_table::prepare(&store, tag).await,
+        ));
+    }
+    (s, vars, store)
+}
+
+/// What a drain waits for: every user's watermark, and the table as expected.
+struct Drained<'a> {
+    mode: &'a str,
+    store: &'a Store,
+    expected: &'a Expected,
+    target_table: bool,
+}
+
+impl Drained<'_> {
+    async fn matches(&self) -> bool {
+        if self.target_table {
+            crate::target_table::matches(self.store, self.expected).await
+        } else {
+            self.store.states().await.unwrap() == *self.expected
         }
     }
-    let secs = started.elapsed().as_secs_f64();
-    let system = SystemCpu::now().since(cpu_before.0);
-    let own = self_cpu() - cpu_before.1;
-    let _ = conn.close(200, "bye".into()).await;
-    cleanup(&s, &format!("{tag}_none")).await;
-    Row {
-        mode: "ack-only ceiling (decode + ack, no db)".into(),
-        events: events.len(),
-        secs,
-        rss_mib: None,
-        verified: None,
-        cpu: (own, system.broker, system.db),
-        range: None,
+
+    /// Waits until the queue is empty and the table as expected; returns the workers'
+    /// peak RSS (KiB) seen meanwhile.
+    async fn wait(&self, watch: &QueueWatch, children: &[Child], started: Instant) -> u64 {
+        let want_marks = self.expected.len() as i64;
+        let mut rss = 0;
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            for c in children {
+                rss = rss.max(peak_rss_kib(c.id()));
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(900),
+                "{}: drain took over 15 minutes",
+                self.mode
+            );
+            if watch.counts().await.0 > 0 {
+                continue;
+            }
+            let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM user_watermarks")
+                .fetch_one(self.store.pool())
+                .await
+                .unwrap_or(0);
+            if marks == want_marks && self.matches().await {
+                break;
+            }
+        }
+        rss
     }
 }

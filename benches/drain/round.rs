@@ -1,9 +1,9 @@
 //! One round of the drain modes, and the median of several rounds per mode.
 
+use crate::ceiling::drain_ack_only;
 use crate::floor::bare_upsert_floor;
 use crate::modes::{
-    Events, Expected, Row, drain_ack_only, drain_before, drain_remote, drain_target_table,
-    drain_with_worker,
+    Events, Expected, Row, drain_before, drain_remote, drain_target_table, drain_with_worker,
 };
 use crate::remote::DelayProxy;
 use crate::setup::expected_for;
@@ -88,26 +88,33 @@ pub(crate) async fn run(
         rows.push(("floor", bare_upsert_floor(all, i.batch).await));
     }
     if wanted("sweep") {
-        // PREFETCH too: it bounds what a frozen broker node strands (README, cluster).
-        for (batch, depth, prefetch) in [
-            (1000, 1, 2000),
-            (1000, 2, 3000),
-            (1000, 3, 4000),
-            (2000, 1, 4000),
-            (2000, 2, 4000),
-            (2000, 2, 6000),
-            (2000, 3, 8000),
-            (3000, 2, 9000),
-        ] {
-            let extra = [
-                ("batch_size", batch.to_string()),
-                ("pipeline_depth", depth.to_string()),
-                ("prefetch", prefetch.to_string()),
-            ];
-            let name = format!("BATCH_SIZE={batch}, PIPELINE_DEPTH={depth}, PREFETCH={prefetch}");
-            let row = drain_with_worker(&name, all, expected, 1, &extra).await;
-            rows.push(("sweep", row));
-        }
+        rows.extend(sweep(all, expected).await);
+    }
+    rows
+}
+
+/// One row per BATCH_SIZE/PIPELINE_DEPTH/PREFETCH setting: how the defaults were chosen.
+async fn sweep(all: &Events, expected: &Expected) -> Vec<(&'static str, Row)> {
+    let mut rows = Vec::new();
+    // PREFETCH too: it bounds what a frozen broker node strands (README, cluster).
+    for (batch, depth, prefetch) in [
+        (1000, 1, 2000),
+        (1000, 2, 3000),
+        (1000, 3, 4000),
+        (2000, 1, 4000),
+        (2000, 2, 4000),
+        (2000, 2, 6000),
+        (2000, 3, 8000),
+        (3000, 2, 9000),
+    ] {
+        let extra = [
+            ("batch_size", batch.to_string()),
+            ("pipeline_depth", depth.to_string()),
+            ("prefetch", prefetch.to_string()),
+        ];
+        let name = format!("BATCH_SIZE={batch}, PIPELINE_DEPTH={depth}, PREFETCH={prefetch}");
+        let row = drain_with_worker(&name, all, expected, 1, &extra).await;
+        rows.push(("sweep", row));
     }
     rows
 }
