@@ -33,8 +33,8 @@ fn main() -> ExitCode {
 }
 
 /// glibc gives threads malloc arenas of their own (up to eight per core) and keeps each
-/// arena's high-water mark. In the soak (BENCHMARKS.md) RSS went from 19 to 35 MiB after
-/// the catch-up batches of a database outage; with two arenas it stayed at 23.6 MiB.
+/// arena's high-water mark. In the soak, RSS kept growing after the catch-up batches of a
+/// database outage; with two arenas it stayed level (BENCHMARKS.md, Soak).
 /// Set before the runtime starts any thread; `MALLOC_ARENA_MAX` still wins if given.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn limit_malloc_arenas() {

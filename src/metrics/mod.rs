@@ -74,8 +74,7 @@ impl Metrics {
         let dead_letters = Family::<KindLabel, Counter>::default();
         // 1 to 4096 deliveries: a batch is cut at BATCH_SIZE (at most 10 000).
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 13));
-        // 0.5 ms to ~4 s: light load commits in about a millisecond, a batch waiting out
-        // an outage in seconds.
+        // 0.5 ms to ~4 s: from a commit under light load to a batch waiting out an outage.
         let latency = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let m = Self {
             received,

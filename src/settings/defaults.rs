@@ -4,7 +4,7 @@
 use crate::event::DEFAULT_MAX_BODY_BYTES;
 
 // Defaults for the throughput knobs, chosen with `DRAIN_SWEEP=1 cargo bench --bench drain`
-// (BENCHMARKS.md; 100 000 events, one run, 2 cores shared with the broker and Postgres).
+// (the figures: BENCHMARKS.md, Drain, "The sweep that chose batch, depth and prefetch").
 // `max_body_bytes` is not here: its default is the decoder's own (see `defaults`).
 const DEFAULTS: &[(&str, &str)] = &[
     ("rabbitmq_url", "amqp://guest:guest@127.0.0.1:5672/%2f"),
@@ -14,21 +14,20 @@ const DEFAULTS: &[(&str, &str)] = &[
     // missed heartbeats: 10-12.5 s at 5 s. RabbitMQ's docs put false positives below 5 s.
     ("rabbitmq_heartbeat_secs", "5"),
     ("database_schema", "user_sync"),
-    // Batches in flight, each on a connection of its own, while one commits. Drained by
-    // the benchmark (BENCHMARKS.md, Pipeline; medians of three interleaved rounds) at
-    // BATCH_SIZE 2000: depth 1 3.36-3.37 s, 2 2.96 s, 3 2.83 s; through a 1 ms round trip
-    // 3.97-4.08 s, 3.67 s, 3.40 s. 3 gains little more for more memory (43 against 38 MiB),
-    // prefetch (what a frozen broker node strands) and database connections. `PREFETCH` and
+    // Batches in flight, each on a connection of its own, while one commits. A second
+    // batch in flight drains faster than one, locally and through a remote database's round
+    // trips; a third gains little more for more memory, more prefetch (what a frozen broker
+    // node strands) and a database connection more (same section). `PREFETCH` and
     // `DATABASE_MAX_CONNECTIONS` follow it: see `flow`.
     ("pipeline_depth", "2"),
     ("all_access_roles", "teacher,curator,admin"),
     // Bigger batches collapse more events of one user into one write and pay each
-    // transaction's fixed cost less often. The sweep (BENCHMARKS.md, Pipeline) at depth 2
-    // with a batch prefetched beyond those in flight: 1000 3.21 s, 2000 2.53 s; 3000 (at
-    // 6000 prefetch) 3.29 s, with peak RSS 45 MiB against 38 MiB.
+    // transaction's fixed cost less often; past 2000 the drain got slower again and took
+    // more memory (same section).
     ("batch_size", "2000"),
     // Bounds the wait only while deliveries trickle in: a batch is flushed as soon as no
-    // further delivery is ready, so light load waits for nothing (p99 2.4 ms at 200/s).
+    // further delivery is ready, so light load waits for nothing (the light-load latency in
+    // BENCHMARKS.md, Drain).
     ("batch_max_wait_ms", "20"),
     ("retry_delays_ms", "1000,10000,60000"),
     ("max_attempts", "5"),

@@ -17,7 +17,7 @@ pub(super) struct Flow {
 /// `PREFETCH` defaults to one batch more than are in flight: when a batch is acknowledged
 /// the next is already delivered and is cut full. With only the batches in flight
 /// prefetched, it was cut from whatever the broker had sent since the acknowledgement (in
-/// the drain benchmark, batches of 5 to 1000 deliveries). At depth 1 that is twice the
+/// the drain benchmark, batches far below `BATCH_SIZE`). At depth 1 that is twice the
 /// batch, the default before there was a depth.
 ///
 /// The price of a larger window: a broker node that freezes (rather than dies) keeps what

@@ -73,9 +73,10 @@ impl Store {
         let mut contended = 0;
         // The own table's unique index (`users_active_email_key`) refuses a second active
         // row for an email by itself, so the conflict check runs only once an attempt of
-        // this apply has met that refusal: one statement (a round trip and about a tenth of
-        // the database's work per event) less in the common case, one rolled-back attempt
-        // more in the rare one. A backend's table may have no such index: always checked.
+        // this apply has met that refusal: one statement (a round trip and its share of the
+        // database's work per event) less in the common case, one rolled-back attempt more
+        // in the rare one (BENCHMARKS.md, Drain, "Where the time goes with two batches in
+        // flight"). A backend's table may have no such index: always checked.
         let mut check_conflicts = check || self.target_table_sql().is_some();
         while let Some(set) = work.pop() {
             if set.is_empty() {

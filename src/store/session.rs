@@ -9,9 +9,8 @@ use std::time::Duration;
 /// migrations; and the planner steered to index nested loops. Every statement joins a batch
 /// (at most BATCH_SIZE rows, from UNNEST) to a table on an indexed key. With generic-plan
 /// estimates Postgres picked hash joins over a full scan of `users`, a cost that grows with
-/// the table: 17-27 ms per statement at 25 000 users against 2 ms as index nested loops, and
-/// 3x the Postgres CPU per drained event (BENCHMARKS.md). These connections run only our
-/// statements. The schema was checked to be a plain identifier at start; quoted anyway. A
+/// the table, where index nested loops cost the same at any size (BENCHMARKS.md, Drain,
+/// "The planner finding"). These connections run only our statements. The schema was checked to be a plain identifier at start; quoted anyway. A
 /// session idle inside a transaction for a minute (a replica frozen while holding the
 /// brake window's lock) is ended by the server.
 pub(super) fn session_settings(schema: &str) -> String {
