@@ -1,8 +1,19 @@
 //! user-sync: keeps a backend's users in step with the central auth system's events.
 //!
-//! The pure core (`event`, `membership`, `decide`) imports no adapter; the adapters
-//! (`broker`, `store`, `http`) decide nothing; `pipeline` and `worker` join them; `ops`
-//! holds the operator's commands.
+//! Layers, each module importing only modules listed before it (unit tests aside; checked
+//! by `layers_tests`):
+//! 1. Pure core, no I/O: `redact`, `backoff`, `signature`, `disposition`, `event`,
+//!    `membership`, `decide`, `target_table`.
+//! 2. Configuration: `settings`, `telemetry`.
+//! 3. Adapters, which decide nothing: `headers`, `broker`, `store`, `metrics`, `health`,
+//!    `http`.
+//! 4. Below both the pipeline and the worker: `pause` (a database outage waited out),
+//!    `brake` (the mass-deactivation brake).
+//! 5. `pipeline`: a batch from its deliveries to its acknowledgement.
+//! 6. `worker`, the consume loop that drives the pipeline; beside it `ops`, the operator's
+//!    commands, which use the pipeline and never the worker.
+//!
+//! Above them all: this file (`build`, `run`) and the binary (`main.rs`, `cli`).
 
 pub mod backoff;
 pub mod brake;
@@ -25,6 +36,9 @@ pub mod store;
 pub mod target_table;
 pub mod telemetry;
 pub mod worker;
+
+#[cfg(test)]
+mod layers_tests;
 
 use health::Watchdog;
 use metrics::Metrics;
