@@ -73,7 +73,7 @@ async fn array_items_are_numbered_and_a_broken_array_ends_the_stream() {
 }
 
 #[tokio::test]
-async fn a_byte_order_mark_is_skipped_and_an_overlong_line_is_refused_without_holding_it() {
+async fn a_byte_order_mark_is_skipped_and_an_overlong_line_is_refused_without_keeping_it() {
     let (seen, _) = read(&format!("\u{feff}{}\n{}\n", user(1), user(2)), 5).await;
     assert_eq!(seen, [(1, true), (2, true)]);
     let (seen, failed) = read(&format!("\u{feff}[{}]", user(1)), 5).await;

@@ -28,7 +28,7 @@ flag = "is_active"
 "#;
 
 #[test]
-fn a_django_mapping_resolves_with_every_kind_of_source() {
+fn a_django_target_table_resolves_with_every_kind_of_source() {
     let m = TargetTable::resolve(&spec(DJANGO)).unwrap();
     assert_eq!(
         (m.schema.as_str(), m.table.as_str()),
