@@ -66,10 +66,12 @@ async fn the_previous_release_and_this_one_share_a_queue_through_an_upgrade_and_
     let mut new = Process::start("current", &current, &env);
     env.wait_consumers(2, "both consuming", Duration::from_secs(30))
         .await;
+    traffic.assert_flowing("this release consuming beside the previous");
 
     traffic.reached(45).await;
     old.assert_running();
     old.stop().await;
+    traffic.assert_flowing("the previous release stopped");
 
     // The rollback: the previous release's init step and worker on the schema this
     // release has run, while this one still consumes; then this one is removed.
@@ -78,9 +80,11 @@ async fn the_previous_release_and_this_one_share_a_queue_through_an_upgrade_and_
     let mut old = Process::start("previous again", &previous, &env);
     env.wait_consumers(2, "both consuming again", Duration::from_secs(30))
         .await;
+    traffic.assert_flowing("the previous release started again");
     traffic.reached(80).await;
     new.assert_running();
     new.stop().await;
+    traffic.assert_flowing("this release removed");
 
     traffic.finish().await;
     let store = env.store();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 const USERS: u64 = 30;
-const PER_TICK: usize = 25;
+const PER_TICK: usize = 10;
 const TICK: Duration = Duration::from_millis(40);
 
 /// xorshift64*: enough randomness for a stream, reproducible from its seed.
@@ -96,6 +96,18 @@ impl Traffic {
             self.published.load(Ordering::SeqCst) >= target
         })
         .await;
+    }
+
+    /// Fails the test once the whole stream is out: a step meant to happen under live
+    /// traffic came too late.
+    pub fn assert_flowing(&self, step: &str) {
+        let published = self.published.load(Ordering::SeqCst);
+        assert!(
+            published < self.total,
+            "{step}: the stream ({} events) was already published",
+            self.total
+        );
+        eprintln!("mixed versions: {step} at {published} of {}", self.total);
     }
 
     pub async fn finish(self) {
