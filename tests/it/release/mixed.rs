@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use user_sync::decide;
 
-const EVENTS: usize = 1500;
+const EVENTS: usize = 2000;
 
 fn previous_binary() -> PathBuf {
     let path = std::env::var("TEST_PREVIOUS_BIN")
@@ -61,29 +61,29 @@ async fn the_previous_release_and_this_one_share_a_queue_through_an_upgrade_and_
         .await;
     let traffic = Traffic::start(&env, events).await;
 
-    traffic.reached(20).await;
+    traffic.reached(15).await;
     migrate(&current, &env, "this release");
     let mut new = Process::start("current", &current, &env);
     env.wait_consumers(2, "both consuming", Duration::from_secs(30))
         .await;
     traffic.assert_flowing("this release consuming beside the previous");
 
-    traffic.reached(45).await;
+    traffic.reached(35).await;
     old.assert_running();
-    old.stop().await;
+    let mut decided = vec![("previous", old.stop().await)];
     traffic.assert_flowing("the previous release stopped");
 
     // The rollback: the previous release's init step and worker on the schema this
     // release has run, while this one still consumes; then this one is removed.
-    traffic.reached(60).await;
+    traffic.reached(50).await;
     migrate(&previous, &env, "the previous release");
     let mut old = Process::start("previous again", &previous, &env);
     env.wait_consumers(2, "both consuming again", Duration::from_secs(30))
         .await;
     traffic.assert_flowing("the previous release started again");
-    traffic.reached(80).await;
+    traffic.reached(70).await;
     new.assert_running();
-    new.stop().await;
+    decided.push(("current", new.stop().await));
     traffic.assert_flowing("this release removed");
 
     traffic.finish().await;
@@ -121,11 +121,15 @@ async fn the_previous_release_and_this_one_share_a_queue_through_an_upgrade_and_
         Some(0),
         "held"
     );
-    old.stop().await;
+    decided.push(("previous again", old.stop().await));
     eprintln!(
-        "mixed versions: {} deliveries of {EVENTS} events, {} users, converged in {:?}",
+        "mixed versions: {} deliveries of {EVENTS} events, {} users, converged in {:?}; \
+         decisions logged: {decided:?}",
         planned.len(),
         expected.len(),
         started.elapsed()
     );
+    for (who, n) in decided {
+        assert!(n > 0, "{who} applied nothing: the steps missed the traffic");
+    }
 }

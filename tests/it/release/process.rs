@@ -61,8 +61,9 @@ impl Process {
         );
     }
 
-    /// SIGTERM; it must exit 0 within 15 s.
-    pub async fn stop(mut self) {
+    /// SIGTERM; it must exit 0 within 15 s. Returns how many events it logged a decision
+    /// for.
+    pub async fn stop(mut self) -> usize {
         self.assert_running();
         let mut child = self.child.take().unwrap();
         sigterm(&child);
@@ -83,6 +84,8 @@ impl Process {
             self.name,
             self.tail()
         );
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines().filter(|l| l.contains("\"decision\":")).count()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Live traffic for the mixed-version test: creates, updates and deletions of a few dozen
-//! users at random times, some published twice, in random order, paced so that releases
-//! can be swapped while it flows.
+//! users at random times, some published twice, in random order, paced (about 150 a
+//! second) so that releases can be swapped while it flows.
 
 use crate::helpers::*;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 const USERS: u64 = 30;
-const PER_TICK: usize = 10;
+const PER_TICK: usize = 6;
 const TICK: Duration = Duration::from_millis(40);
 
 /// xorshift64*: enough randomness for a stream, reproducible from its seed.
