@@ -13,11 +13,12 @@ impl Metrics {
         build_info
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION"),
+                revision: env!("USER_SYNC_REVISION"),
             })
             .set(1);
         r.register(
             "build_info",
-            "Always 1; the version label is the running build's",
+            "Always 1; the labels are the running build's version and git revision",
             build_info,
         );
         r.register(

@@ -42,6 +42,7 @@ struct AddressLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
+    revision: &'static str,
 }
 
 pub struct Metrics {
@@ -202,8 +203,9 @@ mod tests {
             assert!(text.contains(&line), "{line} missing in\n{text}");
         }
         let build = format!(
-            "user_sync_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+            "user_sync_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("USER_SYNC_REVISION")
         );
         assert!(text.contains(&build), "{text}");
         assert!(

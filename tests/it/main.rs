@@ -31,5 +31,6 @@ mod probes;
 mod process;
 mod proxy;
 mod reconcile;
+mod release;
 mod signed;
 mod tls;
