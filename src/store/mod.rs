@@ -10,6 +10,7 @@ mod lookup;
 mod mapped;
 mod report;
 mod statements;
+mod tls;
 mod trail;
 
 pub use apply::{Commit, EventResult};
@@ -86,6 +87,7 @@ impl Store {
         let url = settings
             .database_url()
             .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        tls::check_files(url.expose_secret()).map_err(|e| sqlx::Error::Configuration(e.into()))?;
         let opts = PgConnectOptions::from_str(url.expose_secret())?
             .application_name("user-sync")
             .log_statements(tracing::log::LevelFilter::Trace)
