@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn files_are_checked_and_named_without_their_content() {
-        let dir = std::env::temp_dir().join(format!("usync-tls-{}", uuid::Uuid::new_v4()));
+        let dir = std::env::temp_dir().join(format!("usync-identity-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");

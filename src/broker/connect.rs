@@ -94,12 +94,13 @@ async fn attempt(
 ) -> Result<Connection, BrokerError> {
     // Timed out, the attempt is dropped inside the connect future, which shuts its socket
     // down; failed, it is dropped here, the same.
-    match tokio::time::timeout(CONNECT_TIMEOUT, Attempt::connect(uri, tls)).await {
+    let connect = Attempt::connect(uri.clone(), tls.clone());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok((attempt, Ok(connection))) => {
             attempt.keep();
             Ok(connection)
         }
-        Ok((_, Err(e))) => Err(tls::refusal(e, &shown)),
+        Ok((_, Err(e))) => Err(tls::explain(e, &uri, &tls, &shown).await),
         Err(_) => Err(BrokerError::Timeout(shown)),
     }
 }
