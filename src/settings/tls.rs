@@ -155,4 +155,33 @@ mod tests {
         assert_eq!(var(&[], &external), "RABBITMQ_URL");
         assert!(tls(&[], TLS_URL).unwrap().client.is_none());
     }
+
+    #[test]
+    fn the_debug_of_settings_names_the_key_file_never_its_content() {
+        let key = std::env::temp_dir().join(format!("usync-key-{}.pem", uuid::Uuid::new_v4()));
+        let secret = "-----BEGIN PRIVATE KEY-----\nTUlHSEFnRUFNQk1H\n-----END PRIVATE KEY-----\n";
+        std::fs::write(&key, secret).unwrap();
+        let vars = [
+            ("service_name", "lms".to_string()),
+            ("rabbitmq_url", TLS_URL.to_string()),
+            (
+                "rabbitmq_cert_file",
+                "/etc/user-sync/client.pem".to_string(),
+            ),
+            ("rabbitmq_key_file", key.display().to_string()),
+        ];
+        let settings = crate::settings::Settings::from_lookup(|k| {
+            vars.iter()
+                .find(|(v, _)| *v == k)
+                .map(|(_, value)| value.clone())
+        })
+        .unwrap();
+        let shown = format!("{settings:?}");
+        let _ = std::fs::remove_file(&key);
+        assert!(shown.contains(&key.display().to_string()), "{shown}");
+        assert!(
+            !shown.contains("TUlHSEFnRUFNQk1H") && !shown.contains("PRIVATE"),
+            "{shown}"
+        );
+    }
 }

@@ -38,10 +38,17 @@ async fn cert_authentication_logs_in_and_bad_certificates_are_configuration_erro
     refused(&foreign, "does not trust the CA").await;
     let (nobody, nobodys_key) = files.pair("nobody", &pki.client("nobody", KeyForm::Pkcs8));
     let (nobody, nobodys_key) = (shown(&nobody), shown(&nobodys_key));
-    refused(&url(&nobody, &nobodys_key), "certificate authentication failed").await;
+    refused(
+        &url(&nobody, &nobodys_key),
+        "certificate authentication failed",
+    )
+    .await;
 
     let mismatched = store(&url(&cert, &nobodys_key)).err().unwrap();
-    assert!(mismatched.contains("does not belong to the certificate"), "{mismatched}");
+    assert!(
+        mismatched.contains("does not belong to the certificate"),
+        "{mismatched}"
+    );
     let missing = store(&url(&cert, "/nonexistent/client.key")).err().unwrap();
     let named = "sslkey in DATABASE_URL /nonexistent/client.key: cannot read it";
     assert!(missing.contains(named), "{missing}");
