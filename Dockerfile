@@ -17,6 +17,10 @@ RUN mkdir -p src benches/drain migrations \
     && rm -rf src migrations
 COPY src ./src
 COPY migrations ./migrations
+# The revision that --version and user_sync_build_info name (.git is not sent): pass
+# --build-arg USER_SYNC_REVISION=$(git rev-parse --short=12 HEAD). After the dependency
+# layer, which a new value would otherwise rebuild.
+ARG USER_SYNC_REVISION
 # touch: the copied files may be older than the stand-ins' build, and cargo goes by mtime.
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked
 

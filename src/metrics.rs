@@ -40,6 +40,7 @@ struct AddressLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
+    revision: &'static str,
 }
 
 pub struct Metrics {
@@ -111,11 +112,12 @@ impl Metrics {
         build_info
             .get_or_create(&VersionLabel {
                 version: env!("CARGO_PKG_VERSION"),
+                revision: env!("USER_SYNC_REVISION"),
             })
             .set(1);
         r.register(
             "build_info",
-            "Always 1; the version label is the running build's",
+            "Always 1; the labels are the running build's version and git revision",
             build_info,
         );
         r.register(
@@ -351,8 +353,9 @@ mod tests {
             assert!(text.contains(&line), "{line} missing in\n{text}");
         }
         let build = format!(
-            "user_sync_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
+            "user_sync_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("USER_SYNC_REVISION")
         );
         assert!(text.contains(&build), "{text}");
         assert!(

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """What the schema check cannot see: the manifests agree with the image and with the
-settings they carry. Run from the repository root: python3 deploy/kubernetes/check.py"""
+settings they carry, no manifest but secret.example.yaml holds a Secret (applying one would
+replace the real Secret with placeholders), no example turns signature checking on, and the
+scrape annotation names the queue the worker consumes.
+Run from the repository root: python3 deploy/kubernetes/check.py"""
 import re
 import sys
 from pathlib import Path
@@ -10,7 +13,32 @@ import yaml  # PyYAML, a dependency of kubernetes-validate
 ROOT = Path(__file__).resolve().parents[2]
 user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
 UID, GID = int(user[1]), int(user[2])
+SECRET_EXAMPLE = "secret.example.yaml"
 problems = []
+secrets = {}
+for path in sorted(Path(__file__).parent.glob("*.yaml")):
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc and doc["kind"] == "Secret":
+            if path.name != SECRET_EXAMPLE:
+                problems.append(f"{path.name}: a Secret; it belongs in {SECRET_EXAMPLE}")
+            keys = {**doc.get("data", {}), **doc.get("stringData", {})}
+            if "EVENT_SIGNING_KEYS" in keys:
+                problems.append(f"{path.name}: sets EVENT_SIGNING_KEYS, which turns signature "
+                                "checking on: leave it commented out")
+            secrets[doc["metadata"]["name"]] = set(keys) | {"EVENT_SIGNING_KEYS"}
+
+
+def secret_refs(where, container):
+    for env in container.get("env", []):
+        ref = env.get("valueFrom", {}).get("secretKeyRef")
+        if not ref:
+            continue
+        if env["name"] == "EVENT_SIGNING_KEYS" and not ref.get("optional"):
+            problems.append(f"{where}: EVENT_SIGNING_KEYS must stay optional: true")
+        if ref["key"] not in secrets.get(ref["name"], set()):
+            problems.append(f"{where}: Secret {ref['name']} key {ref['key']} is not in "
+                            f"{SECRET_EXAMPLE}")
+
 
 for path in sorted(Path(__file__).parent.glob("*.yaml")):
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
@@ -27,6 +55,7 @@ for path in sorted(Path(__file__).parent.glob("*.yaml")):
             if (ctx.get("runAsUser"), ctx.get("runAsGroup")) != (UID, GID):
                 problems.append(f"{where}/{c['name']}: runs as {ctx.get('runAsUser')}:"
                                 f"{ctx.get('runAsGroup')}, the image's user is {UID}:{GID}")
+            secret_refs(f"{where}/{c['name']}", c)
             settings = {}
             for ref in c.get("envFrom", []):
                 settings.update(config.get(ref.get("configMapRef", {}).get("name"), {}))
@@ -41,9 +70,18 @@ for path in sorted(Path(__file__).parent.glob("*.yaml")):
                 if ports.get("sync-http") != addr_port:
                     problems.append(f"{where}/{c['name']}: port sync-http is "
                                     f"{ports.get('sync-http')}, HTTP_ADDR says {addr_port}")
+            if c["args"] == ["run"] and doc["kind"] == "Deployment":
+                service = settings.get("SERVICE_NAME", "").lower()
+                queue = settings.get("RABBITMQ_QUEUE", f"{service}_user_events")
+                annotations = doc["spec"]["template"].get("metadata", {}).get("annotations", {})
+                if annotations.get("user-sync/queue") != queue:
+                    problems.append(f"{where}: annotation user-sync/queue is "
+                                    f"{annotations.get('user-sync/queue')!r}, the worker "
+                                    f"consumes {queue!r} (the alerts join on it)")
             if c.get("restartPolicy") == "Always" and "readinessProbe" in c:
                 problems.append(f"{where}/{c['name']}: a sidecar's readiness probe would "
                                 "take the backend out of its Service")
 
-print("\n".join(problems) or "manifests consistent with the Dockerfile and their settings")
+print("\n".join(problems) or "manifests consistent with the Dockerfile, their settings, "
+      f"{SECRET_EXAMPLE} and the scrape")
 sys.exit(1 if problems else 0)

@@ -20,11 +20,19 @@ pub use dlq::{DlqCommand, dlq};
 pub use import::{ImportArgs, import};
 pub use send::{SendArgs, send};
 
+/// `--version`: the release and the revision it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("USER_SYNC_REVISION"),
+    ")"
+);
+
 /// Keeps this backend's users in step with the central auth system's RabbitMQ events.
 /// Every command reads the same environment (see README, Configuration).
 #[derive(Parser)]
 #[command(
-    version,
+    version = VERSION,
     about,
     after_help = "Exit codes: 0 done; 1 failed (unreachable, refused, runtime error); \
                   2 usage or configuration; 3 done, but some records were rejected or came \

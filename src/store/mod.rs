@@ -8,6 +8,7 @@ mod classify;
 mod export;
 mod lookup;
 mod mapped;
+mod migrations;
 mod report;
 mod statements;
 mod tls;
@@ -34,8 +35,6 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use uuid::Uuid;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// What every connection sets first: the service's schema for every statement and the
 /// migrations; and the planner steered to index nested loops. Every statement joins a batch
@@ -247,8 +246,9 @@ impl Store {
         &self.pool
     }
 
-    /// Creates the schema and applies the embedded migrations. Replicas starting together
-    /// are serialised by the migrator's advisory lock.
+    /// Creates the schema and applies the embedded migrations; those a later release
+    /// applied are named and let be. Replicas starting together are serialised by the
+    /// migrator's advisory lock.
     pub async fn migrate(&self) -> Result<(), sqlx::Error> {
         // The schema name was validated against [a-z_][a-z0-9_]* at start; quoted anyway.
         let create = format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.schema);
@@ -259,7 +259,7 @@ impl Store {
                 return Err(e);
             }
         }
-        MIGRATOR.run(&self.pool).await.map_err(sqlx::Error::from)
+        migrations::run(&self.pool).await
     }
 
     pub async fn ping(&self) -> Result<(), sqlx::Error> {

@@ -32,5 +32,6 @@ mod probes;
 mod process;
 mod proxy;
 mod reconcile;
+mod release;
 mod signed;
 mod tls;

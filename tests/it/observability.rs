@@ -109,8 +109,9 @@ async fn every_series_the_alerts_and_the_dashboard_query_is_exported() {
     assert!(value("process_cpu_seconds_total ").unwrap() > 0.0);
     assert_eq!(value("user_sync_broker_reconnects_total "), Some(0.0));
     let build = format!(
-        "user_sync_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
+        "user_sync_build_info{{version=\"{}\",revision=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        env!("USER_SYNC_REVISION")
     );
     assert!(text.contains(&build), "{text}");
     for kind in [
