@@ -35,6 +35,7 @@ pub mod signature;
 pub mod store;
 pub mod target_table;
 pub mod telemetry;
+mod tls;
 pub mod worker;
 
 #[cfg(test)]
@@ -78,7 +79,11 @@ pub enum StartError {
 /// and tests can ask for port 0 and read the one they got). Talks to neither the broker
 /// nor the database: either may still be down.
 pub fn build(settings: Settings) -> Result<App, StartError> {
-    let store = Store::new(&settings)?;
+    // A URL or TLS file the store cannot use is a setting to fix, as at load.
+    let store = Store::new(&settings).map_err(|e| match e {
+        sqlx::Error::Configuration(why) => StartError::Config(why.to_string()),
+        e => StartError::Database(e),
+    })?;
     let addr = settings.http_addr;
     let http = std::net::TcpListener::bind(addr)
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
@@ -149,14 +154,17 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
             })?;
         dog.waiting(worker.brake.restore()).await?;
         tracing::info!(settings = ?app.settings, "user-sync started");
+        // Its own token: a refused broker ends the worker without a shutdown.
+        let pruning = shutdown.child_token();
         let pruner = tokio::spawn(prune_audit(
             app.store.clone(),
             app.settings.audit_retention_days,
-            shutdown.clone(),
+            pruning.clone(),
         ));
-        worker.run(shutdown).await;
+        let refused = worker.run(shutdown).await;
+        pruning.cancel();
         let _ = pruner.await;
-        Ok(())
+        refused.map_err(|e| StartError::Config(e.to_string()))
     }
     .await;
     // The endpoints stay up until the consumer has drained, so a probe sees the shutdown.

@@ -80,6 +80,7 @@ async fn run(settings: Settings) -> ExitCode {
     let drain_timeout = settings.shutdown_timeout;
     let app = match user_sync::build(settings) {
         Ok(app) => app,
+        Err(e @ StartError::Config(_)) => return exit_code(Ok(Err(e))).into(),
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             return Exit::Failed.into();

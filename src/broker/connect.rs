@@ -3,6 +3,7 @@
 //! connect through here.
 
 use super::BrokerError;
+use super::tls;
 use super::transport::Attempt;
 use crate::redact::mask_url;
 use crate::settings::{BrokerAddress, Settings};
@@ -42,19 +43,18 @@ pub(crate) async fn connect_from(
     start: usize,
 ) -> Result<Connected, BrokerError> {
     let url = settings.rabbitmq_url.expose_secret();
-    let masked = mask_url(url);
-    let mut uri = AMQPUri::from_str(url).map_err(|_| BrokerError::Url(masked.clone()))?;
+    let mut uri = AMQPUri::from_str(url).map_err(|_| BrokerError::Url(mask_url(url)))?;
     // The URL's own `heartbeat=` wins, as it always has; lapin closes the connection once
     // nothing has been read for two intervals (docs/facts.md#heartbeat).
     uri.query
         .heartbeat
         .get_or_insert(settings.rabbitmq_heartbeat_secs);
-    let tls = tls_config(settings)?;
+    let tls = tls::config(&settings.rabbitmq_tls)?;
     let list = &settings.rabbitmq_addresses;
     if list.is_empty() {
         let address = url_address(url, &uri);
         uri.authority.host = address.host.clone();
-        let connection = attempt(uri, tls, masked).await?;
+        let connection = attempt(uri, tls, address.to_string()).await?;
         return Ok(Connected {
             connection,
             address,
@@ -85,7 +85,7 @@ pub(crate) async fn connect_from(
     Err(last.expect("the address list is not empty"))
 }
 
-/// One connection attempt; `shown` names the target in a timeout (never a password). An
+/// One connection attempt; `shown` names the target in a timeout or a refusal. An
 /// attempt given up on is torn down (see `transport`), not left to lapin's thread.
 async fn attempt(
     uri: AMQPUri,
@@ -94,12 +94,13 @@ async fn attempt(
 ) -> Result<Connection, BrokerError> {
     // Timed out, the attempt is dropped inside the connect future, which shuts its socket
     // down; failed, it is dropped here, the same.
-    match tokio::time::timeout(CONNECT_TIMEOUT, Attempt::connect(uri, tls)).await {
+    let connect = Attempt::connect(uri.clone(), tls.clone());
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok((attempt, Ok(connection))) => {
             attempt.keep();
             Ok(connection)
         }
-        Ok((_, Err(e))) => Err(e.into()),
+        Ok((_, Err(e))) => Err(tls::explain(e, &uri, &tls, &shown).await),
         Err(_) => Err(BrokerError::Timeout(shown)),
     }
 }
@@ -122,20 +123,6 @@ fn url_address(url: &str, uri: &AMQPUri) -> BrokerAddress {
         host,
         port: uri.authority.port,
     }
-}
-
-/// `amqps://` verifies the broker's certificate against the system's roots, or against
-/// `RABBITMQ_CA_FILE` when set. With an address list each node's host is the name checked.
-fn tls_config(settings: &Settings) -> Result<OwnedTLSConfig, BrokerError> {
-    Ok(match &settings.rabbitmq_ca_file {
-        Some(path) => OwnedTLSConfig {
-            identity: None,
-            cert_chain: Some(std::fs::read_to_string(path).map_err(|e| {
-                BrokerError::Tls(format!("RABBITMQ_CA_FILE {}: {e}", path.display()))
-            })?),
-        },
-        None => OwnedTLSConfig::default(),
-    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ mod binding;
 mod connect;
 mod lookup;
 mod properties;
+mod tls;
 mod topology;
 mod transport;
 
@@ -39,6 +40,17 @@ pub enum BrokerError {
     NotConfirmed(String),
     #[error("broker: {0}")]
     Tls(String),
+    /// Refused for a reason no retry fixes by itself: a certificate (ours or the broker's)
+    /// or the login. Named, so that it never reads like an outage.
+    #[error("broker {0} refused us: {1}")]
+    Refused(String, String),
+}
+
+impl BrokerError {
+    /// A TLS file we cannot use or a refusal: a configuration problem, not an outage.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, BrokerError::Tls(_) | BrokerError::Refused(..))
+    }
 }
 
 pub struct Session {

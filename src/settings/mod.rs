@@ -10,8 +10,10 @@ mod flow;
 mod layered;
 mod names;
 mod source;
+mod tls;
 
 pub use addresses::BrokerAddress;
+pub use tls::{BrokerTls, ClientFiles, PemFile};
 
 use crate::redact::mask_url;
 use config::{Config, Environment, File, FileFormat};
@@ -23,7 +25,6 @@ use source::Source;
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +52,9 @@ pub struct Settings {
     pub rabbitmq_exchange: String,
     pub rabbitmq_queue: String,
     pub rabbitmq_queue_type: QueueType,
-    /// PEM file of the CA that signed the broker's certificate (`amqps://`), instead of
-    /// the system's roots.
-    pub rabbitmq_ca_file: Option<PathBuf>,
+    /// For `amqps://`: the CA to trust instead of the system's roots, the client
+    /// certificate to present.
+    pub rabbitmq_tls: BrokerTls,
     /// Cluster nodes tried in turn, with the URL's credentials, vhost and TLS (its host is
     /// then ignored); empty: the URL's host alone.
     pub rabbitmq_addresses: Vec<BrokerAddress>,
@@ -174,6 +175,7 @@ impl Settings {
         let log_pii = src.flag("LOG_PII")?;
         let log_format = src.choice("LOG_FORMAT", LOG_FORMATS)?;
         let rabbitmq_url = src.url("RABBITMQ_URL", &["amqp://", "amqps://"])?;
+        let rabbitmq_tls = tls::read(|var| src.text(var), rabbitmq_url.expose_secret())?;
         let database_url = src.optional_url("DATABASE_URL", &["postgres://", "postgresql://"])?;
         let all_access_roles = src.list("ALL_ACCESS_ROLES");
         let http_addr = src.parsed("HTTP_ADDR", "host:port")?;
@@ -185,7 +187,7 @@ impl Settings {
             rabbitmq_exchange,
             rabbitmq_queue,
             rabbitmq_queue_type,
-            rabbitmq_ca_file: src.text("RABBITMQ_CA_FILE").map(PathBuf::from),
+            rabbitmq_tls,
             rabbitmq_addresses,
             // At least 2 s: one missed beat on a busy host must not drop a healthy session;
             // at most 60 s, the server's own default, past which heartbeats add nothing.
@@ -242,7 +244,7 @@ impl fmt::Debug for Settings {
             .field("rabbitmq_exchange", &self.rabbitmq_exchange)
             .field("rabbitmq_queue", &self.rabbitmq_queue)
             .field("rabbitmq_queue_type", &self.rabbitmq_queue_type)
-            .field("rabbitmq_ca_file", &self.rabbitmq_ca_file)
+            .field("rabbitmq_tls", &self.rabbitmq_tls)
             .field("rabbitmq_addresses", &shown(&self.rabbitmq_addresses))
             .field("rabbitmq_heartbeat_secs", &self.rabbitmq_heartbeat_secs)
             .field("service_name", &self.service_name)

@@ -72,9 +72,13 @@ fn server_state(code: &str) -> bool {
 }
 
 /// A connection refused for a reason no retry fixes: authentication (class 28), a database
-/// that does not exist (3D000), a pooler refusing a startup parameter (08P01). At start these
-/// are configuration errors, reported and exited on, never a pause that looks like an outage.
+/// that does not exist (3D000), a pooler refusing a startup parameter (08P01), a certificate
+/// refused by either side or a TLS setup sqlx cannot use. At start these are configuration
+/// errors, reported and exited on, never a pause that looks like an outage.
 pub fn config_problem(e: &sqlx::Error) -> Option<String> {
+    if let Some(why) = super::tls::refusal(e) {
+        return Some(format!("DATABASE_URL: {why}"));
+    }
     let db = e.as_database_error()?;
     let code = db.code()?;
     let config = code.starts_with("28") || code == "3D000" || code == "08P01";

@@ -14,6 +14,7 @@ mod result;
 mod session;
 mod statements;
 mod target_table;
+mod tls;
 mod trail;
 
 pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
@@ -59,6 +60,7 @@ impl Store {
         let url = settings
             .database_url()
             .map_err(|e| sqlx::Error::Configuration(e.into()))?;
+        tls::check_files(url.expose_secret()).map_err(|e| sqlx::Error::Configuration(e.into()))?;
         let opts = PgConnectOptions::from_str(url.expose_secret())?
             .application_name("user-sync")
             .log_statements(tracing::log::LevelFilter::Trace)

@@ -66,7 +66,12 @@ impl Worker {
     /// succession (docs/facts.md#auto-recover-can-stall-silently, lapin#312). A fresh
     /// connection per session is simple to reason about, and unacked deliveries of a lost
     /// session return to the queue by themselves.
-    pub async fn run(&self, shutdown: CancellationToken) {
+    ///
+    /// Returns an error only when the broker refuses the first connection (a certificate
+    /// or the login, see `BrokerError::is_refusal`): a configuration problem to exit on,
+    /// not an outage to wait out. Refused later (a certificate expired, a user removed), it
+    /// logs an error and keeps trying: a renewed certificate is read at the next attempt.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), BrokerError> {
         let topo = &self.topo;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
         let dog = &self.watchdog;
@@ -77,12 +82,13 @@ impl Worker {
         // (`Session::prepare`); after a copy of ours came back unroutable, the next one
         // declares in full and waits for its bindings, until one succeeds.
         let mut full = false;
+        let mut connected = false;
         loop {
             dog.tick();
             // Do not take deliveries we cannot apply: wait for the database first.
             let waited = self.pause.wait_for_database(&self.store, &shutdown);
             if !dog.waiting(waited).await {
-                return;
+                return Ok(());
             }
             let open = async {
                 let session = Session::connect_from(&self.settings, next).await?;
@@ -92,11 +98,12 @@ impl Worker {
                 Ok::<_, BrokerError>(session)
             };
             let opened = tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 s = dog.waiting(open) => s,
             };
             let (end, broker) = match opened {
                 Ok(session) => {
+                    connected = true;
                     let started = Instant::now();
                     let end = self.consume(&session, topo, &shutdown).await;
                     dog.waiting(session.close()).await;
@@ -106,10 +113,15 @@ impl Worker {
                     }
                     (end, Some(session.address.to_string()))
                 }
+                Err(e) if e.is_refusal() && !connected => return Err(e),
                 Err(e) => (Err(e.into()), None),
             };
             match end {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
+                Err(SessionEnd::Broker(e)) if e.is_refusal() => {
+                    tracing::error!(error = %e, "broker refused the connection; retrying");
+                    self.metrics.broker_reconnect();
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, broker, "broker session ended; reconnecting");
                     self.metrics.broker_reconnect();
@@ -118,7 +130,7 @@ impl Worker {
             // The backoff reaches 30 s: the sleep ticks too, or a long outage would look
             // like a wedged worker.
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => return Ok(()),
                 _ = dog.waiting(tokio::time::sleep(backoff.next_delay())) => {}
             }
         }

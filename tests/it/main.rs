@@ -23,6 +23,7 @@ mod isolation;
 mod leaks;
 mod lifecycle;
 mod model;
+mod mtls;
 mod observability;
 mod ops;
 mod pgbouncer;
