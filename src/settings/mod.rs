@@ -11,6 +11,7 @@ mod layered;
 mod names;
 mod source;
 mod tls;
+mod unknown;
 
 pub use addresses::BrokerAddress;
 pub use tls::{BrokerTls, ClientFiles, PemFile};
@@ -119,6 +120,7 @@ impl Settings {
     pub fn load(command: &'static str) -> Result<Self, SettingsError> {
         let _ = dotenvy::dotenv();
         let file = std::env::var("CONFIG_FILE").unwrap_or_else(|_| "user-sync.toml".into());
+        unknown::check_file(&file)?;
         let mut builder = Config::builder()
             .add_source(File::new(&file, FileFormat::Toml).required(false))
             .add_source(Environment::default());

@@ -33,5 +33,6 @@ mod process;
 mod proxy;
 mod reconcile;
 mod release;
+mod settings_file;
 mod signed;
 mod tls;
