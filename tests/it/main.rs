@@ -33,4 +33,5 @@ mod proxy;
 mod reconcile;
 mod release;
 mod signed;
+mod startup;
 mod tls;
