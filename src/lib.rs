@@ -64,6 +64,8 @@ pub struct App {
 pub enum StartError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("migrations failed: {0}")]
+    Migrate(sqlx::Error),
     #[error("HTTP_ADDR: cannot listen on {0}: {1}")]
     Http(SocketAddr, std::io::Error),
     /// A setting the database or a pooler refuses: exit 2 with the reason, never a pause.
@@ -181,6 +183,7 @@ async fn start_up(
                 let lines = problems.iter().map(ToString::to_string).collect();
                 return Err(StartError::TargetTable(lines));
             }
+            Err(SetupError::Mismatch(e)) => return Err(StartError::Migrate(e)),
             Err(SetupError::Outage(error)) => {
                 worker.metrics.set_database(false);
                 tracing::warn!(%error, "cannot set up the database yet; retrying");

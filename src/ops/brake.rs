@@ -20,7 +20,7 @@ pub enum BrakeError {
 impl From<SetupError> for BrakeError {
     fn from(e: SetupError) -> Self {
         match e {
-            SetupError::Outage(e) => BrakeError::Database(e),
+            SetupError::Outage(e) | SetupError::Mismatch(e) => BrakeError::Database(e),
             config => BrakeError::Config(config.to_string()),
         }
     }

@@ -42,7 +42,7 @@ pub enum ExplainError {
 impl From<SetupError> for ExplainError {
     fn from(e: SetupError) -> Self {
         match e {
-            SetupError::Outage(e) => ExplainError::Database(e),
+            SetupError::Outage(e) | SetupError::Mismatch(e) => ExplainError::Database(e),
             config => ExplainError::Config(config.to_string()),
         }
     }

@@ -18,6 +18,10 @@ pub enum SetupError {
     /// The `[target]` mapping does not fit the table: one line per problem.
     #[error("the [target] mapping does not fit the database:\n{}", lines(.0))]
     Target(Vec<TargetTableProblem>),
+    /// A migration this release knows, recorded with another checksum or left half-applied:
+    /// the schema is another build's. Exit 1, as `docs/migrations.md` promises.
+    #[error("migrations failed: {0}")]
+    Mismatch(sqlx::Error),
     /// The database refused, vanished or is read-only: waited out.
     #[error("database: {0}")]
     Outage(sqlx::Error),
@@ -30,6 +34,14 @@ fn lines(problems: &[TargetTableProblem]) -> String {
 
 impl From<sqlx::Error> for SetupError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Migrate(m) = &e
+            && matches!(
+                m.as_ref(),
+                MigrateError::VersionMismatch(_) | MigrateError::Dirty(_)
+            )
+        {
+            return SetupError::Mismatch(e);
+        }
         match setup_problem(&e) {
             Some(problem) => SetupError::Config(problem),
             None => SetupError::Outage(e),
@@ -40,9 +52,7 @@ impl From<sqlx::Error> for SetupError {
 /// An error at start that no retry fixes. Permission denied (42501) counts: the role's
 /// grants are the deployment's, no failover or restart changes them, and a pause would
 /// pass them off as "database unavailable". Everything else is the database's state: a
-/// read-only database, a lost connection, a lock timeout, and a migration this release
-/// knows recorded with another checksum (another build of it ran there: the worker waits,
-/// said at warn, while the rollout is put right; `user-sync migrate` exits 1 on it).
+/// read-only database, a lost connection, a lock timeout.
 pub(crate) fn setup_problem(e: &sqlx::Error) -> Option<String> {
     if let sqlx::Error::Migrate(m) = e {
         return match m.as_ref() {
@@ -138,7 +148,10 @@ mod tests {
         let lost = sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into());
         assert!(setup_problem(&lost).is_none());
         let modified = sqlx::Error::Migrate(Box::new(MigrateError::VersionMismatch(3)));
-        assert!(setup_problem(&modified).is_none());
+        assert!(matches!(
+            SetupError::from(modified),
+            SetupError::Mismatch(_)
+        ));
         let wrapped = MigrateError::Execute(sqlx::Error::PoolTimedOut);
         assert!(setup_problem(&sqlx::Error::Migrate(Box::new(wrapped))).is_none());
     }

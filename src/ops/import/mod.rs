@@ -72,7 +72,7 @@ pub enum ImportError {
 impl From<SetupError> for ImportError {
     fn from(e: SetupError) -> Self {
         match e {
-            SetupError::Outage(e) => ImportError::Database(e),
+            SetupError::Outage(e) | SetupError::Mismatch(e) => ImportError::Database(e),
             SetupError::Target(problems) => {
                 let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 ImportError::Config(lines.join("\n"))
