@@ -41,12 +41,14 @@ pub mod worker;
 #[cfg(test)]
 mod layers_tests;
 
+use backoff::Backoff;
 use health::Watchdog;
 use metrics::Metrics;
 use settings::Settings;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use store::Store;
+use std::time::Duration;
+use store::{SetupError, Store};
 use tokio_util::sync::CancellationToken;
 
 /// The assembled service, the same for `main` and for the tests.
@@ -122,37 +124,15 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
     ));
     tracing::info!(%addr, "http listening");
     let worker = assemble(&app.settings, &app.store, &app.metrics, &app.watchdog);
-    let dog = &app.watchdog;
     let result = async {
         if let Err(e) = app.store.ping().await
             && let Some(problem) = store::config_problem(&e)
         {
             return Err(StartError::Config(problem));
         }
-        // Starting is waiting on the database: each wait ticks the watchdog, so a startup
-        // probe on /healthz passes however long the database takes (readiness says why).
-        if !dog
-            .waiting(worker.pause.wait_for_database(&app.store, &shutdown))
-            .await
-        {
+        if !start_up(&worker, &shutdown).await? {
             return Ok(());
         }
-        // Before anything else touches the database: through a pooler in transaction
-        // mode the migrations would already run in the wrong session.
-        let verified = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            v = dog.waiting(app.store.verify_session()) => v,
-        };
-        verified.map_err(StartError::Config)?;
-        dog.waiting(app.store.migrate())
-            .await
-            .map_err(StartError::Migrate)?;
-        dog.waiting(app.store.prepare_target_table())
-            .await
-            .map_err(|problems| {
-                StartError::TargetTable(problems.iter().map(ToString::to_string).collect())
-            })?;
-        dog.waiting(worker.brake.restore()).await?;
         tracing::info!(settings = ?app.settings, "user-sync started");
         // Its own token: a refused broker ends the worker without a shutdown.
         let pruning = shutdown.child_token();
@@ -173,6 +153,55 @@ pub async fn run(app: App, shutdown: CancellationToken) -> Result<(), StartError
     app.store.pool().close().await;
     tracing::info!("user-sync stopped");
     result
+}
+
+/// Waits for the database, then sets it up: the session checked (before anything else
+/// touches the database: through a pooler in transaction mode the migrations would run in
+/// the wrong session), the migrations, the schema's claim, the target table, the brake's
+/// state. An outage on the way (a read-only database, a lost connection, a lock timeout) is
+/// waited out with capped backoff; only a setting that does not fit ends the start (exit 2).
+/// Each wait ticks the watchdog, so a startup probe on /healthz passes however long the
+/// database takes (readiness and `user_sync_paused` say why). False if shut down first.
+async fn start_up(
+    worker: &worker::Worker,
+    shutdown: &CancellationToken,
+) -> Result<bool, StartError> {
+    let (dog, store) = (&worker.watchdog, &worker.store);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    loop {
+        if !dog
+            .waiting(worker.pause.wait_for_database(store, shutdown))
+            .await
+        {
+            return Ok(false);
+        }
+        let attempt = async {
+            store.verify_session().await?;
+            store.set_up().await?;
+            worker.brake.restore().await.map_err(SetupError::from)
+        };
+        let done = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            done = dog.waiting(attempt) => done,
+        };
+        match done {
+            Ok(()) => return Ok(true),
+            Err(SetupError::Config(problem)) => return Err(StartError::Config(problem)),
+            Err(SetupError::Target(problems)) => {
+                let lines = problems.iter().map(ToString::to_string).collect();
+                return Err(StartError::TargetTable(lines));
+            }
+            Err(SetupError::Mismatch(e)) => return Err(StartError::Migrate(e)),
+            Err(SetupError::Outage(error)) => {
+                worker.metrics.set_database(false);
+                tracing::warn!(%error, "cannot set up the database yet; retrying");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(false),
+            _ = dog.waiting(tokio::time::sleep(backoff.next_delay())) => {}
+        }
+    }
 }
 
 /// The supervisor and what it owns, from the assembled service.

@@ -9,6 +9,7 @@ use tokio::task::JoinError;
 use tokio_util::sync::CancellationToken;
 use user_sync::StartError;
 use user_sync::settings::Settings;
+use user_sync::store::SetupError;
 
 /// Set by the panic hook: a panic in any task, even one whose handle nobody awaits, makes
 /// the exit non-zero, so a supervisor sees a crash rather than a clean stop.
@@ -81,9 +82,11 @@ async fn run(settings: Settings) -> ExitCode {
     let app = match user_sync::build(settings) {
         Ok(app) => app,
         Err(e @ StartError::Config(_)) => return exit_code(Ok(Err(e))).into(),
+        // A DATABASE_URL that does not parse, an HTTP_ADDR that cannot be bound: settings.
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
-            return Exit::Failed.into();
+            eprintln!("user-sync: {e}");
+            return Exit::Usage.into();
         }
     };
     let shutdown = CancellationToken::new();
@@ -151,13 +154,18 @@ async fn migrate(settings: Settings, print_target_sql: bool) -> ExitCode {
     }
     user_sync::telemetry::init(settings.log_format);
     let migrated = match user_sync::store::Store::new(&settings) {
-        Ok(store) => store.migrate().await,
-        Err(e) => Err(e),
+        Ok(store) => store.migrate_and_claim().await,
+        Err(e) => Err(e.into()),
     };
     match migrated {
         Ok(()) => {
             tracing::info!(schema = %settings.database_schema, "migrations applied");
             Exit::Done.into()
+        }
+        Err(SetupError::Config(problem)) => {
+            tracing::error!("{problem}");
+            eprintln!("user-sync: {problem}");
+            Exit::Usage.into()
         }
         Err(e) => {
             tracing::error!(error = %e, "migrations failed");

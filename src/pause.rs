@@ -71,7 +71,7 @@ impl Pause {
     pub async fn wait_for_database(&self, store: &Store, shutdown: &CancellationToken) -> bool {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
-            match store.ping().await {
+            match store.probe().await {
                 Ok(()) => {
                     self.resumed();
                     return true;

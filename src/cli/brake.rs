@@ -1,7 +1,7 @@
 //! `user-sync brake`: its subcommands and their reports.
 
 use super::exit::Exit;
-use super::{Report, fail, json};
+use super::{Report, fail, json, usage};
 use clap::Subcommand;
 use std::process::ExitCode;
 use user_sync::ops::brake;
@@ -34,6 +34,7 @@ pub async fn brake(settings: &Settings, command: BrakeCommand) -> ExitCode {
                 s.window_s,
                 s.held
             ),
+            Err(e @ brake::BrakeError::Config(_)) => return usage(e),
             Err(e) => return fail(e),
         },
         // What was parked again is new deactivations beyond the threshold, never a moved
@@ -53,6 +54,7 @@ pub async fn brake(settings: &Settings, command: BrakeCommand) -> ExitCode {
                     None => "no worker consumes the queue yet".into(),
                 }
             ),
+            Err(e @ brake::BrakeError::Config(_)) => return usage(e),
             Err(e) => return fail(e),
         },
     }

@@ -189,6 +189,7 @@ pub async fn explain(settings: &Settings, user: &str, report: Report) -> ExitCod
     match explain::explain(settings, user).await {
         Ok(e) if report.json => println!("{}", json(&e)),
         Ok(e) => print!("{}", e.to_text()),
+        Err(e @ explain::ExplainError::Config(_)) => return usage(e),
         Err(e) => return fail(e),
     }
     Exit::Done.into()

@@ -3,7 +3,7 @@
 use super::dlq::{Moving, move_back};
 use crate::broker::{self, BrokerError, Session, Topology};
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{SetupError, Store};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +12,18 @@ pub enum BrakeError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Broker(#[from] BrokerError),
+    /// Another service's schema, or a role without the rights: nothing was done.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<SetupError> for BrakeError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            SetupError::Outage(e) | SetupError::Mismatch(e) => BrakeError::Database(e),
+            config => BrakeError::Config(config.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -25,7 +37,7 @@ pub struct BrakeStatus {
 
 pub async fn status(settings: &Settings) -> Result<BrakeStatus, BrakeError> {
     let store = Store::new(settings)?;
-    store.migrate().await?;
+    store.migrate_and_claim().await?;
     let last = store.brake_last().await?;
     store.pool().close().await;
     let topo = Topology::new(settings);
@@ -61,7 +73,7 @@ pub struct Released {
 /// the token before any stamped copy reaches it.
 pub async fn release(settings: &Settings) -> Result<Released, BrakeError> {
     let store = Store::new(settings)?;
-    store.migrate().await?;
+    store.migrate_and_claim().await?;
     let was_engaged = store.brake_last().await?.is_some_and(|l| l.engaged);
     let token = uuid::Uuid::new_v4().to_string();
     let detail = if was_engaged {

@@ -4,7 +4,7 @@
 
 use super::dlq::{self, DeadLetter};
 use crate::settings::Settings;
-use crate::store::{RowView, Store, TrailEntry, WatermarkView};
+use crate::store::{RowView, SetupError, Store, TrailEntry, WatermarkView};
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -34,10 +34,23 @@ pub struct Explained {
 pub enum ExplainError {
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// The schema belongs to another service: its users are not this service's.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<SetupError> for ExplainError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            SetupError::Outage(e) | SetupError::Mismatch(e) => ExplainError::Database(e),
+            config => ExplainError::Config(config.to_string()),
+        }
+    }
 }
 
 pub async fn explain(settings: &Settings, query: &str) -> Result<Explained, ExplainError> {
     let store = Store::new(settings)?;
+    store.check_claim().await?;
     let mut users = Vec::new();
     for id in store.find_users(query.trim()).await? {
         users.push(UserStory {

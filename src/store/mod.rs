@@ -4,6 +4,7 @@ mod apply;
 mod attempt;
 mod audit;
 mod brake_log;
+mod claim;
 mod classify;
 mod export;
 mod guard;
@@ -12,6 +13,7 @@ mod migrations;
 mod report;
 mod result;
 mod session;
+mod setup;
 mod statements;
 mod target_table;
 mod tls;
@@ -24,6 +26,7 @@ pub use export::ExportIds;
 pub use lookup::{RowView, WatermarkView};
 pub use report::UserCounts;
 pub use result::{Commit, EventResult};
+pub use setup::SetupError;
 pub use target_table::{TargetTableProblem, target_table_ddl};
 
 use crate::decide::{EventKey, Reason, State, Status, UserRow};
@@ -35,6 +38,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions, Row};
 use std::collections::BTreeMap;
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use target_table::{TargetTableReads, TargetTableSql};
@@ -44,6 +48,10 @@ use uuid::Uuid;
 pub struct Store {
     pool: PgPool,
     schema: String,
+    /// `SERVICE_NAME`, which the schema is claimed for (see `claim`).
+    service: String,
+    /// Set once the migrations ran: from then on `probe` sets a vanished schema up again.
+    migrated: Arc<AtomicBool>,
     /// A backend's table named by `[target]`, if any; its statements once checked at start.
     target_table: Option<Arc<TargetTable>>,
     statements: Arc<OnceLock<TargetTableSql>>,
@@ -86,6 +94,8 @@ impl Store {
         Ok(Self {
             pool,
             schema: settings.database_schema.clone(),
+            service: settings.service_name.clone(),
+            migrated: Arc::default(),
             target_table: settings.target_table.clone().map(Arc::new),
             reads: settings
                 .target_table
@@ -97,26 +107,15 @@ impl Store {
         })
     }
 
-    /// With a target table (`[target]`): checks it against the database and prepares its
-    /// statements; every problem found, one line each, otherwise. Without one: nothing.
+    /// `prepare_target`, with a database error as one more problem line.
     pub async fn prepare_target_table(&self) -> Result<(), Vec<TargetTableProblem>> {
-        let Some(m) = &self.target_table else {
-            return Ok(());
-        };
-        let columns = self.check_target_table(m).await?;
-        let mut sql = TargetTableSql::new(m, &columns);
-        let indexed = self.email_indexed(m).await.unwrap_or(false);
-        if !indexed {
-            tracing::warn!(
-                table = %format!("{}.{}", m.schema, m.table),
-                column = %m.email,
-                "no index on lower(email): conflicts and adoption scan the table each batch; \
-                 add the one `user-sync migrate --print-target-sql` prints"
-            );
+        match self.prepare_target().await {
+            Ok(()) => Ok(()),
+            Err(SetupError::Target(problems)) => Err(problems),
+            Err(e) => Err(vec![TargetTableProblem(format!(
+                "cannot read the catalog: {e}"
+            ))]),
         }
-        sql.hash_joins = !indexed;
-        let _ = self.statements.set(sql);
-        Ok(())
     }
 
     /// The target table's statements; `None` for the service's own table.

@@ -2,6 +2,7 @@
 //! pooler in transaction mode it would not.
 
 use super::Store;
+use super::setup::SetupError;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ const VERIFY_CONNECT: Duration = Duration::from_secs(5);
 
 /// `verify_session` could not open its two connections (SQLSTATE 53300): said, not fatal;
 /// so is a connect that does not answer within `VERIFY_CONNECT`.
-fn skipped(e: &sqlx::Error) -> Result<(), String> {
+fn skipped(e: &sqlx::Error) -> Result<(), SetupError> {
     tracing::warn!(
         error = %e,
         "could not open two extra connections to check for a pooler in transaction mode; \
@@ -40,10 +41,10 @@ impl Store {
     /// free, and most of those never ran `session_settings`: statements would meet another
     /// schema's tables. Two connections of our own mark their sessions; while the first
     /// holds a transaction open, the second must keep seeing its own mark and our schema,
-    /// before and after the first lets go. Otherwise: a configuration error, never an
-    /// outage.
-    pub async fn verify_session(&self) -> Result<(), String> {
-        let text = |e: sqlx::Error| e.to_string();
+    /// before and after the first lets go. Otherwise: a configuration error; a database
+    /// that fails meanwhile is an outage.
+    pub async fn verify_session(&self) -> Result<(), SetupError> {
+        let text = SetupError::from;
         // Two connections next to the pool's: a role or server sized for the pool alone
         // refuses them (53300). That is no pooler in transaction mode (PgBouncer queues a
         // login rather than refuse it) and no configuration error: skip the check.
@@ -92,34 +93,33 @@ impl Store {
         if marks.iter().all(|m| m.as_deref() == Some("second")) {
             return Ok(());
         }
-        Err(
+        Err(SetupError::Config(
             "DATABASE_URL: transactions of one connection reach other server sessions \
              (a pooler in transaction mode): the worker's session settings and prepared \
              statements would not hold; connect directly or use PgBouncer with \
              pool_mode = session"
                 .into(),
-        )
+        ))
     }
 
     /// The connection's session mark, after checking that its schema is ours.
-    async fn session_mark(&self, conn: &mut PgConnection) -> Result<Option<String>, String> {
+    async fn session_mark(&self, conn: &mut PgConnection) -> Result<Option<String>, SetupError> {
         // Unnamed statements: a named one could meet another client's in a pooled session.
         let (schema, mark): (Option<String>, Option<String>) = sqlx::query_as(
             "SELECT current_setting('search_path'), current_setting('user_sync.session', true)",
         )
         .persistent(false)
         .fetch_one(&mut *conn)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         // Before the migrations the schema may not exist yet: compare the setting itself.
         let schema = schema.map(|s| s.trim_matches('"').to_string());
         if schema.as_deref() != Some(self.schema.as_str()) {
-            return Err(format!(
+            return Err(SetupError::Config(format!(
                 "DATABASE_URL: the session's schema is {schema:?}, not DATABASE_SCHEMA ({}): a \
                  pooler in front of Postgres dropped the session settings; connect directly \
                  or use PgBouncer with pool_mode = session",
                 self.schema
-            ));
+            )));
         }
         Ok(mark)
     }

@@ -35,4 +35,5 @@ mod reconcile;
 mod release;
 mod settings_file;
 mod signed;
+mod startup;
 mod tls;

@@ -19,7 +19,7 @@ use crate::event::Rules;
 use crate::membership::Membership;
 use crate::pipeline::{Trail, isolate_failures};
 use crate::settings::Settings;
-use crate::store::{Commit, EventMeta, EventResult, Store, config_problem};
+use crate::store::{Commit, EventMeta, EventResult, SetupError, Store, config_problem};
 use read::Records;
 use record::Decoder;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,19 @@ pub enum ImportError {
     Database(#[from] sqlx::Error),
 }
 
+impl From<SetupError> for ImportError {
+    fn from(e: SetupError) -> Self {
+        match e {
+            SetupError::Outage(e) | SetupError::Mismatch(e) => ImportError::Database(e),
+            SetupError::Target(problems) => {
+                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                ImportError::Config(lines.join("\n"))
+            }
+            config => ImportError::Config(config.to_string()),
+        }
+    }
+}
+
 /// Imports `path`; `progress(stage, done)` is called after each batch.
 pub async fn import(
     settings: &Settings,
@@ -83,12 +96,8 @@ pub async fn import(
             None => ImportError::Database(e),
         });
     }
-    store.verify_session().await.map_err(ImportError::Config)?;
-    store.migrate().await?;
-    store.prepare_target_table().await.map_err(|p| {
-        let lines: Vec<String> = p.iter().map(ToString::to_string).collect();
-        ImportError::Config(lines.join("\n"))
-    })?;
+    store.verify_session().await?;
+    store.set_up().await?;
     let mut run = Run {
         settings,
         store: &store,

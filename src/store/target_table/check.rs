@@ -5,6 +5,7 @@
 use super::values::Column;
 use super::{q, table};
 use crate::store::Store;
+use crate::store::setup::SetupError;
 use crate::target_table::{Deactivation, Field, Source, TargetTable};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -22,14 +23,13 @@ impl Store {
     pub(crate) async fn check_target_table(
         &self,
         m: &TargetTable,
-    ) -> Result<HashMap<String, Column>, Vec<TargetTableProblem>> {
-        let db = |e: sqlx::Error| vec![TargetTableProblem(format!("cannot read the catalog: {e}"))];
-        let columns = self.target_columns(m).await.map_err(db)?;
+    ) -> Result<HashMap<String, Column>, SetupError> {
+        let columns = self.target_columns(m).await?;
         if columns.is_empty() {
-            return Err(vec![TargetTableProblem(format!(
+            return Err(SetupError::Target(vec![TargetTableProblem(format!(
                 "table: {}.{} does not exist (or this user cannot see it)",
                 m.schema, m.table
-            ))]);
+            ))]));
         }
         let mut problems = Vec::new();
         for (col, wanted) in expected_types(m) {
@@ -71,7 +71,7 @@ impl Store {
             .chain([m.key.as_str()])
             .filter(|c| columns.contains_key(*c))
             .collect();
-        for col in self.unwritable(m, &present).await.map_err(db)? {
+        for col in self.unwritable(m, &present).await? {
             problems.push(format!(
                 "column `{col}`: this database user lacks the INSERT or UPDATE privilege on it"
             ));
@@ -84,7 +84,7 @@ impl Store {
                 ));
             }
         }
-        if columns.contains_key(&m.key) && !self.key_is_unique(m).await.map_err(db)? {
+        if columns.contains_key(&m.key) && !self.key_is_unique(m).await? {
             problems.push(format!(
                 "key `{}` has no unique index of its own (valid, not deferrable, without WHERE; \
                  drop one left INVALID by a failed CREATE INDEX CONCURRENTLY, then see \
@@ -95,7 +95,9 @@ impl Store {
         if problems.is_empty() {
             Ok(columns)
         } else {
-            Err(problems.into_iter().map(TargetTableProblem).collect())
+            Err(SetupError::Target(
+                problems.into_iter().map(TargetTableProblem).collect(),
+            ))
         }
     }
 
