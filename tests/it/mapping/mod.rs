@@ -1,0 +1,102 @@
+//! The `[target]` mapping: syncing into the backend's own users table (Django's
+//! `auth_user`, Laravel's `users`, Rails/Devise's `users`, or any table a mapping fits),
+//! refusing at start what could never be written, and the DDL it prints for the backend.
+
+mod columns;
+mod convergence;
+mod frameworks;
+mod start_check;
+mod target_sql;
+
+use crate::support::*;
+use sqlx::PgPool;
+use std::time::Duration;
+use user_sync::decide::{self, Planned};
+use user_sync::store::{EventResult, Store, target_sql};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// An event for `user` with its first name, activity and password hash set.
+fn event_for(
+    kind: &str,
+    user: u8,
+    ts: &str,
+    role: &str,
+    services: &[&str],
+    (first_name, active, hash): (&str, bool, &str),
+) -> serde_json::Value {
+    let mut e = event(kind, user, ts, role, services);
+    e["user"]["first_name"] = first_name.into();
+    e["user"]["is_active"] = active.into();
+    e["user"]["password_hash"] = hash.into();
+    e
+}
+
+/// A test database holding the backend's `ddl` plus what `target_sql` prints, and a store
+/// (migrated) with the mapping; the result of `prepare_target` as problem lines.
+struct Target {
+    _env: Env,
+    db: PgPool,
+    store: Store,
+    prepared: Result<(), Vec<String>>,
+}
+
+impl Target {
+    async fn new(ddl: &str, toml: &str) -> Self {
+        let env = Env::new().await;
+        Self::in_env(env, ddl, toml).await
+    }
+
+    async fn in_env(env: Env, ddl: &str, toml: &str) -> Self {
+        let db = PgPool::connect(&env.db.url()).await.unwrap();
+        run_sql(&db, ddl).await;
+        let mapping = mapping_of(toml);
+        run_sql(&db, &target_sql(&mapping)).await;
+        let mut settings = env.settings();
+        settings.target = Some(mapping);
+        let store = Store::new(&settings).unwrap();
+        store.migrate().await.unwrap();
+        let prepared = store
+            .prepare_target()
+            .await
+            .map_err(|p| p.iter().map(ToString::to_string).collect());
+        Self {
+            _env: env,
+            db,
+            store,
+            prepared,
+        }
+    }
+
+    /// Applies `events` as one batch; each event's result, in order.
+    async fn apply(&self, events: &[serde_json::Value]) -> Vec<EventResult> {
+        let planned: Vec<Planned> = events.iter().map(planned).collect();
+        let (users, _) = decide::reduce(&planned);
+        let mut results = self.store.apply(&planned, &users).await.unwrap();
+        results.sort_by_key(|r| r.0);
+        results.dedup_by_key(|r| r.0);
+        results.into_iter().map(|r| r.1).collect()
+    }
+
+    async fn text(&self, sql: &str) -> Option<String> {
+        sqlx::query_scalar(sql)
+            .bind(uid(1))
+            .fetch_optional(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+fn applied(results: &[EventResult]) -> bool {
+    results.iter().all(|r| matches!(r, EventResult::Done(_)))
+}
+
+fn created(user: u8) -> serde_json::Value {
+    event(
+        "user.created",
+        user,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+}
