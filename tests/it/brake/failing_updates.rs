@@ -20,14 +20,7 @@ async fn an_older_deletion_behind_a_failing_update_is_parked_by_an_engaged_brake
     worker.stop().await;
 
     // One batch: user 1 deleted at t2, then (t3) an update taking user 2's email.
-    p.send(
-        "user.deleted",
-        1,
-        "2024-01-06T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(1, "2024-01-06T00:00:00Z").await;
     p.publish_json(&taking_email_of(1, 2, "2024-01-07T00:00:00Z"))
         .await;
     let worker = env.start().await;
@@ -66,14 +59,7 @@ async fn deletions_behind_failing_updates_respect_the_threshold() {
     create_all(&env, &p, &[victims.clone(), owners.clone()].concat()).await;
     worker.stop().await;
     for &u in &victims {
-        p.send(
-            "user.deleted",
-            u,
-            "2024-01-06T00:00:00Z",
-            "student",
-            &["lms"],
-        )
-        .await;
+        p.delete(u, "2024-01-06T00:00:00Z").await;
         p.publish_json(&taking_email_of(u, u + 10, "2024-01-07T00:00:00Z"))
             .await;
     }
@@ -135,14 +121,7 @@ async fn a_held_users_older_events_are_parked_with_it_and_applied_after_release(
     refused["user"]["first_name"] = "Refused".into();
     p.publish_json(&rename).await;
     p.publish_json(&refused).await;
-    p.send(
-        "user.deleted",
-        1,
-        "2024-01-08T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(1, "2024-01-08T00:00:00Z").await;
     let worker = env.start().await;
     // In one batch all three are parked. Should the worker cut them into batches without
     // a deactivation, the rename is applied and the refused update dead-lettered there;

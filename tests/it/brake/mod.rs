@@ -26,9 +26,9 @@ fn student(n: u32, kind: &str, ts: &str) -> serde_json::Value {
     })
 }
 
-/// Creates `n` students, waits until all are active, deletes them all, and waits until
-/// `held` deletions sit in the hold queue; returns its name.
-async fn create_then_delete(env: &Env, p: &Publisher, n: u32, held: u32) -> String {
+/// Creates `n` students, waits until all are active and publishes the deletion of each;
+/// returns a store to watch them with.
+async fn create_and_delete(env: &Env, p: &Publisher, n: u32) -> user_sync::store::Store {
     for i in 0..n {
         p.publish_json(&student(i, "user.created", "2024-01-01T00:00:00Z"))
             .await;
@@ -42,6 +42,13 @@ async fn create_then_delete(env: &Env, p: &Publisher, n: u32, held: u32) -> Stri
         p.publish_json(&student(i, "user.deleted", "2024-02-01T00:00:00Z"))
             .await;
     }
+    store
+}
+
+/// Creates `n` students, waits until all are active, deletes them all, and waits until
+/// `held` deletions sit in the hold queue; returns its name.
+async fn create_then_delete(env: &Env, p: &Publisher, n: u32, held: u32) -> String {
+    let store = create_and_delete(env, p, n).await;
     let hold = env.hold();
     wait_depth(&hold, held, "deletions held", WAIT).await;
     store.pool().close().await;
@@ -56,19 +63,7 @@ fn brake_cmd(env: &Env, args: &[&str]) -> (i32, String) {
 /// Creates `n` students and deletes them all; returns once every deletion was either
 /// applied or parked (the number parked depends on how the replicas shared them).
 async fn delete_until_settled(env: &Env, p: &Publisher, n: u32) -> u32 {
-    for i in 0..n {
-        p.publish_json(&student(i, "user.created", "2024-01-01T00:00:00Z"))
-            .await;
-    }
-    let store = env.store();
-    wait_for("all active", WAIT, || async {
-        active(&store).await == n as i64
-    })
-    .await;
-    for i in 0..n {
-        p.publish_json(&student(i, "user.deleted", "2024-02-01T00:00:00Z"))
-            .await;
-    }
+    let store = create_and_delete(env, p, n).await;
     let (queue, hold) = (&env.broker.queue, env.hold());
     wait_for("every deletion applied or held", WAIT, || async {
         let held = queue_counts(&hold).await.map_or(0, |c| c.0);
@@ -127,14 +122,7 @@ async fn all_applied_once(env: &Env, held: u32) {
 async fn engage_brake(env: &Env, p: &Publisher) {
     create_all(env, p, &[100, 101]).await;
     for u in [100, 101] {
-        p.send(
-            "user.deleted",
-            u,
-            "2024-01-05T00:00:00Z",
-            "student",
-            &["lms"],
-        )
-        .await;
+        p.delete(u, "2024-01-05T00:00:00Z").await;
     }
     wait_for("one deletion parked", WAIT, || async {
         hold_depth(env).await == 1

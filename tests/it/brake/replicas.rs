@@ -39,25 +39,14 @@ async fn a_brake_engaged_by_one_replica_holds_deactivations_on_the_other() {
     let b = env.start().await;
     let p = env.publisher().await;
     let store = env.store();
-    p.create_student(1, &["lms"]).await;
-    wait_for("user 1 active", WAIT, || async {
-        row(&store, 1).await.is_some_and(|r| r.0)
-    })
-    .await;
+    create_all(&env, &p, &[1]).await;
     // What replica A writes when it engages (`Brake::engage`).
     store
         .brake_engaged(2, "more than 2 deactivations within 1 s")
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await; // the window has passed
-    p.send(
-        "user.deleted",
-        1,
-        "2024-02-01T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(1, "2024-02-01T00:00:00Z").await;
     let hold = env.hold();
     wait_for("the deletion held or applied", WAIT, || async {
         row(&store, 1).await.is_some_and(|r| !r.0)
@@ -82,25 +71,14 @@ async fn a_replica_stuck_holding_the_window_lock_does_not_stall_the_queue() {
     let worker = env.start().await;
     let p = env.publisher().await;
     let store = env.store();
-    p.create_student(1, &["lms"]).await;
-    wait_for("user 1 active", WAIT, || async {
-        row(&store, 1).await.is_some_and(|r| r.0)
-    })
-    .await;
+    create_all(&env, &p, &[1]).await;
     let mut stuck = sqlx::PgConnection::connect(&env.db.url()).await.unwrap();
     sqlx::query("BEGIN").execute(&mut stuck).await.unwrap();
     sqlx::query("LOCK TABLE user_sync.brake_window IN SHARE ROW EXCLUSIVE MODE")
         .execute(&mut stuck)
         .await
         .unwrap();
-    p.send(
-        "user.deleted",
-        1,
-        "2024-02-01T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(1, "2024-02-01T00:00:00Z").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     p.create_student(2, &["lms"]).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(25);

@@ -130,12 +130,7 @@ async fn classic_retry_tiers_of_the_previous_version_still_carry_retries() {
     env.wait_dead_letters(1, "the conflict dead-lettered after its retries", WAIT)
         .await;
     let letters = env.dead_letters().await;
-    assert_eq!(
-        header(&letters[0], "x-error-kind").as_deref(),
-        Some("email_conflict")
-    );
-    let attempts = user_sync::headers::header_int(&letters[0].properties, "x-attempts");
-    assert_eq!(attempts, Some(3));
+    assert_dead_letter(&letters[0], "email_conflict", 3);
     worker.stop().await;
 }
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::support::*;
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -19,10 +19,7 @@ use user_sync::broker::Session;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn a_frozen_node_holds_up_neither_a_starting_worker_nor_the_commands() {
-    let cluster = Cluster::from_env();
-    cluster.heal().await;
-    let _healer = Healer;
-    let env = cluster_env(&cluster).await;
+    let (cluster, _healer, env) = on_cluster().await;
     let topo = env.topology();
     // The topology exists already: nothing needs binding, only looking up.
     Session::open(&env.settings(), &topo)
@@ -88,33 +85,14 @@ async fn a_frozen_node_holds_up_neither_a_starting_worker_nor_the_commands() {
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn dlq_replay_cut_by_its_nodes_death_loses_nothing_when_run_again() {
     const LETTERS: usize = 1500;
-    let cluster = Cluster::from_env();
-    cluster.heal().await;
-    let _healer = Healer;
-    let env = cluster_env(&cluster).await;
+    let (cluster, _healer, env) = on_cluster().await;
     let topo = env.topology();
-    let mut through_2 = env.settings();
-    through_2.rabbitmq_addresses = vec![cluster.address(2)];
-    Session::open(&through_2, &topo)
-        .await
-        .unwrap()
-        .close()
-        .await;
+    cluster.declare_through(2, &env).await;
     // Dead letters of created events, each for a user of its own, through node 2.
-    let conn = cluster.connect(2).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (conn, ch) = confirming(&cluster.url(2)).await;
     let mut confirms = Vec::new();
     for i in 0..LETTERS {
-        let mut e = event(
-            "user.created",
-            1,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        );
+        let mut e = created(1);
         let id = uuid::Uuid::new_v4().to_string();
         e["user_id"] = id.clone().into();
         e["user"]["id"] = id.into();

@@ -7,7 +7,6 @@ use super::traffic::{EVENTS, Traffic, applied, expected, stream};
 use super::*;
 use crate::support::*;
 use std::time::{Duration, Instant};
-use user_sync::broker::Session;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
@@ -44,10 +43,7 @@ async fn freezing_the_workers_node_is_noticed_by_heartbeats_and_resumes_on_anoth
 /// Runs the stream through the cluster, inflicts `fault` a third of the way in, and
 /// returns the pause it caused.
 async fn failover(fault: Fault) -> Duration {
-    let cluster = Cluster::from_env();
-    // A test that failed before may have left a node down or frozen.
-    cluster.heal().await;
-    let env = cluster_env(&cluster).await;
+    let (cluster, _healer, env) = on_cluster().await;
     // A frozen node keeps what the queue sent its consumer, up to PREFETCH deliveries,
     // until the cluster drops the node (net_ticktime, about a minute) or it runs again:
     // those wait whatever user-sync does (README, Running on a RabbitMQ cluster). The
@@ -62,13 +58,7 @@ async fn failover(fault: Fault) -> Duration {
         // Declared through node 2, the queues are led from there while the worker, which
         // tries node 1 first, consumes through node 1. (Frozen, a leader's node holds up
         // RabbitMQ's own consumers until the cluster drops it: see the README.)
-        let mut through_2 = env.settings();
-        through_2.rabbitmq_addresses = vec![cluster.address(2)];
-        Session::open(&through_2, &topo)
-            .await
-            .unwrap()
-            .close()
-            .await;
+        cluster.declare_through(2, &env).await;
     }
     let worker = Worker::spawn(env.settings());
     cluster.wait_consumers(1, &topo.queue, 1, WAIT).await;

@@ -18,15 +18,20 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// An environment on the cluster: the URL's host is ignored once RABBITMQ_ADDRESSES names
-/// the nodes, and the brake is off (the streams deactivate more users than it allows; it
-/// is not under test here).
-async fn cluster_env(cluster: &Cluster) -> Env {
-    Env::new()
+/// The cluster made whole (a test that failed before may have left a node down or
+/// frozen), a `Healer` that makes it whole again however the test ends, and an
+/// environment on it: the URL's host is ignored once RABBITMQ_ADDRESSES names the nodes,
+/// and the brake is off (the streams deactivate more users than it allows; it is not
+/// under test here).
+async fn on_cluster() -> (Cluster, Healer, Env) {
+    let cluster = Cluster::from_env();
+    cluster.heal().await;
+    let env = Env::new()
         .await
         .set("rabbitmq_url", "amqp://guest:guest@ignored.invalid/%2f")
         .set("rabbitmq_addresses", &cluster.addresses.join(","))
-        .set("deactivation_brake", "0")
+        .set("deactivation_brake", "0");
+    (cluster, Healer, env)
 }
 
 /// Continues frozen nodes and restarts dead ones when dropped, so that a test failing

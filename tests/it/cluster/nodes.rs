@@ -2,11 +2,13 @@
 //! addresses from `TEST_RABBITMQ_CLUSTER`, its nodes killed, frozen and healed through the
 //! script, and plain AMQP connections to one node at a time.
 
-use crate::support::{connect, delete_all, get_all_at, names_of, queue_counts_at, wait_consumers};
+use crate::support::{
+    Env, connect, delete_all, get_all_at, names_of, queue_counts_at, wait_consumers,
+};
 use lapin::Connection;
 use std::process::Command;
 use std::time::Duration;
-use user_sync::broker::Topology;
+use user_sync::broker::{Session, Topology};
 use user_sync::settings::BrokerAddress;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
@@ -47,6 +49,18 @@ impl Cluster {
             host: host.into(),
             port: port.parse().unwrap(),
         }
+    }
+
+    /// Declares `env`'s topology through `node` alone, so its quorum queues are led from
+    /// there.
+    pub async fn declare_through(&self, node: usize, env: &Env) {
+        let mut settings = env.settings();
+        settings.rabbitmq_addresses = vec![self.address(node)];
+        Session::open(&settings, &env.topology())
+            .await
+            .unwrap()
+            .close()
+            .await;
     }
 
     /// Which node an address (`host:port`) is.

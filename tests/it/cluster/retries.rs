@@ -3,10 +3,9 @@
 
 use super::*;
 use crate::support::*;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::BasicProperties;
+use lapin::options::BasicPublishOptions;
 use std::time::Duration;
-use user_sync::broker::Session;
 
 /// The previous version's deployment on a cluster, its classic retry tiers kept by the
 /// upgrade (homed on node 3, which declared them), the worker consuming through node 1,
@@ -18,10 +17,7 @@ use user_sync::broker::Session;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn a_kept_classic_retry_tier_on_a_dead_node_stops_the_worker_and_loses_nothing() {
-    let cluster = Cluster::from_env();
-    cluster.heal().await;
-    let _healer = Healer;
-    let env = cluster_env(&cluster).await;
+    let (cluster, _healer, env) = on_cluster().await;
     let topo = env.topology();
     let node3 = cluster.connect(3).await;
     for (q, delay) in &topo.retry_queues {
@@ -89,21 +85,10 @@ async fn a_kept_classic_retry_tier_on_a_dead_node_stops_the_worker_and_loses_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn a_retry_waiting_in_a_quorum_tier_survives_its_leaders_node() {
-    let cluster = Cluster::from_env();
-    cluster.heal().await;
-    let _healer = Healer;
-    let env = cluster_env(&cluster)
-        .await
-        .set("retry_delays_ms", "4000")
-        .set("max_attempts", "2");
+    let (cluster, _healer, env) = on_cluster().await;
+    let env = env.set("retry_delays_ms", "4000").set("max_attempts", "2");
     let topo = env.topology();
-    let mut through_2 = env.settings();
-    through_2.rabbitmq_addresses = vec![cluster.address(2)];
-    Session::open(&through_2, &topo)
-        .await
-        .unwrap()
-        .close()
-        .await;
+    cluster.declare_through(2, &env).await;
     let tier = topo.retry_queues[0].0.clone();
     let worker = start_on_cluster(&env, &cluster).await;
     assert_eq!(cluster.leader(&tier), 2, "the tier is led from node 2");
@@ -151,20 +136,12 @@ async fn a_retry_waiting_in_a_quorum_tier_survives_its_leaders_node() {
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn dead_letters_and_held_deactivations_survive_the_workers_node_dying() {
     const BAD: usize = 1500;
-    let cluster = Cluster::from_env();
-    cluster.heal().await;
-    let _healer = Healer;
-    let env = cluster_env(&cluster).await.set("deactivation_brake", "1");
+    let (cluster, _healer, env) = on_cluster().await;
+    let env = env.set("deactivation_brake", "1");
     let topo = env.topology();
     let worker = start_on_cluster(&env, &cluster).await;
     let url = cluster.url(2);
-    let conn = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (conn, ch) = confirming(&url).await;
     let mut confirms = Vec::new();
     for i in 0..BAD {
         let (key, body) = if i % 2 == 0 {

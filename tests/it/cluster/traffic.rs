@@ -1,9 +1,9 @@
 //! Traffic through the cluster while a node fails: a paced publisher on a node that stays
 //! up, and the progress of the table, read as the newest event applied.
 
-use crate::support::{churn_stream, model_states};
+use crate::support::{churn_stream, confirming, model_states};
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -60,13 +60,7 @@ impl Traffic {
         exchange: String,
         events: Vec<(i64, serde_json::Value)>,
     ) -> Self {
-        let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let (conn, ch) = confirming(&url).await;
         let newest = Arc::new(AtomicI64::new(-1));
         let counter = newest.clone();
         let task = tokio::spawn(async move {

@@ -119,14 +119,7 @@ async fn duplicates_stale_and_late_events_change_nothing() {
     p.create_student(3, &["lms"]).await;
     p.send("user.deleted", 3, "2024-01-05T00:00:00Z", "student", &[])
         .await;
-    p.send(
-        "user.updated",
-        3,
-        "2024-01-03T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.update(3, "2024-01-03T00:00:00Z").await;
     // A never-seen user deleted, then its late create: no resurrection.
     let deleted = serde_json::json!({
         "event_type": "user.deleted", "user_id": uid(4).to_string(), "timestamp": "2024-01-05T00:00:00Z"
@@ -191,13 +184,7 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
     let p = env.publisher().await;
     let store = env.store();
     // User 1 holds user9@example.com; user 2 wants it.
-    let mut holder = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
+    let mut holder = created(1);
     holder["user"]["email"] = "user9@example.com".into();
     p.publish_json(&holder).await;
     wait_for("holder", WAIT, || async { row(&store, 1).await.is_some() }).await;
@@ -211,14 +198,7 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
     taker["user"]["email"] = "user9@example.com".into();
     p.publish_json(&taker).await;
     // While the taker waits in a retry tier, the holder moves to another address.
-    p.send(
-        "user.updated",
-        1,
-        "2024-01-03T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.update(1, "2024-01-03T00:00:00Z").await;
     wait_for("taker applied on retry", WAIT, || async {
         row(&store, 2)
             .await
@@ -239,14 +219,7 @@ async fn email_conflicts_retry_then_succeed_or_dead_letter() {
     env.wait_dead_letters(1, "conflict dead-lettered", WAIT)
         .await;
     let dead = env.dead_letters().await;
-    assert_eq!(
-        header(&dead[0], "x-error-kind").as_deref(),
-        Some("email_conflict")
-    );
-    assert_eq!(
-        user_sync::headers::header_int(&dead[0].properties, "x-attempts"),
-        Some(4)
-    );
+    assert_dead_letter(&dead[0], "email_conflict", 4);
     assert_eq!(dead[0].routing_key.as_str(), "user.created");
     assert_eq!(dead[0].data, stuck.to_string().into_bytes());
     assert!(row(&store, 3).await.is_none());

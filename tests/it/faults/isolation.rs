@@ -78,14 +78,7 @@ async fn through_the_worker_the_older_deletion_stands_and_the_newer_update_is_de
     let p = env.publisher().await;
     // Queued before the worker starts, so both arrive in one batch.
     env.declare().await;
-    p.send(
-        "user.deleted",
-        1,
-        "2024-01-02T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(1, "2024-01-02T00:00:00Z").await;
     p.publish_json(&taking_user2s_email("2024-01-03T00:00:00Z"))
         .await;
     let worker = env.start().await;
@@ -139,15 +132,7 @@ async fn one_failing_event_among_60_of_a_user_costs_a_few_transactions() {
     let env = Env::new().await;
     let store = env.store();
     store.migrate().await.unwrap();
-    let created = [1, 2].map(|u| {
-        planned(&event(
-            "user.created",
-            u,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        ))
-    });
+    let created = [1, 2].map(|u| planned(&created(u)));
     let (users, losers) = decide::reduce(&created);
     apply_isolated(&store, &created, &users, &losers, Commit::Yes, None)
         .await
@@ -218,14 +203,7 @@ async fn isolation_writes_one_audit_row_per_event() {
     );
     change["user"]["last_name"] = "Second".into();
     p.publish_json(&change).await;
-    p.send(
-        "user.deleted",
-        1,
-        "2024-01-03T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(1, "2024-01-03T00:00:00Z").await;
     p.publish_json(&taking_email_of(1, 2, "2024-01-04T00:00:00Z"))
         .await;
     let worker = env.start().await;

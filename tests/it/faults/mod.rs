@@ -44,14 +44,6 @@ async fn apply_batch(store: &Store, events: &[serde_json::Value]) -> Vec<(usize,
 /// User 1 and user 2 active; user 2's email is what the failing update of user 1 wants.
 async fn two_users(store: &Store) {
     store.migrate().await.unwrap();
-    let created = [1, 2].map(|u| {
-        event(
-            "user.created",
-            u,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        )
-    });
+    let created = [1, 2].map(created);
     apply_batch(store, &created).await;
 }

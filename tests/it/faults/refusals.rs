@@ -13,13 +13,7 @@ async fn a_row_a_trigger_refuses_is_dead_lettered_and_the_users_behind_it_flow()
     refusing_trigger(&store).await;
     let worker = env.start().await;
     let p = env.publisher().await;
-    let mut refused = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
+    let mut refused = created(1);
     refused["user"]["first_name"] = "Refused".into();
     p.publish_json(&refused).await;
     for u in 2..=6 {
@@ -68,24 +62,9 @@ async fn a_statement_timeout_on_one_row_is_that_rows_failure() {
         sqlx::query(sql).execute(store.pool()).await.unwrap();
     }
     let store = env.store(); // new sessions pick up the timeout
-    let mut slow = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
+    let mut slow = created(1);
     slow["user"]["first_name"] = "Slow".into();
-    let batch = [
-        slow,
-        event(
-            "user.created",
-            2,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        ),
-    ];
+    let batch = [slow, created(2)];
     let results = apply_batch(&store, &batch).await;
     assert!(
         matches!(&results[0].1, EventResult::Rejected(why) if why.contains("57014")),
@@ -111,15 +90,7 @@ async fn a_deadlock_is_tried_again_at_once_and_applies() {
     ] {
         sqlx::query(sql).execute(store.pool()).await.unwrap();
     }
-    let batch = [1, 2].map(|u| {
-        event(
-            "user.created",
-            u,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        )
-    });
+    let batch = [1, 2].map(created);
     let results = apply_batch(&store, &batch).await;
     assert!(
         results
@@ -153,24 +124,9 @@ async fn a_row_level_security_denial_is_that_rows_failure() {
     vars.insert("database_url".into(), url);
     let settings = user_sync::settings::Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();
     let store = Store::new(&settings).unwrap();
-    let mut blocked = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
+    let mut blocked = created(1);
     blocked["user"]["first_name"] = "Blocked".into();
-    let batch = [
-        blocked,
-        event(
-            "user.created",
-            2,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        ),
-    ];
+    let batch = [blocked, created(2)];
     let results = apply_batch(&store, &batch).await;
     store.pool().close().await;
     for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {

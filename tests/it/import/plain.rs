@@ -6,21 +6,19 @@ use crate::support::*;
 use std::time::Duration;
 
 fn numbered(i: u32) -> serde_json::Value {
-    let (role, services) = match i % 10 {
-        0 => ("teacher", "[]"),
-        1..=6 => ("student", "[\"lms\"]"),
-        _ => ("student", "[\"sat\"]"),
+    let (role, services): (&str, &[&str]) = match i % 10 {
+        0 => ("teacher", &[]),
+        1..=6 => ("student", &["lms"]),
+        _ => ("student", &["sat"]),
     };
-    serde_json::json!({
-        "id": uuid::Uuid::from_u128(0x1000_0000 + i as u128).to_string(),
-        "email": format!("import{i}@example.com"),
-        "first_name": "Imported",
-        "last_name": format!("User {i}"),
-        "password_hash": HASH,
-        "role": role,
-        "is_active": true,
-        "allowed_services_json": services,
-    })
+    let mut r = record(1, role, services);
+    r["id"] = uuid::Uuid::from_u128(0x1000_0000 + i as u128)
+        .to_string()
+        .into();
+    r["email"] = format!("import{i}@example.com").into();
+    r["first_name"] = "Imported".into();
+    r["last_name"] = format!("User {i}").into();
+    r
 }
 
 fn import(env: &Env, args: &[&str]) -> Run {

@@ -17,7 +17,7 @@ async fn a_refused_reconcile_takes_no_room_in_the_brake_window() {
     let worker = env.start().await;
     let p = env.publisher().await;
     for n in [4, 5] {
-        p.send("user.deleted", n, T, "student", &["lms"]).await;
+        p.delete(n, T).await;
     }
     wait_for("two deletions applied", WAIT, || async {
         active(&store).await == 3
@@ -39,7 +39,7 @@ async fn a_refused_reconcile_takes_no_room_in_the_brake_window() {
 
     // The one place left is the workers'.
     let worker = env.start().await;
-    p.send("user.deleted", 1, AFTER, "student", &["lms"]).await;
+    p.delete(1, AFTER).await;
     let hold = env.hold();
     wait_for("the deletion applied or held", WAIT, || async {
         row(&store, 1).await.is_some_and(|r| !r.0)

@@ -217,22 +217,8 @@ async fn an_as_of_with_an_offset_and_nanoseconds_orders_like_the_events() {
     for n in 1..=3 {
         p.send("user.created", n, BEFORE, "student", &["lms"]).await;
     }
-    p.send(
-        "user.updated",
-        2,
-        "2024-06-01T00:00:00.000001Z",
-        "student",
-        &["lms"],
-    )
-    .await;
-    p.send(
-        "user.updated",
-        3,
-        "2024-06-01T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.update(2, "2024-06-01T00:00:00.000001Z").await;
+    p.update(3, "2024-06-01T00:00:00Z").await;
     let decided = "SELECT count(*) FROM audit_log WHERE event_type LIKE 'user.%'";
     wait_for("the events decided", WAIT, || async {
         count(&store, decided).await == 5

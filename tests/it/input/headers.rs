@@ -71,14 +71,7 @@ async fn hostile_attempt_counts_are_retried_exactly_max_attempts_times() {
     env.wait_dead_letters(3, "dead letters", WAIT).await;
     let max_attempts = env.settings().max_attempts as i64;
     for letter in env.dead_letters().await {
-        assert_eq!(
-            header(&letter, "x-error-kind").as_deref(),
-            Some("email_conflict")
-        );
-        assert_eq!(
-            user_sync::headers::header_int(&letter.properties, "x-attempts"),
-            Some(max_attempts)
-        );
+        assert_dead_letter(&letter, "email_conflict", max_attempts);
     }
     worker.stop().await;
 }

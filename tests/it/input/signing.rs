@@ -17,16 +17,7 @@ async fn only_events_signed_with_a_configured_key_are_applied() {
         .set("event_signing_keys", &format!("{NEW}, {OLD}"));
     let worker = env.start().await;
     let p = env.publisher().await;
-    let body = |user| {
-        event(
-            "user.created",
-            user,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        )
-        .to_string()
-    };
+    let body = |user| created(user).to_string();
     // Signed with either key (rotation): applied.
     for (user, key) in [(1, OLD), (2, NEW)] {
         let b = body(user);
@@ -101,14 +92,7 @@ async fn a_signed_body_replayed_under_another_routing_key_changes_nothing() {
     let worker = env.start().await;
     let p = env.publisher().await;
     let key = NEW.to_string().into();
-    let created = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .to_string();
+    let created = created(1).to_string();
     p.publish_with(
         "user.created",
         created.as_bytes(),
@@ -169,14 +153,7 @@ async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause(
         }
     };
     for u in [1, 2] {
-        publish(event(
-            "user.created",
-            u,
-            "2024-01-01T00:00:00Z",
-            "student",
-            &["lms"],
-        ))
-        .await;
+        publish(created(u)).await;
     }
     let store = env.store();
     wait_for("created", WAIT, || async {
@@ -190,12 +167,5 @@ async fn a_signed_event_survives_its_retries_and_dead_letters_for_its_own_cause(
     .await;
     worker.stop().await;
     let dead = env.dead_letters().await;
-    assert_eq!(
-        header(&dead[0], "x-error-kind").as_deref(),
-        Some("email_conflict")
-    );
-    assert_eq!(
-        user_sync::headers::header_int(&dead[0].properties, "x-attempts"),
-        Some(3)
-    );
+    assert_dead_letter(&dead[0], "email_conflict", 3);
 }

@@ -16,21 +16,10 @@ async fn services_into_a_not_null_text_column_sync() {
     let t = Target::new(
         "CREATE TABLE public.accounts (id serial PRIMARY KEY, email text NOT NULL, \
            services text NOT NULL DEFAULT '[]', active boolean NOT NULL)",
-        r#"
-        [target]
-        table = "public.accounts"
-        key = "auth_user_id"
-        [target.columns]
-        email = "email"
-        services = "allowed_services"
-        [target.deactivation]
-        flag = "active"
-        "#,
+        &flag_mapping("public.accounts", r#"services = "allowed_services""#),
     )
     .await;
-    assert_eq!(t.prepared, Ok(()));
-    let results = t.apply(&[created(1)]).await;
-    assert!(applied(&results), "{results:?}");
+    t.creates_user_1().await;
     let services = t
         .text("SELECT services FROM public.accounts WHERE auth_user_id = $1")
         .await;
@@ -58,9 +47,7 @@ async fn a_not_null_reason_column_takes_active_users() {
         "#,
     )
     .await;
-    assert_eq!(t.prepared, Ok(()));
-    let results = t.apply(&[created(1)]).await;
-    assert!(applied(&results), "{results:?}");
+    t.creates_user_1().await;
     let deleted = event("user.deleted", 1, "2024-01-02T00:00:00Z", "student", &[]);
     let results = t.apply(&[deleted]).await;
     assert!(applied(&results), "{results:?}");
@@ -95,21 +82,13 @@ async fn types_outside_the_service_search_path_sync() {
          CREATE TYPE app.kind AS ENUM ('staff', 'member'); \
          CREATE TABLE app.people (id bigserial PRIMARY KEY, email public.citext NOT NULL, \
            kind app.kind NOT NULL, active boolean NOT NULL)",
-        r#"
-        [target]
-        table = "app.people"
-        key = "auth_user_id"
-        [target.columns]
-        email = "email"
-        kind = { role_map = { teacher = "staff" }, default = "member" }
-        [target.deactivation]
-        flag = "active"
-        "#,
+        &flag_mapping(
+            "app.people",
+            r#"kind = { role_map = { teacher = "staff" }, default = "member" }"#,
+        ),
     )
     .await;
-    assert_eq!(t.prepared, Ok(()));
-    let results = t.apply(&[created(1)]).await;
-    assert!(applied(&results), "{results:?}");
+    t.creates_user_1().await;
     let kind = t
         .text("SELECT kind::text FROM app.people WHERE auth_user_id = $1")
         .await;
@@ -125,23 +104,17 @@ async fn mapping_values_cannot_inject_sql() {
     let t = Target::new(
         "CREATE TABLE public.accts (id serial PRIMARY KEY, email text NOT NULL, \
            note text NOT NULL, badge text, pw text, active boolean NOT NULL)",
-        r#"
-        [target]
-        table = "public.accts"
-        key = "auth_user_id"
-        [target.columns]
-        email = "email"
-        note = { constant = "x'); DROP TABLE public.accts; --" }
-        badge = { role_map = { "stu'dent" = "it's $1", student = "o'k\"; --" }, default = "'" }
-        pw = { field = "password_hash", prefix = "p'$10$" }
-        [target.deactivation]
-        flag = "active"
-        "#,
+        &flag_mapping(
+            "public.accts",
+            r#"
+            note = { constant = "x'); DROP TABLE public.accts; --" }
+            badge = { role_map = { "stu'dent" = "it's $1", student = "o'k\"; --" }, default = "'" }
+            pw = { field = "password_hash", prefix = "p'$10$" }
+            "#,
+        ),
     )
     .await;
-    assert_eq!(t.prepared, Ok(()));
-    let results = t.apply(&[created(1)]).await;
-    assert!(applied(&results), "{results:?}");
+    t.creates_user_1().await;
     let row: (String, String, String) =
         sqlx::query_as("SELECT note, badge, pw FROM public.accts WHERE auth_user_id = $1")
             .bind(uid(1))

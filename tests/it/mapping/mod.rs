@@ -91,12 +91,29 @@ fn applied(results: &[EventResult]) -> bool {
     results.iter().all(|r| matches!(r, EventResult::Done(_)))
 }
 
-fn created(user: u8) -> serde_json::Value {
-    event(
-        "user.created",
-        user,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
+/// A `[target]` section for `table`: keyed by `auth_user_id`, the `email` column written
+/// from the email and `columns` (TOML lines) besides, deactivation through an `active`
+/// flag.
+fn flag_mapping(table: &str, columns: &str) -> String {
+    format!(
+        "[target]\ntable = \"{table}\"\nkey = \"auth_user_id\"\n[target.columns]\n\
+         email = \"email\"\n{columns}\n[target.deactivation]\nflag = \"active\"\n"
     )
+}
+
+impl Target {
+    /// Fails the test unless the start-up check accepted the mapping and user 1's
+    /// creation applies.
+    async fn creates_user_1(&self) {
+        assert_eq!(self.prepared, Ok(()));
+        let results = self.apply(&[created(1)]).await;
+        assert!(applied(&results), "{results:?}");
+    }
+
+    /// Fails the test unless the start-up check refused the mapping (`why`), naming
+    /// `column` in a problem.
+    fn refused_naming(&self, column: &str, why: &str) {
+        let problems = self.prepared.clone().expect_err(why);
+        assert!(problems.iter().any(|p| p.contains(column)), "{problems:?}");
+    }
 }

@@ -71,15 +71,7 @@ async fn a_mapping_that_does_not_fit_exits_2_naming_each_column() {
            UNIQUE (auth_user_id) DEFERRABLE INITIALLY DEFERRED",
     )
     .await;
-    let run = with_config(&env, DJANGO.mapping, &[]).await;
-    assert_eq!(run.code, 2, "{}", run.text());
-    assert!(
-        problems(&run)
-            .iter()
-            .any(|l| l.contains("`auth_user_id`") && l.contains("unique index")),
-        "{}",
-        run.stderr
-    );
+    key_index_refused(&env).await;
 
     // A table that does not exist; a mapping the file gets wrong by itself.
     let missing = DJANGO
@@ -93,6 +85,20 @@ async fn a_mapping_that_does_not_fit_exits_2_naming_each_column() {
     assert_eq!(run.code, 2, "{}", run.text());
     assert!(
         run.stderr.contains("`auth_user` is not schema-qualified"),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Fails the test unless the binary with Django's mapping exits 2, saying that the key
+/// `auth_user_id` has no unique index it can use.
+async fn key_index_refused(env: &Env) {
+    let run = with_config(env, DJANGO.mapping, &[]).await;
+    assert_eq!(run.code, 2, "{}", run.text());
+    assert!(
+        problems(&run)
+            .iter()
+            .any(|l| l.contains("`auth_user_id`") && l.contains("unique index")),
         "{}",
         run.stderr
     );
@@ -131,15 +137,7 @@ async fn an_invalid_unique_index_left_by_a_failed_concurrent_build_is_refused() 
     .await
     .unwrap();
     assert!(invalid, "the failed build left an invalid index");
-    let run = with_config(&env, DJANGO.mapping, &[]).await;
-    assert_eq!(run.code, 2, "{}", run.text());
-    assert!(
-        problems(&run)
-            .iter()
-            .any(|l| l.contains("`auth_user_id`") && l.contains("unique index")),
-        "{}",
-        run.stderr
-    );
+    key_index_refused(&env).await;
 }
 
 /// A generated column (or an identity GENERATED ALWAYS) named by the mapping is a problem
@@ -151,26 +149,10 @@ async fn a_generated_column_in_the_mapping_is_refused_at_start() {
         "CREATE TABLE public.people (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, \
            email text NOT NULL, lower_email text GENERATED ALWAYS AS (lower(email)) STORED, \
            active boolean NOT NULL)",
-        r#"
-        [target]
-        table = "public.people"
-        key = "auth_user_id"
-        [target.columns]
-        email = "email"
-        lower_email = "email"
-        [target.deactivation]
-        flag = "active"
-        "#,
+        &flag_mapping("public.people", r#"lower_email = "email""#),
     )
     .await;
-    let problems = t
-        .prepared
-        .clone()
-        .expect_err("a generated column is written");
-    assert!(
-        problems.iter().any(|p| p.contains("lower_email")),
-        "{problems:?}"
-    );
+    t.refused_naming("lower_email", "a generated column is written");
 }
 
 /// A NOT NULL column from a role map without `default` (Django's `is_staff`) is a problem
@@ -181,26 +163,10 @@ async fn a_not_null_role_map_without_default_is_refused_at_start() {
     let t = Target::new(
         "CREATE TABLE public.staff (id serial PRIMARY KEY, email text NOT NULL, \
            is_staff boolean NOT NULL DEFAULT false, active boolean NOT NULL)",
-        r#"
-        [target]
-        table = "public.staff"
-        key = "auth_user_id"
-        [target.columns]
-        email = "email"
-        is_staff = { role_map = { admin = true } }
-        [target.deactivation]
-        flag = "active"
-        "#,
+        &flag_mapping("public.staff", "is_staff = { role_map = { admin = true } }"),
     )
     .await;
-    let problems = t
-        .prepared
-        .clone()
-        .expect_err("students would all be refused");
-    assert!(
-        problems.iter().any(|p| p.contains("is_staff")),
-        "{problems:?}"
-    );
+    t.refused_naming("is_staff", "students would all be refused");
 }
 
 /// A database user that may read the table but not write it is refused at start, naming
@@ -227,17 +193,7 @@ async fn a_user_that_cannot_write_the_table_is_refused_at_start() {
     env.overrides
         .insert("database_url".into(), pg_url_as(&role, &env.db.name));
     let mut settings = env.settings();
-    settings.target = Some(mapping_of(
-        r#"
-        [target]
-        table = "public.people"
-        key = "auth_user_id"
-        [target.columns]
-        email = "email"
-        [target.deactivation]
-        flag = "active"
-        "#,
-    ));
+    settings.target = Some(mapping_of(&flag_mapping("public.people", "")));
     let store = Store::new(&settings).unwrap();
     let prepared = store.prepare_target().await;
     store.pool().close().await;
@@ -281,19 +237,7 @@ fn a_mixed_case_table_can_be_mapped() {
 async fn status_and_explain_with_a_broken_mapping_do_not_panic() {
     let env = Env::new().await;
     let path = std::env::temp_dir().join(format!("cfg-{}.toml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(
-        &path,
-        r#"
-        [target]
-        table = "public.nowhere"
-        key = "auth_user_id"
-        [target.columns]
-        email = "email"
-        [target.deactivation]
-        flag = "active"
-        "#,
-    )
-    .unwrap();
+    std::fs::write(&path, flag_mapping("public.nowhere", "")).unwrap();
     for args in [
         vec!["status"],
         vec!["explain", "user1@example.com"],

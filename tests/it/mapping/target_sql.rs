@@ -71,11 +71,7 @@ async fn print_target_sql_then_the_binary_syncs_into_django() {
         .await
         .unwrap()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Run::of(out).ok();
 }
 
 /// The printed DDL runs as-is with `psql -f` (each statement in autocommit, so

@@ -125,19 +125,9 @@ async fn trace_logging_never_prints_the_broker_password() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id().to_string();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    let running = Draining::start(child);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let _ = std::process::Command::new("kill").arg(&pid).status();
-    let out = tokio::time::timeout(WAIT, output)
-        .await
-        .expect("the worker exits on SIGTERM")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = running.stop(WAIT).await;
     // The fix caps lapin's frame tracing (`lapin::frames` printed "StartOk" in the step it
     // waits on, `lapin::io_loop` the frame itself), so "StartOk" is gone from the log with
     // the password: lapin's trace of the server's `Connection.Start`, just before the
@@ -174,18 +164,8 @@ async fn a_retry_returned_by_a_deleted_tier_logs_no_body() {
     p.email_clash().await;
     env.wait_dead_letters(1, "the conflict dead-lettered in the end", WAIT)
         .await;
-    let pid = child.id().to_string();
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
-    let _ = std::process::Command::new("kill").arg(&pid).status();
-    let out = tokio::time::timeout(WAIT, output)
-        .await
-        .expect("the worker exits on SIGTERM")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let running = Draining::start(child);
+    let text = running.stop(WAIT).await;
     let bytes = |s: &str| {
         s.bytes()
             .map(|b| b.to_string())

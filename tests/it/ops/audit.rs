@@ -104,13 +104,7 @@ dead letters: none for this user"
 async fn a_user_never_seen_shows_their_dead_letters() {
     let env = Env::new().await;
     let worker = env.start().await;
-    let mut bad = event(
-        "user.created",
-        9,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
+    let mut bad = created(9);
     bad["user"]["password_hash"] = "plaintext".into();
     env.publisher().await.publish_json(&bad).await;
     let dlq = env.dlq();
@@ -138,13 +132,7 @@ async fn a_user_never_seen_shows_their_dead_letters() {
 }
 
 fn created_with_email(user: u8, email: &str) -> decide::Planned {
-    let mut e = event(
-        "user.created",
-        user,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
+    let mut e = created(user);
     e["user"]["email"] = email.into();
     planned(&e)
 }

@@ -39,14 +39,7 @@ async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
     );
 
     // Fix the cause (user 1 leaves), then replay: user 2 is applied.
-    p.send(
-        "user.deleted",
-        1,
-        "2024-01-03T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(1, "2024-01-03T00:00:00Z").await;
     let store = env.store();
     wait_for("user 1 inactive", WAIT, || async {
         row(&store, 1).await.is_some_and(|r| !r.0)

@@ -27,14 +27,7 @@ async fn status_reports_what_was_published_and_what_the_table_holds() {
     assert_eq!(v["database"]["active"], 0);
 
     let worker = env.start().await;
-    p.send(
-        "user.deleted",
-        3,
-        "2024-02-01T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.delete(3, "2024-02-01T00:00:00Z").await;
     let store = env.store();
     wait_for("applied", WAIT, || async {
         row(&store, 3).await.is_some_and(|r| !r.0)

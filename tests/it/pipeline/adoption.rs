@@ -10,13 +10,7 @@ const LEGACY: &str = "legacy@example.com";
 
 /// A created event of `user` with `email` and `first_name`.
 fn created_with(user: u8, email: &str, first_name: &str) -> serde_json::Value {
-    let mut e = event(
-        "user.created",
-        user,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
+    let mut e = created(user);
     e["user"]["email"] = email.into();
     e["user"]["first_name"] = first_name.into();
     e
@@ -107,14 +101,7 @@ async fn a_row_the_backend_inserts_while_the_guard_waits_is_adopted() {
     })
     .await;
     let lock = RowLock::take(&env, 1).await;
-    p.send(
-        "user.updated",
-        1,
-        "2024-01-02T00:00:00Z",
-        "student",
-        &["lms"],
-    )
-    .await;
+    p.update(1, "2024-01-02T00:00:00Z").await;
     wait_for("the guard waiting", WAIT, || async {
         lock_waits(&env).await == 1
     })

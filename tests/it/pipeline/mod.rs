@@ -98,7 +98,7 @@ async fn first_waits_second_committed(env: &Env, p: &Publisher) -> RowLock {
     p.create_student(1, &["lms"]).await;
     wait_row(env, 1).await;
     let lock = RowLock::take(env, 1).await;
-    p.send("user.updated", 1, LATER, "student", &["lms"]).await;
+    p.update(1, LATER).await;
     wait_blocked(env).await;
     p.create_student(2, &["lms"]).await;
     wait_row(env, 2).await;

@@ -87,10 +87,10 @@ async fn users_the_batch_before_is_applying_wait_their_turn_and_the_others_go_at
     p.create_student(1, &["lms"]).await;
     wait_row(&env, 1).await;
     let lock = RowLock::take(&env, 1).await;
-    p.send("user.updated", 1, LATER, "student", &["lms"]).await;
+    p.update(1, LATER).await;
     wait_blocked(&env).await;
     let latest = "2024-01-03T00:00:00Z";
-    p.send("user.updated", 1, latest, "student", &["lms"]).await;
+    p.update(1, latest).await;
     p.create_student(2, &["lms"]).await;
     wait_row(&env, 2).await;
     assert_eq!(

@@ -2,9 +2,11 @@
 //! consumers, messages taken off a queue, queues declared or deleted by hand, policies.
 
 use super::{amqp, wait_for};
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicGetOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use std::time::Duration;
 use user_sync::broker::Topology;
 
@@ -13,6 +15,16 @@ pub(crate) async fn connect(url: &str) -> Connection {
     Connection::connect(url, ConnectionProperties::default())
         .await
         .unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// A connection to the broker at `url` and a channel on it in confirm mode.
+pub(crate) async fn confirming(url: &str) -> (Connection, Channel) {
+    let conn = connect(url).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (conn, ch)
 }
 
 /// A plain connection to the local broker.

@@ -170,3 +170,15 @@ pub(crate) fn routing_key(body: &[u8]) -> String {
         .and_then(|v| v["event_type"].as_str().map(String::from))
         .unwrap_or_else(|| "user.updated".into())
 }
+
+/// The most common event of these tests: `user` created at the start of 2024 as a student
+/// of this service.
+pub(crate) fn created(user: u8) -> serde_json::Value {
+    event(
+        "user.created",
+        user,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    )
+}

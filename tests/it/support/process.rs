@@ -40,7 +40,7 @@ pub(crate) struct Run {
 }
 
 impl Run {
-    fn of(out: std::process::Output) -> Self {
+    pub(crate) fn of(out: std::process::Output) -> Self {
         let run = Self {
             code: out.status.code().unwrap_or(-1),
             success: out.status.success(),
@@ -135,5 +135,32 @@ pub(crate) async fn peak_rss(mut cmd: std::process::Command) -> (i32, i64) {
             return (exit.code().unwrap_or(-1), peak);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A spawned binary whose stdout and stderr are read while it runs (a full pipe would
+/// stall it).
+pub(crate) struct Draining {
+    pid: u32,
+    output: tokio::task::JoinHandle<std::process::Output>,
+}
+
+impl Draining {
+    pub(crate) fn start(child: std::process::Child) -> Self {
+        let pid = child.id();
+        let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+        Self { pid, output }
+    }
+
+    /// Sends SIGTERM; returns stdout, then stderr, once the process exits, failing the
+    /// test after `limit`.
+    pub(crate) async fn stop(self, limit: Duration) -> String {
+        let _ = Command::new("kill").arg(self.pid.to_string()).status();
+        let out = tokio::time::timeout(limit, self.output)
+            .await
+            .expect("the binary exits on SIGTERM")
+            .unwrap();
+        let (stdout, stderr) = (&out.stdout, &out.stderr);
+        String::from_utf8_lossy(stdout).into_owned() + &String::from_utf8_lossy(stderr)
     }
 }

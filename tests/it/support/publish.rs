@@ -1,10 +1,10 @@
 //! Publishing to a test's exchange as the auth system does: confirmed, persistent, with
 //! the headers a producer (or an attacker) may set.
 
-use super::{event, with_email_of};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use super::{confirming, event, with_email_of};
+use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 
 pub(crate) struct Publisher {
     _conn: Connection,
@@ -15,13 +15,7 @@ pub(crate) struct Publisher {
 impl Publisher {
     /// A confirming publisher to `exchange` through the broker at `url`.
     pub(crate) async fn connect(url: &str, exchange: &str) -> Self {
-        let conn = Connection::connect(url, ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let (conn, ch) = confirming(url).await;
         Publisher {
             _conn: conn,
             ch,
@@ -59,6 +53,18 @@ impl Publisher {
     /// Publishes the well-formed `event(kind, user, ts, role, services)`.
     pub(crate) async fn send(&self, kind: &str, user: u8, ts: &str, role: &str, services: &[&str]) {
         self.publish_json(&event(kind, user, ts, role, services))
+            .await;
+    }
+
+    /// Publishes an update of student `user` (of this service) at `ts`.
+    pub(crate) async fn update(&self, user: u8, ts: &str) {
+        self.send("user.updated", user, ts, "student", &["lms"])
+            .await;
+    }
+
+    /// Publishes the deletion of student `user` (of this service) at `ts`.
+    pub(crate) async fn delete(&self, user: u8, ts: &str) {
+        self.send("user.deleted", user, ts, "student", &["lms"])
             .await;
     }
 
@@ -113,4 +119,13 @@ pub(crate) fn signed_with(signature: &str) -> BasicProperties {
 /// Properties carrying the signature of `body` with `key`.
 pub(crate) fn signed_by(key: &str, body: &[u8]) -> BasicProperties {
     signed_with(&user_sync::signature::sign(&key.to_string().into(), body))
+}
+
+/// Fails the test unless `letter` was dead-lettered as `kind` after `attempts` attempts.
+pub(crate) fn assert_dead_letter(letter: &lapin::message::Delivery, kind: &str, attempts: i64) {
+    assert_eq!(header(letter, "x-error-kind").as_deref(), Some(kind));
+    assert_eq!(
+        user_sync::headers::header_int(&letter.properties, "x-attempts"),
+        Some(attempts)
+    );
 }
