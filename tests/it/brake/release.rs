@@ -4,6 +4,8 @@
 use super::*;
 use crate::support::*;
 
+/// A deletion published with an `x-brake-release` header of the producer's own making is
+/// parked like the rest: only `brake release` can let a held deactivation through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_release_header_does_not_pass_the_brake() {
     let env = Env::new().await.set("deactivation_brake", "1");

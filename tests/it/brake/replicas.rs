@@ -6,6 +6,8 @@ use crate::support::*;
 use sqlx::Connection;
 use std::time::Duration;
 
+/// Two replicas on one queue share one window: together they apply at most DEACTIVATION_BRAKE
+/// deactivations, and one release applies every held one exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_one_window_and_a_release_applies_every_held_deactivation_once() {
     let env = Env::new()
@@ -17,7 +19,7 @@ async fn two_replicas_share_one_window_and_a_release_applies_every_held_deactiva
     env.wait_consumers(2, "two consumers", WAIT).await;
     let p = env.publisher().await;
     // One window for the queue: the two replicas together apply at most 50 deletions
-    // before the brake holds (it was 50 each, 100 in all, when each counted its own).
+    // before the brake holds (not 50 each, 100 in all, as if each counted its own).
     let held = delete_until_settled(&env, &p, 200).await;
     assert!(held >= 150, "two replicas applied {} of 200", 200 - held);
     assert_eq!(release_within(&env).await, (held, 0));

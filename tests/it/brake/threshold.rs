@@ -5,6 +5,10 @@ use super::*;
 use crate::support::*;
 use std::time::Duration;
 
+/// Past the default threshold (500 in 300 s) every deactivation is parked, the worker
+/// reports not ready, the metrics and `brake status` say why, other events still flow, and
+/// `brake release` applies every held one: a mass deletion upstream cannot lock a school out
+/// unseen.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_501st_deactivation_is_held_until_released_and_nothing_is_lost() {
     let env = Env::new().await; // DEACTIVATION_BRAKE defaults to 500 in 300 s
@@ -49,6 +53,8 @@ async fn the_501st_deactivation_is_held_until_released_and_nothing_is_lost() {
     worker.stop().await;
 }
 
+/// An engaged brake stays engaged across a restart; a restart with a raised threshold
+/// disengages it, but what was held still waits for an operator's release.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engaged_brake_survives_a_restart_unless_the_threshold_was_raised() {
     let env = Env::new().await.set("deactivation_brake", "3");
@@ -94,6 +100,8 @@ async fn an_engaged_brake_survives_a_restart_unless_the_threshold_was_raised() {
     worker.stop().await;
 }
 
+/// A release of more held deactivations than the threshold applies each of them once and
+/// parks none again: the release is the operator's decision, not a new batch for the brake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_applies_every_held_deactivation_once_when_more_than_the_threshold_were_held() {
     let env = Env::new().await.set("deactivation_brake", "50");
@@ -106,6 +114,8 @@ async fn a_release_applies_every_held_deactivation_once_when_more_than_the_thres
     worker.stop().await;
 }
 
+/// A parked deactivation carries no expiration of the producer's: it waits in the hold queue
+/// until released, however long that takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_deactivation_outlives_the_producers_expiration() {
     let env = Env::new().await.set("deactivation_brake", "1");

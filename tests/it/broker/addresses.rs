@@ -5,6 +5,8 @@
 use super::*;
 use crate::support::*;
 
+/// With a dead first entry in RABBITMQ_ADDRESSES, the worker and every command that connects
+/// reach the next node, and none shows the broker's credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_first_address_is_passed_over_by_the_worker_and_the_commands() {
     let dead = format!("127.0.0.1:{}", free_port());
@@ -53,6 +55,8 @@ async fn a_dead_first_address_is_passed_over_by_the_worker_and_the_commands() {
     worker.stop().await;
 }
 
+/// A malformed RABBITMQ_ADDRESSES entry (no port, a URL) or a zero heartbeat stops the process
+/// at start with exit 2, naming the variable and not the credentials.
 #[test]
 fn a_bad_address_or_heartbeat_is_a_configuration_error() {
     for (var, value) in [

@@ -5,6 +5,9 @@
 use super::*;
 use crate::support::*;
 
+/// amqps through a TLS proxy is trusted with the CA of RABBITMQ_CA_FILE and refused with
+/// another CA, the refusal naming the certificate and not the credentials; an unreadable CA
+/// file names RABBITMQ_CA_FILE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
     let trusted = ca("user-sync test CA");

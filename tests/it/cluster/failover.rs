@@ -15,6 +15,8 @@ enum Fault {
     FreezeConnected,
 }
 
+/// Killing the node that leads the quorum queues pauses applying for under 5 s and loses
+/// nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn killing_the_quorum_leaders_node_loses_nothing_and_pauses_under_5_s() {
@@ -22,6 +24,8 @@ async fn killing_the_quorum_leaders_node_loses_nothing_and_pauses_under_5_s() {
     assert!(pause < Duration::from_secs(5), "paused {pause:?}");
 }
 
+/// Killing the node the worker consumes through: the worker resumes on another node within
+/// 10 s and loses nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn killing_the_workers_node_resumes_on_another_within_10_s() {
@@ -29,6 +33,8 @@ async fn killing_the_workers_node_resumes_on_another_within_10_s() {
     assert!(pause < Duration::from_secs(10), "paused {pause:?}");
 }
 
+/// Freezing the node the worker consumes through (its sockets open, nothing answering): the
+/// heartbeats notice it and the worker resumes on another node, losing nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
 async fn freezing_the_workers_node_is_noticed_by_heartbeats_and_resumes_on_another() {

@@ -100,6 +100,8 @@ where
         .unwrap();
 }
 
+/// Random histories with failures, one batch in flight per worker: the table equals the
+/// model and every failure is in the DLQ with its reason.
 #[test]
 fn random_histories_with_failures_end_in_the_model_and_the_dlq() {
     run_model(&[1]);

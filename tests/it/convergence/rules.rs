@@ -11,6 +11,8 @@ async fn watermark_count(env: &Env) -> i64 {
     count(&env.store(), "SELECT count(*) FROM user_watermarks").await
 }
 
+/// Only users of this service get rows (staff roles belong everywhere; roles and services
+/// compare case-insensitively), while every user seen gets a watermark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_users_of_this_service_get_rows() {
     let env = Env::new().await;
@@ -95,6 +97,8 @@ async fn revoking_regranting_and_deleting_deactivate_and_reactivate_one_row() {
     worker.stop().await;
 }
 
+/// Duplicates, events older than the newest applied and late events for users never given a
+/// row change nothing: the table is what timestamp order gives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_stale_and_late_events_change_nothing() {
     let env = Env::new().await;
@@ -149,6 +153,8 @@ async fn duplicates_stale_and_late_events_change_nothing() {
     worker.stop().await;
 }
 
+/// A row the backend had before the sync (same email in another case, no auth id) is linked
+/// to the auth user and updated, not duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_the_backend_had_are_adopted_by_email() {
     let env = Env::new().await;
@@ -177,6 +183,8 @@ async fn rows_the_backend_had_are_adopted_by_email() {
     worker.stop().await;
 }
 
+/// An email held by another active user is retried: it succeeds once the holder moves away,
+/// and is dead-lettered as `email_conflict` after MAX_ATTEMPTS when the holder keeps it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn email_conflicts_retry_then_succeed_or_dead_letter() {
     let env = Env::new().await.set("max_attempts", "4");

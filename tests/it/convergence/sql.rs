@@ -79,11 +79,15 @@ fn through_sql_in_batches(at_once: usize) {
         .unwrap();
 }
 
+/// Random histories applied through the real SQL in any order, with duplicates, cut into
+/// batches of any size, leave the table that timestamp order gives.
 #[test]
 fn any_order_duplicates_and_batching_through_sql_match_timestamp_order() {
     through_sql_in_batches(1);
 }
 
+/// The same with two batches applied at once on two connections, as two batches in flight
+/// are.
 #[test]
 fn two_batches_applied_at_once_through_sql_match_timestamp_order() {
     through_sql_in_batches(2);

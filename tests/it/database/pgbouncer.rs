@@ -9,6 +9,8 @@ use crate::support::*;
 use std::process::Stdio;
 use std::time::Duration;
 
+/// Through PgBouncer in session pooling the worker syncs as over a direct connection and
+/// writes nothing outside DATABASE_SCHEMA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_pooling_syncs_like_a_direct_connection() {
     let bouncer = Bouncer::start(5432, "session").await;
@@ -31,6 +33,8 @@ async fn session_pooling_syncs_like_a_direct_connection() {
     worker.stop().await;
 }
 
+/// Through PgBouncer in transaction pooling, where the worker's session settings would not
+/// hold, the worker exits 2 at start, saying to use `pool_mode = session`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pooling_is_refused_at_start_with_the_cause_and_the_fix() {
     let bouncer = Bouncer::start(5432, "transaction").await;
@@ -46,6 +50,8 @@ async fn transaction_pooling_is_refused_at_start_with_the_cause_and_the_fix() {
     assert!(run.stderr.contains("pool_mode = session"), "{}", run.stderr);
 }
 
+/// A database that does not exist (3D000) is a configuration error, exit 2, not an outage
+/// the worker would wait on for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_that_does_not_exist_is_a_configuration_error_not_an_outage() {
     let env = Env::new().await;

@@ -17,6 +17,8 @@ fn taking_user2s_email(ts: &str) -> serde_json::Value {
     taking_email_of(1, 2, ts)
 }
 
+/// A user's deletion lands when a newer update of the same user in the same batch fails: the
+/// failure takes only the failing event with it.
 #[tokio::test]
 async fn a_deletion_lands_when_a_newer_update_of_the_same_batch_fails() {
     let env = Env::new().await;
@@ -45,6 +47,8 @@ async fn a_deletion_lands_when_a_newer_update_of_the_same_batch_fails() {
     assert_eq!(reason.as_deref(), Some("deleted"));
 }
 
+/// The same for a password change: the older event's hash is stored although the newer
+/// update fails.
 #[tokio::test]
 async fn a_password_change_lands_when_a_newer_update_of_the_same_batch_fails() {
     let env = Env::new().await;
@@ -94,6 +98,8 @@ async fn through_the_worker_the_older_deletion_stands_and_the_newer_update_is_de
     );
 }
 
+/// An import applies a user's older record when their newer one fails, as the worker does
+/// with events.
 #[tokio::test]
 async fn an_import_applies_the_older_record_when_the_newer_one_of_the_user_fails() {
     let env = Env::new().await;

@@ -7,6 +7,9 @@ use crate::support::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// A database outage mid-stream pauses the worker, the backlog waiting in the queue; once the
+/// database is back the table converges and nothing is dead-lettered: an outage is no
+/// event's fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_pauses_then_converges_with_nothing_dead_lettered() {
     let env = Env::new()
@@ -41,6 +44,8 @@ async fn database_outage_pauses_then_converges_with_nothing_dead_lettered() {
     worker.stop().await;
 }
 
+/// SIGTERM while paused on an outage stops the worker within 5 s and hands the event it held
+/// back to the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_paused_exits_promptly() {
     let env = Env::new().await;
@@ -104,6 +109,8 @@ async fn broker_drops_twice_then_events_published_after_are_applied() {
     worker.stop().await;
 }
 
+/// SIGKILL mid-backlog, then a restart: the table converges and nothing is dead-lettered,
+/// since nothing was acknowledged before it was applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_backlog_then_restart_converges() {
     let env = Env::new()
@@ -142,6 +149,8 @@ async fn sigkill_mid_backlog_then_restart_converges() {
     assert!(second.wait().unwrap().success());
 }
 
+/// A body that can never be decoded is dead-lettered once, not looping back, and the events
+/// behind it flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_message_is_dead_lettered_once() {
     let env = Env::new().await;

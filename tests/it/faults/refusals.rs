@@ -5,6 +5,8 @@
 use super::*;
 use crate::support::*;
 
+/// A row the backend's trigger refuses is that event's failure: retried, then dead-lettered
+/// with the SQLSTATE, while the users behind it are applied and the worker stays ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_a_trigger_refuses_is_dead_lettered_and_the_users_behind_it_flow() {
     let env = Env::new().await;
@@ -45,6 +47,8 @@ async fn a_row_a_trigger_refuses_is_dead_lettered_and_the_users_behind_it_flow()
     assert!(row(&store, 1).await.is_none());
 }
 
+/// A statement timeout on one slow row is that row's failure; the rest of its batch
+/// commits.
 #[tokio::test]
 async fn a_statement_timeout_on_one_row_is_that_rows_failure() {
     let env = Env::new().await;
@@ -73,6 +77,8 @@ async fn a_statement_timeout_on_one_row_is_that_rows_failure() {
     assert_eq!(results[1].1, EventResult::Done(decide::Outcome::Applied));
 }
 
+/// A deadlock is contention, not a bad event: the batch is tried again at once and every
+/// event applies.
 #[tokio::test]
 async fn a_deadlock_is_tried_again_at_once_and_applies() {
     let env = Env::new().await;

@@ -25,6 +25,8 @@ fn import(env: &Env, args: &[&str]) -> Run {
     env.command(&[&["import"], args].concat())
 }
 
+/// Ten thousand users imported: the table converges, invalid records are reported by line, a
+/// live event newer than the export stands, and a rerun changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win() {
     let env = Env::new().await;
@@ -94,6 +96,8 @@ async fn ten_thousand_users_converge_a_rerun_changes_nothing_and_live_events_win
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A dry run counts what an import would do and writes nothing, and the summary reads plainly
+/// where no terminal is attached (no progress bar, no escape codes).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_counts_and_writes_nothing_and_the_summary_reads_plainly() {
     let env = Env::new().await;

@@ -5,6 +5,9 @@ use super::*;
 use crate::support::*;
 use std::time::Duration;
 
+/// A full export repairs drift of each kind (a lost reactivation, creation or revocation,
+/// users left out, staff included) while events newer than the export stand; a rerun
+/// changes nothing and the export's id table is dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_of_each_kind_is_repaired_and_newer_events_stand() {
     let env = Env::new().await;
@@ -87,6 +90,9 @@ async fn drift_of_each_kind_is_repaired_and_newer_events_stand() {
     assert_eq!(tables, 0, "the export's id table is dropped");
 }
 
+/// A reconcile that would pass the brake refuses without `--yes`, an empty or wholly invalid
+/// export refuses whatever the flags, and a dry run lists the ids it would change: a broken
+/// export must not deactivate everyone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_brake_and_an_empty_export_refuse_and_a_dry_run_lists_the_diff() {
     let env = Env::new().await.set("deactivation_brake", "2");

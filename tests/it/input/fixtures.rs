@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 use user_sync::event::{DEFAULT_MAX_BODY_BYTES, Decoded, EventKind, decode};
 
+/// Every valid fixture of the shared producer quirks decodes to the event it stands for.
 #[test]
 fn every_valid_fixture_decodes() {
     let valid = fixtures("valid");
@@ -58,6 +59,7 @@ fn every_valid_fixture_decodes() {
     }
 }
 
+/// Every invalid fixture is a permanent rejection whose message names no password hash.
 #[test]
 fn every_invalid_fixture_is_a_permanent_rejection_that_names_no_hash() {
     let invalid = fixtures("invalid");

@@ -5,6 +5,8 @@ use super::*;
 use crate::support::*;
 use lapin::types::AMQPValue;
 
+/// An `x-routing-key` header set by a producer is ignored: the event is applied as the type
+/// it was published as, not turned into a deletion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producers_x_routing_key_is_not_honoured() {
     let env = Env::new().await;
@@ -40,6 +42,8 @@ async fn a_producers_x_routing_key_is_not_honoured() {
     worker.stop().await;
 }
 
+/// Attempt counts a producer sets (huge, negative, not a number) are ignored: the event is
+/// tried exactly MAX_ATTEMPTS times and dead-lettered with that count.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_attempt_counts_are_retried_exactly_max_attempts_times() {
     let env = Env::new().await;

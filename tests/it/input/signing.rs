@@ -10,6 +10,8 @@ const OLD: &str = "old-key-0123456789abcdef";
 
 const NEW: &str = "new-key-0123456789abcdef";
 
+/// With EVENT_SIGNING_KEYS set, events signed with any configured key (a rotation) are
+/// applied, and unsigned or wrongly signed ones are dead-lettered without effect.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_events_signed_with_a_configured_key_are_applied() {
     let env = Env::new()

@@ -6,13 +6,15 @@ use crate::support::*;
 use std::time::Duration;
 use user_sync::event::DEFAULT_MAX_BODY_BYTES;
 
+/// Timestamps Postgres cannot store, or too far in the future, are permanent rejections:
+/// dead-lettered, and the worker goes on with the events behind them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unstorable_and_far_future_timestamps_are_dead_lettered_and_the_worker_goes_on() {
     let env = Env::new().await;
     let worker = env.start().await;
     let p = env.publisher().await;
     p.create_student(1, &["lms"]).await;
-    // Its UTC form is in year 10000; binding it used to panic the worker.
+    // Its UTC form is in year 10000: binding it must not panic the worker.
     p.send(
         "user.created",
         2,

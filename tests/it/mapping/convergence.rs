@@ -27,6 +27,8 @@ async fn target_barrier(fw: &Framework, db: &PgPool, p: &Publisher, marker: &str
     fw.wait_first_name(db, 200, marker).await;
 }
 
+/// On Django's table, events older than the newest applied (a create, an update, a deletion)
+/// and a duplicate change nothing in the row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_a_stale_event_changes_nothing() {
     let env = Env::new().await;
@@ -99,6 +101,8 @@ async fn django_rows(db: &PgPool) -> BTreeMap<uuid::Uuid, DjangoRow> {
     .collect()
 }
 
+/// Two replicas on Django's table, fed a shuffled history with duplicates, end in the model;
+/// the legacy row is adopted, not duplicated, and the backend's own user is left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn django_two_replicas_converge_to_the_model() {
     let env = Env::new().await.set("batch_size", "7");

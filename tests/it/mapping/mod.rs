@@ -9,7 +9,7 @@ mod start_check;
 mod target_sql;
 
 use crate::support::*;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 use std::time::Duration;
 use user_sync::decide::{self, Planned};
 use user_sync::store::{EventResult, Store, target_sql};
@@ -116,4 +116,64 @@ impl Target {
         let problems = self.prepared.clone().expect_err(why);
         assert!(problems.iter().any(|p| p.contains(column)), "{problems:?}");
     }
+}
+
+impl Framework {
+    /// User `user`'s row: (id, email, first name, stored password, active, backend
+    /// column, extra).
+    async fn row(&self, db: &PgPool, user: u8) -> Option<TargetRow> {
+        let sql = format!(
+            "SELECT id::int8, email::text, {}::text, {}::text, ({}), ({})::text, ({})::text \
+             FROM {} WHERE auth_user_id = $1",
+            self.first_name, self.password, self.active, self.backend.0, self.extra, self.table
+        );
+        sqlx::query(&sql)
+            .bind(uid(user))
+            .fetch_optional(db)
+            .await
+            .unwrap()
+            .map(|r| TargetRow {
+                id: r.get(0),
+                email: r.get(1),
+                first_name: r.get(2),
+                password: r.get(3),
+                active: r.get(4),
+                backend: r.get(5),
+                extra: r.get(6),
+            })
+    }
+    async fn count(&self, db: &PgPool, filter: &str) -> i64 {
+        scalar(
+            db,
+            &format!("SELECT count(*) FROM {} WHERE {filter}", self.table),
+        )
+        .await
+    }
+    /// Waits until user `user` has a row whose first name is `marker`.
+    async fn wait_first_name(&self, db: &PgPool, user: u8, marker: &str) {
+        wait_for(marker, WAIT, || async {
+            self.row(db, user)
+                .await
+                .is_some_and(|r| r.first_name.as_deref() == Some(marker))
+        })
+        .await;
+    }
+    /// The auth system's hash as this framework stores it (after any prefix).
+    fn stored_hash(&self, hash: &str) -> String {
+        match self.bcrypt {
+            "" => hash.to_string(),
+            variant => format!("${variant}${}", &hash[4..]),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct TargetRow {
+    id: i64,
+    email: Option<String>,
+    first_name: Option<String>,
+    password: Option<String>,
+    active: bool,
+    backend: Option<String>,
+    extra: Option<String>,
 }

@@ -7,6 +7,9 @@ use sqlx::PgPool;
 use user_sync::store::{Store, target_sql};
 use user_sync::target::Mapping;
 
+/// A mapping that does not fit Django's table exits 2 with one line per problem, each naming
+/// its column: a missing column, a wrongly typed flag, an unwritten NOT NULL column, a key
+/// without a usable unique index, a missing or unqualified table.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_that_does_not_fit_exits_2_naming_each_column() {
     let env = Env::new().await;

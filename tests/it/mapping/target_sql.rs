@@ -6,6 +6,9 @@ use sqlx::PgPool;
 use std::process::Command;
 use user_sync::store::{Store, target_sql};
 
+/// `migrate --print-target-sql` prints the key column and index for Django's table; once the
+/// backend runs it, the binary with the same settings file syncs into the table, adopting the
+/// legacy row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn print_target_sql_then_the_binary_syncs_into_django() {
     let env = Env::new().await;

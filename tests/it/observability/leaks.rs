@@ -55,6 +55,8 @@ async fn run_over_fixtures(env: &Env, log_pii: bool) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
+/// A debug-level run over every fixture, and the operator's commands over its dead letters,
+/// show no password hash, no email unmasked and no broker or database password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_and_operator_output_carry_no_hash_and_no_unmasked_email() {
     let env = Env::new().await;
@@ -96,6 +98,7 @@ async fn logs_and_operator_output_carry_no_hash_and_no_unmasked_email() {
     );
 }
 
+/// With LOG_PII=true the logs show emails as they are, and still no password hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_pii_shows_emails_as_they_are() {
     let env = Env::new().await;
@@ -128,10 +131,10 @@ async fn trace_logging_never_prints_the_broker_password() {
     let running = Draining::start(child);
     tokio::time::sleep(Duration::from_secs(4)).await;
     let text = running.stop(WAIT).await;
-    // The fix caps lapin's frame tracing (`lapin::frames` printed "StartOk" in the step it
-    // waits on, `lapin::io_loop` the frame itself), so "StartOk" is gone from the log with
-    // the password: lapin's trace of the server's `Connection.Start`, just before the
-    // login, shows that trace logging is on and reached the login.
+    // lapin's frame tracing is capped (`lapin::frames` would print "StartOk" in the step it
+    // waits on, `lapin::io_loop` the frame itself), so "StartOk" is not in the log, nor the
+    // password: lapin's trace of the server's `Connection.Start`, just before the login,
+    // shows that trace logging is on and reached the login.
     assert!(
         text.contains("Server sent connection::Start"),
         "trace logging is on"

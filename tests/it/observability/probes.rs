@@ -123,6 +123,8 @@ async fn healthcheck_exits_0_against_a_running_worker_and_1_when_nothing_listens
     assert_ne!(bad.code, 0, "{}", bad.text());
 }
 
+/// `/healthz`, `/readyz` and `/metrics` report liveness, readiness and a count for each
+/// outcome, and the metrics carry no hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_report_liveness_readiness_and_metrics() {
     let env = Env::new().await;
@@ -175,6 +177,8 @@ async fn endpoints_report_liveness_readiness_and_metrics() {
     worker.stop().await;
 }
 
+/// `/readyz` is 503 naming the database while it refuses connections, and 200 again after;
+/// `/healthz` stays 200 throughout, so an outage does not get the pod restarted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_is_503_while_the_database_refuses_and_200_after() {
     let env = Env::new().await;

@@ -25,6 +25,8 @@ async fn trail_rows(store: &user_sync::store::Store) -> i64 {
     count(store, "SELECT count(*) FROM audit_log").await
 }
 
+/// `explain` reads a user's history back (grants, revocations, a deletion) by email, auth id
+/// or local id, as text and JSON, without a password hash.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_of_grants_revocations_and_deletion_reads_back_in_explain() {
     let env = Env::new().await;
@@ -100,6 +102,8 @@ dead letters: none for this user"
     assert_eq!(hashes, 0);
 }
 
+/// `explain` for a user the service never applied shows their dead letters, and consumes
+/// none of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_never_seen_shows_their_dead_letters() {
     let env = Env::new().await;
@@ -137,6 +141,8 @@ fn created_with_email(user: u8, email: &str) -> decide::Planned {
     planned(&e)
 }
 
+/// The audit trail rolls back with the change it records, and pruning removes only rows older
+/// than AUDIT_RETENTION_DAYS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trail_rolls_back_with_its_transaction_and_prunes_only_old_rows() {
     let env = Env::new().await;
@@ -222,6 +228,7 @@ async fn the_trail_rolls_back_with_its_transaction_and_prunes_only_old_rows() {
     );
 }
 
+/// AUDIT_RETENTION_DAYS=0 keeps no trail at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_zero_keeps_no_trail() {
     let env = Env::new().await.set("audit_retention_days", "0");

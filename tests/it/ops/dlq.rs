@@ -5,6 +5,8 @@ use super::*;
 use crate::support::*;
 use std::time::Duration;
 
+/// The DLQ's letters are listed and shown with the hash masked, browsing consumes nothing, a
+/// replay after the cause is fixed applies the letter once, and a purge needs `--yes`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
     let env = Env::new().await;
@@ -76,6 +78,8 @@ async fn dead_letters_are_listed_shown_masked_replayed_once_fixed_and_purged() {
     worker.stop().await;
 }
 
+/// A dead letter carries no expiration of the producer's: it stays in the DLQ until an
+/// operator acts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_outlives_the_producers_expiration() {
     let env = Env::new().await;
@@ -102,6 +106,8 @@ async fn fifty_bad_letters(env: &Env, p: &Publisher) -> String {
     env.dlq()
 }
 
+/// A replay whose letters fail again ends (exit 3) and reports how many came straight back,
+/// instead of replaying them for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_ends_when_the_cause_is_not_fixed_and_reports_what_came_back() {
     let env = Env::new().await;
@@ -131,6 +137,8 @@ async fn replay_ends_when_the_cause_is_not_fixed_and_reports_what_came_back() {
     worker.stop().await;
 }
 
+/// Browsing the DLQ (`dlq list`, `dlq show`, `explain`) spends no delivery attempt: with a
+/// delivery limit on the queue, every letter remains, in the same order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browsing_the_dlq_spends_no_delivery_attempt() {
     let env = Env::new().await;

@@ -38,6 +38,7 @@ fn without_database(env: &Env, cwd: &Cwd, args: &[&str]) -> Command {
     cmd
 }
 
+/// A command that did what it was asked exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_0_when_done() {
     let env = Env::new().await;
@@ -47,6 +48,7 @@ async fn exit_0_when_done() {
     assert_eq!(out.stdout.trim(), "the dead-letter queue is empty");
 }
 
+/// A command that fails (the broker unreachable) exits 1, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_1_when_the_broker_is_unreachable() {
     let closed = format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port());
@@ -62,6 +64,8 @@ async fn exit_1_when_the_broker_is_unreachable() {
     }
 }
 
+/// A usage or configuration mistake (an unknown `--kind` or `--type`, a purge without
+/// `--yes`, a malformed setting) exits 2, naming it, so a script does not retry it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_2_for_a_usage_or_configuration_mistake() {
     let env = Env::new().await;
@@ -98,6 +102,7 @@ async fn exit_2_for_a_usage_or_configuration_mistake() {
     }
 }
 
+/// A replay that moved letters which came straight back exits 3: done, but some came back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_3_when_replayed_letters_come_straight_back() {
     let env = Env::new().await;
@@ -126,6 +131,8 @@ async fn exit_3_when_replayed_letters_come_straight_back() {
     worker.stop().await;
 }
 
+/// The broker's commands (`send`, `dlq list`, `status`) run without DATABASE_URL: an
+/// operator on the broker's side needs no database credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_commands_run_without_a_database_url() {
     let env = Env::new().await;
@@ -156,6 +163,8 @@ async fn the_broker_commands_run_without_a_database_url() {
     assert_eq!(v["database"]["configured"], false, "{v}");
 }
 
+/// The commands that need the database stop at once without DATABASE_URL, exit 2, naming
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_commands_stop_at_once_naming_database_url() {
     let env = Env::new().await;

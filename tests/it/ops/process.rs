@@ -3,6 +3,8 @@
 use crate::support::*;
 use std::time::{Duration, Instant};
 
+/// A missing or malformed setting stops the binary with one line naming the variable, never
+/// the secret in a URL.
 #[test]
 fn missing_or_malformed_configuration_names_the_variable() {
     let out = run(binary().env("DATABASE_URL", "postgres://h/db"));
@@ -19,6 +21,8 @@ fn missing_or_malformed_configuration_names_the_variable() {
     assert!(err.contains("PREFETCH") && !err.contains("secret"), "{err}");
 }
 
+/// SIGTERM stops consuming and exits 0 within seconds, the logs showing no hash and no
+/// password.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_consuming_and_exits_zero() {
     let env = Env::new().await;

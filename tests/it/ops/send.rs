@@ -4,6 +4,8 @@
 use super::*;
 use crate::support::*;
 
+/// `send` publishes an event, from flags or from a file, that the worker applies; an unknown
+/// type is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_publishes_an_event_the_worker_applies() {
     let env = Env::new().await;

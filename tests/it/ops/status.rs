@@ -3,6 +3,8 @@
 use super::*;
 use crate::support::*;
 
+/// `status` reports each queue's depth and consumers and what the table holds, as text and
+/// JSON, and says when the database is unreachable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_reports_what_was_published_and_what_the_table_holds() {
     let env = Env::new().await;

@@ -9,6 +9,9 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
+/// A later batch that committed first is not acknowledged before the earlier one: killed
+/// then, the worker leaves both deliveries in the queue, since an ack covering the later one
+/// would have covered the earlier, uncommitted one too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_later_batch_that_committed_first_is_not_acknowledged_before_the_earlier_one() {
     let env = two_in_flight().await;
@@ -35,6 +38,8 @@ async fn a_later_batch_that_committed_first_is_not_acknowledged_before_the_earli
     lock.release().await;
 }
 
+/// An outage past the hold hands both batches in flight back to the queue, none acknowledged
+/// twice, and once the database returns both apply; nothing is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_past_the_hold_hands_both_batches_back_and_loses_nothing() {
     let env = two_in_flight().await;
@@ -78,6 +83,7 @@ async fn an_outage_past_the_hold_hands_both_batches_back_and_loses_nothing() {
     worker.stop().await;
 }
 
+/// SIGTERM with two batches in flight finishes both and acknowledges both before it exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_and_acknowledges_both_batches_in_flight() {
     let env = two_in_flight().await;
@@ -122,6 +128,8 @@ async fn sigterm_finishes_and_acknowledges_both_batches_in_flight() {
     );
 }
 
+/// A broker connection lost with two batches in flight redelivers both: the committed one
+/// comes back as stale, the waiting one applies, nothing is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_connection_lost_with_two_batches_in_flight_redelivers_both() {
     let proxy = BrokerProxy::start().await;

@@ -147,7 +147,8 @@ async fn an_email_freed_by_a_batch_still_applying_is_taken_by_the_next_without_a
     .await;
     p.publish_json(&taking_email_of(2, 1, "2024-01-03T00:00:00Z"))
         .await;
-    // Dead-lettered within a blink as it was; a fixed worker holds it back instead.
+    // Met as a conflict, the rename would be dead-lettered within a blink; held back, it
+    // is not.
     let dlq = env.dlq();
     let dead = tokio::time::timeout(Duration::from_secs(3), async {
         while queue_counts(&dlq).await.is_none_or(|c| c.0 == 0) {

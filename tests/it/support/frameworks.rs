@@ -4,8 +4,6 @@
 
 use super::*;
 use sqlx::PgPool;
-use sqlx::Row;
-use std::time::Duration;
 use user_sync::settings::Settings;
 use user_sync::store::target_sql;
 use user_sync::target::Mapping;
@@ -230,30 +228,6 @@ impl Framework {
         env.start_with(self.settings(env, mapping)).await
     }
 
-    /// User `user`'s row: (id, email, first name, stored password, active, backend
-    /// column, extra).
-    pub(crate) async fn row(&self, db: &PgPool, user: u8) -> Option<TargetRow> {
-        let sql = format!(
-            "SELECT id::int8, email::text, {}::text, {}::text, ({}), ({})::text, ({})::text \
-             FROM {} WHERE auth_user_id = $1",
-            self.first_name, self.password, self.active, self.backend.0, self.extra, self.table
-        );
-        sqlx::query(&sql)
-            .bind(uid(user))
-            .fetch_optional(db)
-            .await
-            .unwrap()
-            .map(|r| TargetRow {
-                id: r.get(0),
-                email: r.get(1),
-                first_name: r.get(2),
-                password: r.get(3),
-                active: r.get(4),
-                backend: r.get(5),
-                extra: r.get(6),
-            })
-    }
-
     /// User `n`'s (active, deactivation reason).
     pub(crate) async fn state(&self, db: &PgPool, n: u8) -> (bool, Option<String>) {
         let reason = self.reason.unwrap_or("NULL::text");
@@ -266,41 +240,4 @@ impl Framework {
         .await
         .unwrap()
     }
-
-    pub(crate) async fn count(&self, db: &PgPool, filter: &str) -> i64 {
-        scalar(
-            db,
-            &format!("SELECT count(*) FROM {} WHERE {filter}", self.table),
-        )
-        .await
-    }
-
-    /// Waits until user `user` has a row whose first name is `marker`.
-    pub(crate) async fn wait_first_name(&self, db: &PgPool, user: u8, marker: &str) {
-        wait_for(marker, Duration::from_secs(20), || async {
-            self.row(db, user)
-                .await
-                .is_some_and(|r| r.first_name.as_deref() == Some(marker))
-        })
-        .await;
-    }
-
-    /// The auth system's hash as this framework stores it (after any prefix).
-    pub(crate) fn stored_hash(&self, hash: &str) -> String {
-        match self.bcrypt {
-            "" => hash.to_string(),
-            variant => format!("${variant}${}", &hash[4..]),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct TargetRow {
-    pub(crate) id: i64,
-    pub(crate) email: Option<String>,
-    pub(crate) first_name: Option<String>,
-    pub(crate) password: Option<String>,
-    pub(crate) active: bool,
-    pub(crate) backend: Option<String>,
-    pub(crate) extra: Option<String>,
 }
