@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway three-node RabbitMQ cluster on this machine, for the failover tests
-# (tests/it/cluster.rs). It runs beside the machine's own broker and never touches it: its
+# (tests/it/cluster). It runs beside the machine's own broker and never touches it: its
 # nodes have names of their own (usync1..3@localhost), their own ports, their own Erlang
 # cookie (so they cannot even reach the machine's node), and their own env file, config,
 # data, logs and pid files under one directory.

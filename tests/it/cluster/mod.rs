@@ -1,196 +1,58 @@
-//! Failover on a real three-node RabbitMQ cluster (`scripts/rabbitmq-cluster.sh`), with
-//! events flowing while a node fails: the quorum leader's node killed, the worker's node
-//! killed and kept down, the worker's node frozen. Each measures the pause (from the fault
-//! until an event published after it is in the table) and ends with the table equal to the
-//! model and the DLQ empty.
+//! The worker on a real three-node RabbitMQ cluster (`scripts/rabbitmq-cluster.sh`) while
+//! a node fails: failover with events flowing, retries and dead letters through node
+//! losses, the commands with a node frozen.
 //!
 //! Ignored in the plain run because they need the cluster; `.ci/run` starts it, sets
 //! `TEST_RABBITMQ_CLUSTER` and runs them with `--ignored`, one at a time. Without the
 //! variable they fail rather than skip.
 
+mod commands;
+mod failover;
 pub(crate) mod nodes;
+mod retries;
 mod traffic;
 
-use crate::helpers::*;
+use crate::support::*;
 use nodes::Cluster;
-use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
-use traffic::{EVENTS, Traffic, applied, expected, stream};
-use user_sync::broker::Session;
-use user_sync::settings::BrokerAddress;
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fault {
-    KillLeader,
-    KillConnected,
-    FreezeConnected,
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
-async fn killing_the_quorum_leaders_node_loses_nothing_and_pauses_under_5_s() {
-    let pause = failover(Fault::KillLeader).await;
-    assert!(pause < Duration::from_secs(5), "paused {pause:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
-async fn killing_the_workers_node_resumes_on_another_within_10_s() {
-    let pause = failover(Fault::KillConnected).await;
-    assert!(pause < Duration::from_secs(10), "paused {pause:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the three-node cluster (scripts/rabbitmq-cluster.sh, TEST_RABBITMQ_CLUSTER)"]
-async fn freezing_the_workers_node_is_noticed_by_heartbeats_and_resumes_on_another() {
-    let pause = failover(Fault::FreezeConnected).await;
-    // lapin gives up after two silent heartbeat intervals, checked every half interval
-    // (2.5 intervals at worst); then a connect and a declare on a live node.
-    let heartbeat = Duration::from_secs(5);
-    let bound = heartbeat * 5 / 2 + Duration::from_secs(5);
-    assert!(pause < bound, "paused {pause:?}, bound {bound:?}");
-}
-
-/// Runs the stream through the cluster, inflicts `fault` a third of the way in, and
-/// returns the pause it caused.
-async fn failover(fault: Fault) -> Duration {
+/// The cluster made whole (a test that failed before may have left a node down or
+/// frozen), a `Healer` that makes it whole again however the test ends, and an
+/// environment on it: the URL's host is ignored once RABBITMQ_ADDRESSES names the nodes,
+/// and the brake is off (the streams deactivate more users than it allows; it is not
+/// under test here).
+async fn on_cluster() -> (Cluster, Healer, Env) {
     let cluster = Cluster::from_env();
-    // A test that failed before may have left a node down or frozen.
     cluster.heal().await;
     let env = Env::new()
         .await
-        // The host of the URL is ignored once RABBITMQ_ADDRESSES is set.
         .set("rabbitmq_url", "amqp://guest:guest@ignored.invalid/%2f")
         .set("rabbitmq_addresses", &cluster.addresses.join(","))
-        // The stream deactivates more users than the brake allows; it is not under test.
         .set("deactivation_brake", "0");
-    // A frozen node keeps what the queue sent its consumer, up to PREFETCH deliveries,
-    // until the cluster drops the node (net_ticktime, about a minute) or it runs again:
-    // those wait whatever user-sync does (README, Running on a RabbitMQ cluster). The
-    // stream after the fault (about 2 000 deliveries) must outrun that window for the
-    // failover itself to show; the default (6 000) would swallow all of it.
-    let env = match fault {
-        Fault::FreezeConnected => env.set("prefetch", "1000"),
-        Fault::KillLeader | Fault::KillConnected => env,
-    };
-    let topo = env.topology();
-    if fault != Fault::KillConnected {
-        // Declared through node 2, the queues are led from there while the worker, which
-        // tries node 1 first, consumes through node 1. (Frozen, a leader's node holds up
-        // RabbitMQ's own consumers until the cluster drops it: see the README.)
-        let mut through_2 = env.settings();
-        through_2.rabbitmq_addresses = vec![address(&cluster.addresses[1])];
-        Session::open(&through_2, &topo)
-            .await
-            .unwrap()
-            .close()
-            .await;
-    }
-    let worker = start(&env).await;
-    cluster.wait_consumers(1, &topo.queue, 1, WAIT).await;
-    let connected = cluster.node_of(&connected_to(&worker).await.expect("connected"));
-    let leader = cluster.leader(&topo.queue);
-    let victim = match fault {
-        Fault::KillLeader => leader,
-        Fault::KillConnected | Fault::FreezeConnected => connected,
-    };
-    if fault != Fault::KillConnected {
-        assert_ne!(leader, connected, "the leader is on another node");
-    }
-    let survivor = (1..=3).find(|n| *n != victim && *n != connected).unwrap();
-
-    let events = stream();
-    let traffic =
-        Traffic::start(cluster.url(survivor), topo.exchange.clone(), events.clone()).await;
-    let store = env.store();
-    let third = EVENTS as i64 / 3;
-    wait_for("a third of the stream applied", WAIT, || async {
-        applied(&store).await >= third
-    })
-    .await;
-    let faulted = Instant::now();
-    match fault {
-        Fault::KillLeader | Fault::KillConnected => cluster.kill(victim),
-        Fault::FreezeConnected => cluster.freeze(victim),
-    }
-    // Read once the node is dead or stopped: later events cannot have gone through it.
-    let first_after = traffic.newest() + 1;
-    wait_for(
-        "an event published after the fault applied",
-        WAIT,
-        || async { applied(&store).await >= first_after },
-    )
-    .await;
-    let pause = faulted.elapsed();
-    if fault == Fault::FreezeConnected {
-        // Continued, the node finds its connections gone and hands back what the lost
-        // session held; a freeze longer than net_ticktime would partition the cluster.
-        cluster.heal().await;
-    }
-
-    traffic.finish(WAIT).await;
-    let want = expected(&events);
-    wait_for("table equal to the model", WAIT, || async {
-        store.states().await.is_ok_and(|s| s == want)
-    })
-    .await;
-    assert!(
-        cluster.take_all(survivor, &topo.dlq).await.is_empty(),
-        "no dead letters"
-    );
-    // Not its consumer count: a quorum queue keeps a consumer of a lost node, marked as
-    // suspected down, until that node returns.
-    let counts = cluster.queue_counts(survivor, &topo.queue).await;
-    assert_eq!(counts.map(|c| c.0), Some(0), "the queue drained");
-    let now = cluster.node_of(&connected_to(&worker).await.expect("connected again"));
-    if fault != Fault::KillLeader {
-        assert_ne!(now, victim, "consuming through another node");
-    }
-    eprintln!(
-        "cluster {fault:?}: node {victim} (leader {leader}, worker on {connected}, now on {now}): \
-         applying resumed {:.2} s after the fault; {} deliveries, table = model, 0 dead letters, \
-         consumers {:?}",
-        pause.as_secs_f64(),
-        events.len(),
-        counts.map(|c| c.1)
-    );
-    worker.stop().await;
-    cluster.heal().await;
-    cluster.remove(survivor, &topo).await;
-    pause
+    (cluster, Healer, env)
 }
 
-fn address(host_port: &str) -> BrokerAddress {
-    let (host, port) = host_port.rsplit_once(':').unwrap();
-    BrokerAddress {
-        host: host.into(),
-        port: port.parse().unwrap(),
+/// Continues frozen nodes and restarts dead ones when dropped, so that a test failing
+/// midway leaves the cluster whole for the next.
+struct Healer;
+
+impl Drop for Healer {
+    fn drop(&mut self) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
+        let _ = std::process::Command::new(script)
+            .arg("heal")
+            .stdout(std::process::Stdio::null())
+            .status();
     }
 }
 
-/// The in-process worker, with this environment's settings (its cluster addresses).
-async fn start(env: &Env) -> Worker {
-    if test_log() {
-        install_test_subscriber();
-    }
-    let shutdown = CancellationToken::new();
-    let app = user_sync::build(env.settings()).unwrap();
-    let http = app.http_addr();
-    let task = tokio::spawn(user_sync::run(app, shutdown.clone()));
-    Worker {
-        shutdown,
-        task,
-        http,
-    }
-}
-
-/// The node the worker says it consumes from (`user_sync_broker_address`).
-async fn connected_to(worker: &Worker) -> Option<String> {
-    let (_, metrics) = http_get(worker.http, "/metrics").await;
-    metrics.lines().find_map(|l| {
-        let rest = l.strip_prefix("user_sync_broker_address{address=\"")?;
-        Some(rest.split_once('"')?.0.to_string())
-    })
+/// The in-process worker on the cluster; returns once the cluster, asked through node 2,
+/// counts its consumer.
+async fn start_on_cluster(env: &Env, cluster: &Cluster) -> Worker {
+    let worker = Worker::spawn(env.settings());
+    let queue = env.topology().queue;
+    cluster.wait_consumers(2, &queue, 1, WAIT).await;
+    worker
 }

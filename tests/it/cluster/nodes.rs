@@ -2,13 +2,14 @@
 //! addresses from `TEST_RABBITMQ_CLUSTER`, its nodes killed, frozen and healed through the
 //! script, and plain AMQP connections to one node at a time.
 
-use crate::helpers::wait_for;
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties};
+use crate::support::{
+    Env, connect, delete_all, get_all_at, names_of, queue_counts_at, wait_consumers,
+};
+use lapin::Connection;
 use std::process::Command;
 use std::time::Duration;
-use user_sync::broker::Topology;
+use user_sync::broker::{Session, Topology};
+use user_sync::settings::BrokerAddress;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
 
@@ -39,6 +40,27 @@ impl Cluster {
 
     pub fn url(&self, node: usize) -> String {
         format!("amqp://guest:guest@{}/%2f", self.addresses[node - 1])
+    }
+
+    /// Node `node` as the one entry of RABBITMQ_ADDRESSES.
+    pub fn address(&self, node: usize) -> BrokerAddress {
+        let (host, port) = self.addresses[node - 1].rsplit_once(':').unwrap();
+        BrokerAddress {
+            host: host.into(),
+            port: port.parse().unwrap(),
+        }
+    }
+
+    /// Declares `env`'s topology through `node` alone, so its quorum queues are led from
+    /// there.
+    pub async fn declare_through(&self, node: usize, env: &Env) {
+        let mut settings = env.settings();
+        settings.rabbitmq_addresses = vec![self.address(node)];
+        Session::open(&settings, &env.topology())
+            .await
+            .unwrap()
+            .close()
+            .await;
     }
 
     /// Which node an address (`host:port`) is.
@@ -76,78 +98,29 @@ impl Cluster {
     }
 
     pub async fn connect(&self, node: usize) -> Connection {
-        Connection::connect(&self.url(node), ConnectionProperties::default())
-            .await
-            .unwrap_or_else(|e| panic!("node {node}: {e}"))
+        connect(&self.url(node)).await
     }
 
     /// (messages ready, consumers) of `queue`, asked of `node`; None if it cannot say.
     pub async fn queue_counts(&self, node: usize, queue: &str) -> Option<(u32, u32)> {
-        let url = self.url(node);
-        let look = async {
-            let conn = Connection::connect(&url, ConnectionProperties::default())
-                .await
-                .ok()?;
-            let ch = conn.create_channel().await.ok()?;
-            let passive = QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            let q = ch
-                .queue_declare(queue.into(), passive, FieldTable::default())
-                .await
-                .ok();
-            let _ = conn.close(200, "bye".into()).await;
-            q.map(|q| (q.message_count(), q.consumer_count()))
-        };
-        tokio::time::timeout(Duration::from_secs(5), look)
-            .await
-            .ok()
-            .flatten()
+        queue_counts_at(&self.url(node), queue).await
     }
 
     pub async fn wait_consumers(&self, node: usize, queue: &str, n: u32, limit: Duration) {
-        wait_for("consumers on the cluster queue", limit, || async {
-            self.queue_counts(node, queue)
-                .await
-                .is_some_and(|(_, c)| c == n)
-        })
-        .await;
+        let what = "consumers on the cluster queue";
+        wait_consumers(&self.url(node), queue, n, what, limit).await;
     }
 
     /// Takes every message of `queue` through `node` (acked: the queue is left empty).
     pub async fn take_all(&self, node: usize, queue: &str) -> Vec<lapin::message::Delivery> {
-        let conn = self.connect(node).await;
-        let ch = conn.create_channel().await.unwrap();
-        let mut out = Vec::new();
-        while let Ok(Some(m)) = ch
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-        {
-            out.push(m.delivery);
-        }
-        let _ = conn.close(200, "bye".into()).await;
-        out
+        get_all_at(&self.url(node), queue).await
     }
 
     /// Deletes a test's queues and exchanges, through `node`.
     pub async fn remove(&self, node: usize, topo: &Topology) {
         let conn = self.connect(node).await;
-        let ch = conn.create_channel().await.unwrap();
-        let retries = topo.retry_queues.iter().map(|(q, _)| q);
-        for q in [&topo.queue, &topo.dlq, &topo.hold]
-            .into_iter()
-            .chain(retries)
-        {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for e in [&topo.exchange, &topo.dlx] {
-            let _ = ch
-                .exchange_delete(e.as_str().into(), Default::default())
-                .await;
-        }
+        let (queues, exchanges) = names_of(topo);
+        delete_all(&conn, &queues, &exchanges).await;
         let _ = conn.close(200, "bye".into()).await;
     }
 }

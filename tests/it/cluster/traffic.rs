@@ -1,9 +1,9 @@
 //! Traffic through the cluster while a node fails: a paced publisher on a node that stays
 //! up, and the progress of the table, read as the newest event applied.
 
-use crate::helpers::{event, planned};
+use crate::support::{churn_stream, confirming, model_states};
 use lapin::BasicProperties;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::options::BasicPublishOptions;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -16,47 +16,20 @@ use uuid::Uuid;
 /// Events per test, and how many are published per tick of `TICK`: about 500 a second, so
 /// the stream runs for about six seconds and a kill lands in the middle of it.
 pub const EVENTS: usize = 3000;
+
 const CHUNK: usize = 10;
+
 const TICK: Duration = Duration::from_millis(20);
 
-/// A stream over 40 users: creates, revocations, re-grants and deletions, every fifth
-/// sent twice, each with its index `i`. Event `i` is timestamped `i` seconds after the
-/// start of 2024 and they are published in that order, so the newest timestamp applied
-/// says how far the worker got.
+/// The `EVENTS` events of `churn_stream`, published in order: event `i` is dated `i`
+/// seconds into 2024, so the newest timestamp applied says how far the worker got.
 pub fn stream() -> Vec<(i64, serde_json::Value)> {
-    let mut out = Vec::with_capacity(EVENTS + EVENTS / 5);
-    for i in 0..EVENTS {
-        let user = (i % 40) as u8 + 1;
-        let kinds = [
-            "user.created",
-            "user.updated",
-            "user.updated",
-            "user.deleted",
-        ];
-        let services: &[&str] = if (i / 40) % 3 == 1 {
-            &["sat"]
-        } else {
-            &["lms"]
-        };
-        let ts = format!(
-            "2024-01-01T{:02}:{:02}:{:02}Z",
-            i / 3600,
-            i / 60 % 60,
-            i % 60
-        );
-        let e = event(kinds[(i / 40) % 4], user, &ts, "student", services);
-        if i % 5 == 0 {
-            out.push((i as i64, e.clone()));
-        }
-        out.push((i as i64, e));
-    }
-    out
+    churn_stream(EVENTS)
 }
 
 /// The table the stream must leave, by the reference model.
 pub fn expected(events: &[(i64, serde_json::Value)]) -> BTreeMap<Uuid, decide::State> {
-    let planned: Vec<_> = events.iter().map(|(_, e)| planned(e)).collect();
-    decide::converge(&planned)
+    model_states(events.iter().map(|(_, e)| e))
 }
 
 /// The index (seconds since the first) of the newest event applied; -1 before any.
@@ -87,13 +60,7 @@ impl Traffic {
         exchange: String,
         events: Vec<(i64, serde_json::Value)>,
     ) -> Self {
-        let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
-            .await
-            .unwrap();
-        let ch = conn.create_channel().await.unwrap();
-        ch.confirm_select(ConfirmSelectOptions::default())
-            .await
-            .unwrap();
+        let (conn, ch) = confirming(&url).await;
         let newest = Arc::new(AtomicI64::new(-1));
         let counter = newest.clone();
         let task = tokio::spawn(async move {

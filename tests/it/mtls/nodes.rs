@@ -3,7 +3,7 @@
 //! `scripts/postgres-tls.sh`); stopped and removed when dropped.
 
 use super::certs::{Dir, Pki};
-use crate::helpers::free_port;
+use crate::support::free_port;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Executor};
 use std::process::Command;

@@ -6,7 +6,7 @@
 use super::certs::{Dir, KeyForm, Pki};
 use super::nodes::{TlsPostgres, TlsRabbit, USER};
 use super::{settings, shown};
-use crate::helpers::{binary, event, install_test_subscriber, row, run_within, test_log, wait_for};
+use crate::support::{binary, event, install_test_subscriber, row, run_within, test_log, wait_for};
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use std::path::PathBuf;

@@ -10,7 +10,7 @@
 
 use super::process::{Process, command};
 use super::traffic::{Traffic, stream};
-use crate::helpers::*;
+use crate::support::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use user_sync::decide;

@@ -1,7 +1,7 @@
 //! A release's binary run as a worker with a test environment's settings, its output in a
 //! file of its own (a pipe nobody reads would fill and stall it).
 
-use crate::helpers::*;
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! A rollback starts: this release on a schema that a later release migrated further
 //! (expand-only), and a migration edited after it was applied still refused.
 
-use crate::helpers::*;
+use crate::support::*;
 use std::time::Duration;
 
 /// What a later release leaves behind: one more migration recorded, a nullable column.

@@ -2,7 +2,7 @@
 //! users at random times, some published twice, in random order, paced (about 150 a
 //! second) so that releases can be swapped while it flows.
 
-use crate::helpers::*;
+use crate::support::*;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

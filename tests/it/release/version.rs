@@ -1,7 +1,7 @@
 //! Releases you can tell apart: `--version` names the release and the revision, and each
 //! release's version is above the one before it (release/previous.toml).
 
-use crate::helpers::*;
+use crate::support::*;
 use std::path::Path;
 
 /// The revision build.rs found: the checkout's HEAD, else what the build was given.

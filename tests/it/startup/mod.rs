@@ -3,3 +3,4 @@
 
 mod outages;
 mod owner;
+mod settings_file;

@@ -1,7 +1,7 @@
 //! A database or broker that refuses, vanishes or goes read-only never ends the worker: it
 //! waits, says so, and converges once the fault is gone.
 
-use crate::helpers::*;
+use crate::support::*;
 use lapin::options::QueueDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 use sqlx::{Connection as _, PgConnection};

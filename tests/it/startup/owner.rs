@@ -1,7 +1,7 @@
 //! One schema, one service: the schema records the service it syncs for, and a worker or
 //! command of another `SERVICE_NAME` refuses it at start with exit 2.
 
-use crate::helpers::*;
+use crate::support::*;
 use config::{Config, File, FileFormat};
 use std::time::Duration;
 use user_sync::store::{SetupError, Store};
