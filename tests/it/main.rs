@@ -21,6 +21,7 @@ mod import;
 mod input;
 mod isolation;
 mod leaks;
+mod memory;
 mod lifecycle;
 mod model;
 mod observability;
