@@ -51,9 +51,8 @@ async fn publish_flood(env: &Env) {
     for chunk in (0..EVENTS).collect::<Vec<_>>().chunks(100) {
         let mut confirms = Vec::new();
         for &i in chunk {
-            let confirm = p
-                .ch
-                .basic_publish(
+            let confirm =
+                p.ch.basic_publish(
                     env.broker.exchange.as_str().into(),
                     "user.created".into(),
                     BasicPublishOptions::default(),
