@@ -30,8 +30,8 @@ const DEFAULTS: &[(&str, &str)] = &[
     // BENCHMARKS.md, Drain).
     ("batch_max_wait_ms", "20"),
     // Bodies the prefetch window may hold, in bytes: 64 bodies at the default
-    // MAX_BODY_BYTES. With the baseline RSS and what each held body costs beyond its bytes,
-    // it keeps a flood of large bodies under the manifests' 80Mi (BENCHMARKS.md, Memory).
+    // MAX_BODY_BYTES. With the baseline RSS of a drain at the defaults, it keeps a flood of
+    // bodies at the limit under the manifests' 80Mi (the integration test memory::flood).
     ("max_held_bytes", "16777216"),
     ("retry_delays_ms", "1000,10000,60000"),
     ("max_attempts", "5"),
