@@ -2,7 +2,8 @@
 """What the schema check cannot see: the manifests agree with the image and with the
 settings they carry, no manifest but secret.example.yaml holds a Secret (applying one would
 replace the real Secret with placeholders), no example turns signature checking on, and the
-scrape annotation names the queue the worker consumes.
+scrape annotation names the queue the worker consumes, and a worker's memory limit holds its
+worst case: the measured baseline plus the bodies its prefetch window may hold.
 Run from the repository root: python3 deploy/kubernetes/check.py"""
 import re
 import sys
@@ -14,6 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
 UID, GID = int(user[1]), int(user[2])
 SECRET_EXAMPLE = "secret.example.yaml"
+# Peak RSS draining ordinary events at the default PREFETCH/BATCH_SIZE/PIPELINE_DEPTH
+# (BENCHMARKS.md, Pipeline: 36-38 MiB), rounded up.
+BASELINE_MIB = 40
+DEFAULTS = (ROOT / "src" / "settings" / "defaults.rs").read_text()
+DEFAULT_HELD = int(re.search(r'\("max_held_bytes", "(\d+)"\)', DEFAULTS)[1])
+DEFAULT_BODY = 256 * 1024  # event::DEFAULT_MAX_BODY_BYTES
+UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 problems = []
 secrets = {}
 for path in sorted(Path(__file__).parent.glob("*.yaml")):
@@ -38,6 +46,27 @@ def secret_refs(where, container):
         if ref["key"] not in secrets.get(ref["name"], set()):
             problems.append(f"{where}: Secret {ref['name']} key {ref['key']} is not in "
                             f"{SECRET_EXAMPLE}")
+
+
+def memory_mib(quantity):
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", str(quantity)).groups()
+    return int(number) * UNITS[unit]
+
+
+def memory_fits(where, container, settings):
+    """The window holds up to MAX_HELD_BYTES of bodies (src/worker/window.rs); it must hold
+    one body of MAX_BODY_BYTES, and with the baseline fit under the limit."""
+    held = int(settings.get("MAX_HELD_BYTES", DEFAULT_HELD))
+    body = int(settings.get("MAX_BODY_BYTES", DEFAULT_BODY))
+    if held < body:
+        problems.append(f"{where}: MAX_HELD_BYTES {held} cannot hold one body of "
+                        f"MAX_BODY_BYTES ({body}); the worker refuses to start")
+    limit = container.get("resources", {}).get("limits", {}).get("memory")
+    if limit is None:
+        problems.append(f"{where}: no memory limit")
+    elif BASELINE_MIB + held / 2**20 > memory_mib(limit):
+        problems.append(f"{where}: memory limit {limit} is below the worst case: baseline "
+                        f"{BASELINE_MIB} MiB + MAX_HELD_BYTES {held / 2**20:g} MiB")
 
 
 for path in sorted(Path(__file__).parent.glob("*.yaml")):
@@ -78,10 +107,12 @@ for path in sorted(Path(__file__).parent.glob("*.yaml")):
                     problems.append(f"{where}: annotation user-sync/queue is "
                                     f"{annotations.get('user-sync/queue')!r}, the worker "
                                     f"consumes {queue!r} (the alerts join on it)")
+            if c["args"] == ["run"]:
+                memory_fits(f"{where}/{c['name']}", c, settings)
             if c.get("restartPolicy") == "Always" and "readinessProbe" in c:
                 problems.append(f"{where}/{c['name']}: a sidecar's readiness probe would "
                                 "take the backend out of its Service")
 
-print("\n".join(problems) or "manifests consistent with the Dockerfile, their settings, "
+print("\n".join(problems) or "manifests consistent with the Dockerfile, their settings, memory limits, "
       f"{SECRET_EXAMPLE} and the scrape")
 sys.exit(1 if problems else 0)

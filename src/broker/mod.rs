@@ -146,9 +146,10 @@ impl Session {
         })
     }
 
-    /// Registers the consumer. The prefetch window bounds the deliveries held unacked, and
-    /// so memory; it must exceed the batch size so the next batch arrives while one commits.
-    pub async fn consumer(&self, queue: &str, prefetch: u16) -> Result<Consumer, BrokerError> {
+    /// Registers a consumer. The prefetch window bounds the deliveries held unacked, and so
+    /// memory; to drain fast it must exceed the batch size, so the next batch arrives while
+    /// one commits. The worker sizes it in bytes (`worker::window`).
+    pub async fn consumer(&self, queue: &str, prefetch: u16) -> lapin::Result<Consumer> {
         self.consume
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;

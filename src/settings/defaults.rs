@@ -29,6 +29,10 @@ const DEFAULTS: &[(&str, &str)] = &[
     // further delivery is ready, so light load waits for nothing (the light-load latency in
     // BENCHMARKS.md, Drain).
     ("batch_max_wait_ms", "20"),
+    // Bodies the prefetch window may hold, in bytes: 64 bodies at the default
+    // MAX_BODY_BYTES. With the baseline RSS of a drain at the defaults, it keeps a flood of
+    // bodies at the limit under the manifests' 80Mi (the integration test memory::flood).
+    ("max_held_bytes", "16777216"),
     ("retry_delays_ms", "1000,10000,60000"),
     ("max_attempts", "5"),
     // Generous for any clock drift; short enough that a mistyped year is refused.

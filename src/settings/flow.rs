@@ -56,3 +56,21 @@ pub(super) fn read<F: Fn(&str) -> Option<String>>(src: &Source<F>) -> Result<Flo
         connections,
     })
 }
+
+/// `MAX_HELD_BYTES`, read last: it must hold at least one body of `MAX_BODY_BYTES`, or a
+/// body at the limit could never be taken.
+pub(super) fn held_bytes<F: Fn(&str) -> Option<String>>(
+    src: &Source<F>,
+    max_body_bytes: usize,
+) -> Result<usize, SettingsError> {
+    let var = "MAX_HELD_BYTES";
+    let held: usize = src.number(var, 1024, 1 << 40)?;
+    if held < max_body_bytes {
+        let problem = format!(
+            "{held} cannot hold one body of MAX_BODY_BYTES ({max_body_bytes}): raise it or \
+             lower MAX_BODY_BYTES"
+        );
+        return Err(err(var, problem));
+    }
+    Ok(held)
+}

@@ -77,6 +77,8 @@ pub struct Settings {
     pub retry_delays: Vec<Duration>,
     pub max_attempts: u32,
     pub max_body_bytes: usize,
+    /// Bytes of bodies the prefetch window may hold: it is sized to fit (see `worker::window`).
+    pub max_held_bytes: usize,
     /// How far ahead of our clock an event's timestamp may be before it is rejected.
     pub max_future_skew: Duration,
     pub http_addr: SocketAddr,
@@ -184,7 +186,7 @@ impl Settings {
         let retry_delays = src.delays_ms("RETRY_DELAYS_MS")?;
         let rabbitmq_addresses = addresses::parse(&src.list("RABBITMQ_ADDRESSES"))?;
         let flow = flow::read(&src)?;
-        Ok(Settings {
+        let mut settings = Settings {
             rabbitmq_url,
             rabbitmq_exchange,
             rabbitmq_queue,
@@ -219,7 +221,10 @@ impl Settings {
             // At least 2 s: waits tick once a second, so a smaller bound would flap.
             health_stall: src.secs("HEALTH_STALL_SECS", 2, 24 * 3600)?,
             target_table: None,
-        })
+            max_held_bytes: 0,
+        };
+        settings.max_held_bytes = flow::held_bytes(&src, settings.max_body_bytes)?;
+        Ok(settings)
     }
 }
 
@@ -263,6 +268,8 @@ impl fmt::Debug for Settings {
             .field("prefetch", &self.prefetch)
             .field("batch_size", &self.batch_size)
             .field("batch_max_wait", &self.batch_max_wait)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_held_bytes", &self.max_held_bytes)
             .field("retry_delays", &self.retry_delays)
             .field("max_attempts", &self.max_attempts)
             .field("max_future_skew", &self.max_future_skew)

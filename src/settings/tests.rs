@@ -228,3 +228,16 @@ fn the_pool_and_prefetch_follow_the_batches_in_flight() {
     assert_eq!(e.var, "DATABASE_MAX_CONNECTIONS");
     assert!(e.problem.contains("PIPELINE_DEPTH (3)"), "{}", e.problem);
 }
+
+#[test]
+fn the_held_bytes_must_hold_one_body_at_the_limit() {
+    let s = load(BASE).unwrap();
+    assert_eq!(s.max_held_bytes, 16 << 20);
+    assert!(s.max_held_bytes >= s.max_body_bytes);
+    let small = [BASE, &[("max_held_bytes", "100000")]].concat();
+    let e = load(&small).unwrap_err();
+    assert_eq!(e.var, "MAX_HELD_BYTES");
+    assert!(e.problem.contains("MAX_BODY_BYTES (262144)"), "{e}");
+    let fits = [small.as_slice(), &[("max_body_bytes", "65536")]].concat();
+    assert_eq!(load(&fits).unwrap().max_held_bytes, 100_000);
+}

@@ -27,6 +27,7 @@ pub(super) const SETTINGS: &[&str] = &[
     "batch_max_wait_ms",
     "pipeline_depth",
     "max_body_bytes",
+    "max_held_bytes",
     "max_future_skew_secs",
     "event_signing_keys",
     "retry_delays_ms",

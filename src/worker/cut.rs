@@ -2,8 +2,7 @@
 //! collecting one. Each delivery keeps the instant it was taken, for the
 //! delivery-to-commit latency.
 
-use futures_util::{FutureExt, StreamExt};
-use lapin::Consumer;
+use super::feed::Feed;
 use lapin::message::Delivery;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -40,17 +39,17 @@ impl Cut {
     }
 
     /// Adds `delivery` and whatever else the consumer already holds (see `top_up`).
-    pub fn fill(&mut self, delivery: Delivery, consumer: &mut Consumer) -> lapin::Result<bool> {
+    pub fn fill(&mut self, delivery: Delivery, feed: &mut Feed) -> lapin::Result<bool> {
         self.batch.push((delivery, Instant::now()));
-        self.top_up(consumer)
+        self.top_up(feed)
     }
 
     /// Adds what the consumer already holds, until the batch is full or its time is up.
     /// False once the consumer has ended.
-    pub fn top_up(&mut self, consumer: &mut Consumer) -> lapin::Result<bool> {
+    pub fn top_up(&mut self, feed: &mut Feed) -> lapin::Result<bool> {
         let deadline = self.deadline().unwrap_or_else(Instant::now);
         while !self.is_full() && Instant::now() < deadline {
-            match consumer.next().now_or_never() {
+            match feed.ready() {
                 Some(Some(delivery)) => self.batch.push((delivery?, Instant::now())),
                 Some(None) => return Ok(false),
                 None => break,

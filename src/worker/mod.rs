@@ -1,6 +1,8 @@
 //! The consume loop: supervise the broker session, cut batches, hand them to the pipeline.
 
 mod cut;
+mod feed;
+mod window;
 
 use crate::backoff::Backoff;
 use crate::brake::Brake;
@@ -12,12 +14,12 @@ use crate::pipeline::{self, Flight, Pipeline};
 use crate::settings::Settings;
 use crate::store::Store;
 use cut::{Cut, TOP_UP};
-use futures_util::StreamExt;
-use lapin::Consumer;
+use feed::Feed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use window::Window;
 
 /// How often the connection status is checked while no delivery arrives. Heartbeats catch
 /// a dead peer; this catches a connection lapin has marked closed without ending the stream.
@@ -145,13 +147,14 @@ impl Worker {
         topo: &Topology,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
-        let prefetch = self.settings.prefetch;
-        let consumer = session.consumer(&topo.queue, prefetch);
-        let mut consumer = self.watchdog.waiting(consumer).await?;
-        let broker = session.address.to_string();
+        let s = &self.settings;
+        let window = Window::new(s.max_held_bytes, s.max_body_bytes, s.prefetch);
+        let feed = Feed::open(session, &topo.queue, window);
+        let mut feed = self.watchdog.waiting(feed).await?;
+        let (broker, prefetch) = (session.address.to_string(), feed.window());
         tracing::info!(queue = %topo.queue, prefetch, %broker, "consuming");
         self.metrics.set_broker_connected(Some(broker));
-        let end = self.consume_batches(session, &mut consumer, shutdown).await;
+        let end = self.consume_batches(session, &mut feed, shutdown).await;
         self.metrics.set_broker_connected(None);
         end
     }
@@ -163,7 +166,7 @@ impl Worker {
     async fn consume_batches(
         &self,
         session: &Session,
-        consumer: &mut Consumer,
+        feed: &mut Feed<'_>,
         shutdown: &CancellationToken,
     ) -> Result<(), SessionEnd> {
         let dog = &self.watchdog;
@@ -181,6 +184,7 @@ impl Worker {
         let mut ending: Option<Result<(), SessionEnd>> = None;
         loop {
             dog.tick();
+            dog.waiting(feed.adjust()).await?;
             if ending.is_none() && flight.has_room() && cut.due(flight.is_empty()) {
                 flight.launch(cut.take());
                 continue;
@@ -206,18 +210,18 @@ impl Worker {
                         Err(stop) => Err(stop),
                     };
                     match acked {
-                        Ok(()) if open => cut.top_up(consumer)?,
+                        Ok(()) if open => cut.top_up(feed)?,
                         Ok(()) => true,
                         Err(Stop::Shutdown) => return Ok(()),
                         Err(Stop::DatabaseDown) => return Err(SessionEnd::DatabaseDown),
                         Err(Stop::Broker(e)) => return Err(e.into()),
                     }
                 }
-                next = consumer.next(), if open && !filling => match next {
-                    Some(delivery) => cut.fill(delivery?, consumer)?,
-                    None => false,
+                next = feed.next(), if open && !filling => match next {
+                    Some(delivery) => cut.fill(delivery?, feed)?,
+                    None => feed.changing(),
                 },
-                _ = top_up.tick(), if filling => cut.top_up(consumer)?,
+                _ = top_up.tick(), if filling => cut.top_up(feed)?,
                 _ = watchdog.tick() => {
                     if !session.connection.status().connected() {
                         return Err(SessionEnd::ConnectionLost);

@@ -11,6 +11,7 @@ mod database;
 mod faults;
 mod import;
 mod input;
+mod memory;
 mod mtls;
 mod observability;
 mod ops;
