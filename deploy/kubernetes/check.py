@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """What the schema check cannot see: the manifests agree with the image and with the
-settings they carry, no manifest but secret.example.yaml holds a Secret (applying one would
-replace the real Secret with placeholders), no example turns signature checking on, and the
-scrape annotation names the queue the worker consumes.
+settings they carry, no manifest holds a Secret (applying one would replace the real Secret
+with placeholders; `kubectl apply -f deploy/kubernetes/` applies every .yaml, .yml and .json
+file of the folder, so the Secret's example ends in .example), no example turns signature
+checking on, and the scrape annotation names the queue the worker consumes.
 Run from the repository root: python3 deploy/kubernetes/check.py"""
 import re
 import sys
@@ -13,14 +14,18 @@ import yaml  # PyYAML, a dependency of kubernetes-validate
 ROOT = Path(__file__).resolve().parents[2]
 user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
 UID, GID = int(user[1]), int(user[2])
-SECRET_EXAMPLE = "secret.example.yaml"
+HERE = Path(__file__).parent
+SECRET_EXAMPLE = "secret.yaml.example"
+# What `kubectl apply -f deploy/kubernetes/` reads: every file with one of these endings.
+APPLIED = [p for p in sorted(HERE.iterdir()) if p.suffix in (".yaml", ".yml", ".json")]
 problems = []
 secrets = {}
-for path in sorted(Path(__file__).parent.glob("*.yaml")):
+for path in APPLIED + [HERE / SECRET_EXAMPLE]:
     for doc in yaml.safe_load_all(path.read_text()):
         if doc and doc["kind"] == "Secret":
             if path.name != SECRET_EXAMPLE:
-                problems.append(f"{path.name}: a Secret; it belongs in {SECRET_EXAMPLE}")
+                problems.append(f"{path.name}: a Secret, which a folder apply would put over "
+                                f"the real one; it belongs in {SECRET_EXAMPLE}")
             keys = {**doc.get("data", {}), **doc.get("stringData", {})}
             if "EVENT_SIGNING_KEYS" in keys:
                 problems.append(f"{path.name}: sets EVENT_SIGNING_KEYS, which turns signature "
@@ -40,7 +45,7 @@ def secret_refs(where, container):
                             f"{SECRET_EXAMPLE}")
 
 
-for path in sorted(Path(__file__).parent.glob("*.yaml")):
+for path in APPLIED:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     config = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
     for doc in docs:
