@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """What the schema check cannot see: the manifests agree with the image and with the
-settings they carry, no manifest but secret.example.yaml holds a Secret (applying one would
-replace the real Secret with placeholders), no example turns signature checking on, and the
-scrape annotation names the queue the worker consumes, and a worker's memory limit holds its
-worst case: the measured baseline plus the bodies its prefetch window may hold.
+settings they carry, no manifest holds a Secret (applying one would replace the real Secret
+with placeholders; `kubectl apply -f deploy/kubernetes/` applies every .yaml, .yml and .json
+file of the folder, so the Secret's example ends in .example), no example turns signature
+checking on, the scrape annotation names the queue the worker consumes, and a worker's
+memory limit holds its worst case: the measured baseline plus the bodies its prefetch window
+may hold.
 Run from the repository root: python3 deploy/kubernetes/check.py"""
 import re
 import sys
@@ -14,7 +16,10 @@ import yaml  # PyYAML, a dependency of kubernetes-validate
 ROOT = Path(__file__).resolve().parents[2]
 user = re.search(r"^USER (\d+):(\d+)$", (ROOT / "Dockerfile").read_text(), re.M)
 UID, GID = int(user[1]), int(user[2])
-SECRET_EXAMPLE = "secret.example.yaml"
+HERE = Path(__file__).parent
+SECRET_EXAMPLE = "secret.yaml.example"
+# What `kubectl apply -f deploy/kubernetes/` reads: every file with one of these endings.
+APPLIED = [p for p in sorted(HERE.iterdir()) if p.suffix in (".yaml", ".yml", ".json")]
 # Peak RSS draining ordinary events at the default PREFETCH/BATCH_SIZE/PIPELINE_DEPTH
 # (BENCHMARKS.md, Pipeline: 36-38 MiB), rounded up.
 BASELINE_MIB = 40
@@ -24,11 +29,12 @@ DEFAULT_BODY = 256 * 1024  # event::DEFAULT_MAX_BODY_BYTES
 UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 problems = []
 secrets = {}
-for path in sorted(Path(__file__).parent.glob("*.yaml")):
+for path in APPLIED + [HERE / SECRET_EXAMPLE]:
     for doc in yaml.safe_load_all(path.read_text()):
         if doc and doc["kind"] == "Secret":
             if path.name != SECRET_EXAMPLE:
-                problems.append(f"{path.name}: a Secret; it belongs in {SECRET_EXAMPLE}")
+                problems.append(f"{path.name}: a Secret, which a folder apply would put over "
+                                f"the real one; it belongs in {SECRET_EXAMPLE}")
             keys = {**doc.get("data", {}), **doc.get("stringData", {})}
             if "EVENT_SIGNING_KEYS" in keys:
                 problems.append(f"{path.name}: sets EVENT_SIGNING_KEYS, which turns signature "
@@ -69,7 +75,7 @@ def memory_fits(where, container, settings):
                         f"{BASELINE_MIB} MiB + MAX_HELD_BYTES {held / 2**20:g} MiB")
 
 
-for path in sorted(Path(__file__).parent.glob("*.yaml")):
+for path in APPLIED:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
     config = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
     for doc in docs:
