@@ -192,6 +192,12 @@ async fn start_up(
                 return Err(StartError::TargetTable(lines));
             }
             Err(SetupError::Mismatch(e)) => return Err(StartError::Migrate(e)),
+            Err(SetupError::Absent(problem)) => {
+                tracing::warn!(
+                    %problem,
+                    "waiting for the backend's migrations to create the [target] table"
+                );
+            }
             Err(SetupError::Outage(error)) => {
                 worker.metrics.set_database(false);
                 tracing::warn!(%error, "cannot set up the database yet; retrying");

@@ -112,6 +112,7 @@ impl Store {
         match self.prepare_target().await {
             Ok(()) => Ok(()),
             Err(SetupError::Target(problems)) => Err(problems),
+            Err(SetupError::Absent(problem)) => Err(vec![problem]),
             Err(e) => Err(vec![TargetTableProblem(format!(
                 "cannot read the catalog: {e}"
             ))]),

@@ -18,6 +18,11 @@ pub enum SetupError {
     /// The `[target]` mapping does not fit the table: one line per problem.
     #[error("the [target] mapping does not fit the database:\n{}", lines(.0))]
     Target(Vec<TargetTableProblem>),
+    /// The `[target]` table does not exist yet: in the sidecar form the backend's own
+    /// migrations create it, and they run after this native sidecar has started. The worker
+    /// waits for it; a command refuses.
+    #[error("{0}")]
+    Absent(TargetTableProblem),
     /// A migration this release knows, recorded with another checksum or left half-applied:
     /// the schema is another build's. Exit 1, as `docs/migrations.md` promises.
     #[error("migrations failed: {0}")]

@@ -26,10 +26,15 @@ impl Store {
     ) -> Result<HashMap<String, Column>, SetupError> {
         let columns = self.target_columns(m).await?;
         if columns.is_empty() {
-            return Err(SetupError::Target(vec![TargetTableProblem(format!(
-                "table: {}.{} does not exist (or this user cannot see it)",
-                m.schema, m.table
-            ))]));
+            let problem =
+                |what| TargetTableProblem(format!("table: {}.{} {what}", m.schema, m.table));
+            return Err(if self.target_exists(m).await? {
+                SetupError::Target(vec![problem(
+                    "exists, but this database user can see none of its columns",
+                )])
+            } else {
+                SetupError::Absent(problem("does not exist"))
+            });
         }
         let mut problems = Vec::new();
         for (col, wanted) in expected_types(m) {
@@ -99,6 +104,20 @@ impl Store {
                 problems.into_iter().map(TargetTableProblem).collect(),
             ))
         }
+    }
+
+    /// Whether the table exists, whatever this user's privileges (`pg_class` is readable by
+    /// every role; `information_schema` shows only what the user may touch).
+    async fn target_exists(&self, m: &TargetTable) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c \
+               JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2)",
+        )
+        .bind(&m.schema)
+        .bind(&m.table)
+        .fetch_one(self.pool())
+        .await
     }
 
     async fn target_columns(

@@ -4,3 +4,4 @@
 mod outages;
 mod owner;
 mod settings_file;
+mod target_table_created_later;
