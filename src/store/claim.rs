@@ -105,7 +105,9 @@ impl Store {
         }
         match held {
             Some(held) if held.service != mine.service => Err(self.taken(&held)),
-            Some(held) if held == mine || !write => Ok(()),
+            // A command without the settings file's `[target]` (run by hand) keeps the
+            // table the worker claimed: only a worker's own table replaces it.
+            Some(held) if held == mine || !write || mine.target.is_none() => Ok(()),
             None if !write => Ok(()),
             _ => self.record(tx, &mine).await,
         }

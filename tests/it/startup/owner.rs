@@ -175,3 +175,25 @@ async fn an_unclaimed_schema_goes_to_the_first_service_that_starts() {
             .unwrap();
     assert!(comment.is_some_and(|c| c.contains("\"service\":\"sat\"")));
 }
+
+/// A command of the same service run without the settings file (`brake status` on a
+/// laptop, say) leaves the schema's claim on its `[target]` table as it is: otherwise the
+/// table would look free and another service could map it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_without_the_target_table_keeps_the_claim_on_it() {
+    let env = Env::new().await;
+    store(&env, "lms", "sync_lms", true)
+        .migrate_and_claim()
+        .await
+        .unwrap();
+    store(&env, "lms", "sync_lms", false)
+        .migrate_and_claim()
+        .await
+        .unwrap();
+    let problem = refusal(
+        store(&env, "sat", "sync_sat", true)
+            .migrate_and_claim()
+            .await,
+    );
+    assert!(problem.contains("public.accounts"), "{problem}");
+}
