@@ -13,6 +13,7 @@ mod brake;
 mod cli;
 mod cluster;
 mod convergence;
+mod cost;
 mod faults;
 mod fixtures;
 mod frameworks;
