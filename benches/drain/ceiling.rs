@@ -58,5 +58,6 @@ pub(crate) async fn drain_ack_only(events: &Events) -> Row {
         verified: None,
         cpu: (own, system.broker, system.db),
         range: None,
+        wal: None,
     }
 }

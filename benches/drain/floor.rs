@@ -41,6 +41,7 @@ pub(crate) async fn bare_upsert_floor(events: &Events, batch: usize) -> Row {
     store.migrate().await.unwrap();
     let batches: Vec<_> = events.chunks(batch).map(batch_rows).collect();
     let mut conn = store.pool().acquire().await.unwrap();
+    let mark = crate::wal::mark().await;
     let cpu_before = SystemCpu::now();
     let started = Instant::now();
     for rows in &batches {
@@ -70,6 +71,7 @@ pub(crate) async fn bare_upsert_floor(events: &Events, batch: usize) -> Row {
     }
     let secs = started.elapsed().as_secs_f64();
     let system = SystemCpu::now().since(cpu_before);
+    let wal = crate::wal::since(&mark).await;
     drop(conn);
     store.pool().close().await;
     cleanup(&s, &tag).await;
@@ -81,5 +83,6 @@ pub(crate) async fn bare_upsert_floor(events: &Events, batch: usize) -> Row {
         verified: None,
         cpu: (0.0, system.broker, system.db),
         range: None,
+        wal: Some(wal),
     }
 }

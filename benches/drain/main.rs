@@ -13,7 +13,10 @@
 //!
 //! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PIPELINE_DEPTH/PREFETCH setting (how the defaults
 //! were chosen); `DRAIN_ONLY=key,...` runs only the named modes (light, ceiling, defaults,
-//! depth1, replicas, untrailed, guide, target_table, remote1, remote, floor, sweep);
+//! depth1, replicas, untrailed, guide, target_table, replay, reconcile, reconcile-same,
+//! remote1, remote, floor, sweep); `DRAIN_RECONCILE_USERS` (default 100000) sizes the
+//! reconciles. Every mode also reports the WAL it wrote from a `CHECKPOINT` on (`wal`);
+//! on a shared server that counts everyone's WAL.
 //! `DRAIN_SET=key=value,...` changes settings in every mode. `DRAIN_BEFORE=path` adds the
 //! same drain by another build (the release before the pipeline, say), locally and through
 //! the proxy (keys `before`, `remote-before`). `DRAIN_STATEMENTS=1` runs only
@@ -26,18 +29,20 @@ mod floor;
 mod light;
 mod measure;
 mod modes;
+mod reconcile;
 mod remote;
 mod round;
 mod setup;
 mod statements;
 mod target_table;
+mod wal;
 
 use light::{Latency, light_load};
 use modes::{Events, Expected, Row};
 use setup::{events, expected_for};
 use std::time::Duration;
 
-fn env_num(name: &str, default: usize) -> usize {
+pub(crate) fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
@@ -176,9 +181,9 @@ fn print_comparisons(rows: &[(&str, Row)], latency: Option<Latency>) {
 /// The table; the ratio column against `ceiling`, when there is one.
 fn print_table(rows: &[&Row], ceiling: Option<&Row>) {
     println!(
-        "| mode | events | seconds (median, range) | events/s | ratio to ack-only | peak RSS | table | CPU s: consumer / broker / postgres | Postgres us/event |"
+        "| mode | events | seconds (median, range) | events/s | ratio to ack-only | peak RSS | table | CPU s: consumer / broker / postgres | Postgres us/event | WAL B/event | WAL records / FPI |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---|---|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|");
     for r in rows {
         let ratio = ceiling.map_or("-".into(), |c| format!("{:.2}", rate(r) / rate(c)));
         let secs = match r.range {
@@ -186,7 +191,7 @@ fn print_table(rows: &[&Row], ceiling: Option<&Row>) {
             None => format!("{:.2}", r.secs),
         };
         println!(
-            "| {} | {} | {secs} | {:.0} | {} | {} | {} | {:.1} / {:.1} / {:.1} | {:.1} |",
+            "| {} | {} | {secs} | {:.0} | {} | {} | {} | {:.1} / {:.1} / {:.1} | {:.1} | {} | {} |",
             r.mode,
             r.events,
             rate(r),
@@ -198,6 +203,15 @@ fn print_table(rows: &[&Row], ceiling: Option<&Row>) {
             r.cpu.1,
             r.cpu.2,
             pg_us(r),
+            r.wal
+                .as_ref()
+                .map_or("-".into(), |w| format!("{:.0}", w.bytes / r.events as f64)),
+            r.wal
+                .as_ref()
+                .map_or("-".into(), |w| format!("{} / {}", w.records, w.fpi)),
         );
+        if let Some(w) = &r.wal {
+            eprintln!("{}: WAL {}..{}", r.mode, w.range.0, w.range.1);
+        }
     }
 }

@@ -117,6 +117,11 @@ pub(crate) fn self_cpu() -> f64 {
     stat("self").map_or(0.0, |s| s.own)
 }
 
+/// CPU seconds of this process's children that it has waited for.
+pub(crate) fn children_cpu() -> f64 {
+    stat("self").map_or(0.0, |s| s.children)
+}
+
 /// A `kB` line of `/proc/{pid}/status` (`VmHWM:` peak RSS, `VmRSS:` current), 0 if gone.
 pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

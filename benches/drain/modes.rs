@@ -26,6 +26,8 @@ pub(crate) struct Row {
     pub cpu: (f64, f64, f64),
     /// The fastest and slowest of the rounds this row is the median of.
     pub range: Option<(f64, f64)>,
+    /// The WAL the mode wrote, from a checkpoint on.
+    pub wal: Option<crate::wal::Wal>,
 }
 
 pub(crate) fn spawn(vars: &[(String, String)], log: &str, stdout: Stdio) -> Child {
@@ -84,6 +86,16 @@ pub(crate) async fn drain_target_table(mode: &str, events: &Events, expected: &E
     drain_into(mode, events, expected, &[], how).await
 }
 
+/// The stream drained once, then again (every event stale or a duplicate): the second
+/// drain measured.
+pub(crate) async fn drain_replayed(mode: &str, events: &Events, expected: &Expected) -> Row {
+    let how = How {
+        replay: true,
+        ..How::default()
+    };
+    drain_into(mode, events, expected, &[], how).await
+}
+
 /// The same drain with user-sync reaching Postgres through `proxy` (a remote database);
 /// the benchmark's own checks connect directly.
 pub(crate) async fn drain_remote(
@@ -124,6 +136,7 @@ struct How {
     target_table: bool,
     via: Option<u16>,
     bin: Option<PathBuf>,
+    replay: bool,
 }
 
 impl Default for How {
@@ -133,6 +146,7 @@ impl Default for How {
             target_table: false,
             via: None,
             bin: None,
+            replay: false,
         }
     }
 }
@@ -150,31 +164,34 @@ async fn drain_into(
         .bin
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_user-sync").into());
     preload(&s, events).await;
-    let cpu_before = SystemCpu::now();
-    let own_before = self_cpu();
-    let started = Instant::now();
-    let mut children: Vec<_> = (0..how.workers)
-        .map(|i| match std::env::var("DRAIN_LOG") {
-            // `DRAIN_LOG=user_sync=debug`: each drain's log in a file of its own.
-            Ok(filter) => {
-                let path = std::env::temp_dir().join(format!("{tag}.{i}.log"));
-                eprintln!("{mode}: log in {}", path.display());
-                let file = std::fs::File::create(path).unwrap();
-                spawn_binary(&bin, &vars, &filter, file.into())
-            }
-            Err(_) => spawn_binary(&bin, &vars, "warn", Stdio::null()),
-        })
-        .collect();
-    let drained = Drained {
+    let mut drained = Drained {
         mode,
         store: &store,
         expected,
         target_table: how.target_table,
+        trail_until: None,
     };
+    if how.replay {
+        // The stream once, unmeasured; then the same again, every event stale or a
+        // duplicate, until it has left as many trail rows as the first pass.
+        let mut first = spawn_workers(&bin, &vars, how.workers, &tag, mode);
+        let watch = QueueWatch::new(&s.rabbitmq_queue).await;
+        drained.wait(&watch, &first, Instant::now()).await;
+        watch.close().await;
+        stop(&mut first);
+        drained.trail_until = Some(2 * trail_rows(&store).await);
+        preload(&s, events).await;
+    }
+    let mark = crate::wal::mark().await;
+    let cpu_before = SystemCpu::now();
+    let own_before = self_cpu();
+    let started = Instant::now();
+    let mut children = spawn_workers(&bin, &vars, how.workers, &tag, mode);
     let watch = QueueWatch::new(&s.rabbitmq_queue).await;
     let mut rss = drained.wait(&watch, &children, started).await;
     let secs = started.elapsed().as_secs_f64();
     let system = SystemCpu::now().since(cpu_before);
+    let wal = crate::wal::since(&mark).await;
     if how.via.is_some() {
         // The proxy's threads run in this process, on the same two cores: said, since a
         // real network would not take that CPU from user-sync, the broker and Postgres.
@@ -198,6 +215,7 @@ async fn drain_into(
         verified: Some(verified),
         cpu: (worker_cpu, system.broker, system.db),
         range: None,
+        wal: Some(wal),
     }
 }
 
@@ -237,6 +255,36 @@ struct Drained<'a> {
     store: &'a Store,
     expected: &'a Expected,
     target_table: bool,
+    /// A replay is done when the trail has this many rows.
+    trail_until: Option<i64>,
+}
+
+async fn trail_rows(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(store.pool())
+        .await
+        .unwrap_or(0)
+}
+
+fn spawn_workers(
+    bin: &Path,
+    vars: &[(String, String)],
+    workers: usize,
+    tag: &str,
+    mode: &str,
+) -> Vec<Child> {
+    (0..workers)
+        .map(|i| match std::env::var("DRAIN_LOG") {
+            // `DRAIN_LOG=user_sync=debug`: each drain's log in a file of its own.
+            Ok(filter) => {
+                let path = std::env::temp_dir().join(format!("{tag}.{i}.log"));
+                eprintln!("{mode}: log in {}", path.display());
+                let file = std::fs::File::create(path).unwrap();
+                spawn_binary(bin, vars, &filter, file.into())
+            }
+            Err(_) => spawn_binary(bin, vars, "warn", Stdio::null()),
+        })
+        .collect()
 }
 
 impl Drained<'_> {
@@ -264,6 +312,11 @@ impl Drained<'_> {
                 self.mode
             );
             if watch.counts().await.0 > 0 {
+                continue;
+            }
+            if let Some(until) = self.trail_until
+                && trail_rows(self.store).await < until
+            {
                 continue;
             }
             let marks: i64 = sqlx::query_scalar("SELECT count(*) FROM user_watermarks")

@@ -3,8 +3,10 @@
 use crate::ceiling::drain_ack_only;
 use crate::floor::bare_upsert_floor;
 use crate::modes::{
-    Events, Expected, Row, drain_before, drain_remote, drain_target_table, drain_with_worker,
+    Events, Expected, Row, drain_before, drain_remote, drain_replayed, drain_target_table,
+    drain_with_worker,
 };
+use crate::reconcile::unchanged_reconcile;
 use crate::remote::DelayProxy;
 use crate::setup::expected_for;
 
@@ -56,6 +58,34 @@ pub(crate) async fn run(
             "target_table",
             drain_target_table(name, all, expected).await,
         ));
+    }
+    if wanted("replay") {
+        let name = "user-sync, the stream again (every event stale or a duplicate)";
+        rows.push(("replay", drain_replayed(name, all, expected).await));
+    }
+    let users = crate::env_num("DRAIN_RECONCILE_USERS", 100_000) as u64;
+    let (later, same) = ("2024-06-01T00:00:00Z", "2024-01-01T00:00:00Z");
+    let reconciles: [(&str, &str, &str, Extra); 3] = [
+        ("reconcile", later, "a later --as-of", &[]),
+        (
+            "reconcile-same",
+            same,
+            "the --as-of it was imported at",
+            &[],
+        ),
+        (
+            "reconcile-same-untrailed",
+            same,
+            "the --as-of it was imported at, trail off",
+            &untrailed,
+        ),
+    ];
+    for (key, as_of, when, extra) in reconciles {
+        if wanted(key) {
+            let name = format!("import --full of an unchanged export ({users} users), {when}");
+            let row = unchanged_reconcile(&name, users, as_of, extra).await;
+            rows.push((key, row));
+        }
     }
     let remote: [(&str, &str, Extra); 2] = [
         (

@@ -107,7 +107,11 @@ static ADVANCE_SQL: LazyLock<String> =
 
 // S: the incoming newest event is newer than the stored status; D: the incoming upsert is
 // newer than the stored fields. Row comparisons give the total order of
-// `decide::EventKey` (timestamp, kind rank, digest). The WHERE makes a stale event touch
+// `decide::EventKey` (timestamp, kind rank, digest). A user whose watermark in the
+// statement's snapshot is already as new as the events is left out before the upsert:
+// watermarks only move forward, so stale then is stale at commit, and ON CONFLICT would
+// lock the row (a WAL record, and a whole page after each checkpoint) to change nothing.
+// The WHERE of the update makes an event that a concurrent commit made stale touch
 // nothing; `last_change`, `prev_active` and `prev_reason` let RETURNING say what moved. `unlinked`, the
 // rows the target has without an auth id, is an uncorrelated EXISTS, evaluated once per
 // statement: while there are none (the steady state) the adoption statement is skipped,
@@ -128,6 +132,10 @@ pub(crate) fn advance_sql(unlinked: &str) -> String {
     let d = "(EXCLUDED.data_ts IS NOT NULL AND (w.data_ts IS NULL \
              OR (w.data_ts, w.data_rank, w.data_digest) \
              < (EXCLUDED.data_ts, EXCLUDED.data_rank, EXCLUDED.data_digest)))";
+    // The same test as S or D on the snapshot's watermark, before any row is locked.
+    let fresh = "((o.event_ts, o.event_rank, o.event_digest) < (t.ts, t.rank, t.digest) \
+                 OR (t.d_ts IS NOT NULL AND (o.data_ts IS NULL \
+                 OR (o.data_ts, o.data_rank, o.data_digest) < (t.d_ts, t.d_rank, t.d_digest))))";
     format!(
         "INSERT INTO user_watermarks AS w (auth_user_id, event_ts, event_rank, event_digest, \
            status_active, status_reason, data_ts, data_rank, data_digest, last_change, prev_active, prev_reason) \
@@ -135,6 +143,8 @@ pub(crate) fn advance_sql(unlinked: &str) -> String {
          FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::bool[], \
                      $6::text[], $7::timestamptz[], $8::int2[], $9::int8[]) \
            AS t(auth_user_id, ts, rank, digest, active, reason, d_ts, d_rank, d_digest) \
+         WHERE NOT EXISTS (SELECT 1 FROM user_watermarks o \
+           WHERE o.auth_user_id = t.auth_user_id AND NOT {fresh}) \
          ON CONFLICT (auth_user_id) DO UPDATE SET \
            event_ts      = CASE WHEN {s} THEN EXCLUDED.event_ts      ELSE w.event_ts END, \
            event_rank    = CASE WHEN {s} THEN EXCLUDED.event_rank    ELSE w.event_rank END, \

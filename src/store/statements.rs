@@ -139,8 +139,14 @@ const UPSERT_BASE: &str = "INSERT INTO users AS u (auth_user_id, email, first_na
        password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, \
        allowed_services = EXCLUDED.allowed_services, is_active = EXCLUDED.is_active, \
        deactivation_reason = EXCLUDED.deactivation_reason, \
-       source_updated_at = EXCLUDED.source_updated_at, updated_at = now()";
+       source_updated_at = EXCLUDED.source_updated_at, updated_at = now() \
+     WHERE (u.email, u.first_name, u.last_name, u.password_hash, u.role, u.allowed_services, \
+            u.is_active, u.deactivation_reason, u.source_updated_at) \
+       IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.first_name, EXCLUDED.last_name, \
+            EXCLUDED.password_hash, EXCLUDED.role, EXCLUDED.allowed_services, \
+            EXCLUDED.is_active, EXCLUDED.deactivation_reason, EXCLUDED.source_updated_at)";
 
+// A row the WHERE leaves as it is writes no new version and is not returned: unchanged.
 // A sub-select in RETURNING runs on the statement's snapshot, so it reads each row as it
 // was before this statement: which fields changed (for the trail, and to tell `unchanged`
 // from `applied`) costs no extra round trip. The bits are `audit::FIELDS` in order.

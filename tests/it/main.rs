@@ -7,6 +7,7 @@ mod brake;
 mod broker;
 mod cluster;
 mod convergence;
+mod cost;
 mod database;
 mod faults;
 mod import;

@@ -17,12 +17,17 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
     let mut insert_cols = vec![q(&m.key)];
     let mut insert_vals = vec![key_of(m, types, "i.auth_user_id")];
     let mut updates = Vec::new();
+    // Columns set to `now()` change on every write: left out of "did anything change".
+    let mut always_new = Vec::new();
     let mut bits = Vec::new();
     for (col, source) in &m.columns {
         insert_cols.push(q(col));
         insert_vals.push(column_value(source, &types[col], params));
         if *source != Source::NowOnInsert {
             updates.push(format!("{} = EXCLUDED.{}", q(col), q(col)));
+        }
+        if *source == Source::Now {
+            always_new.push(updates.len() - 1);
         }
         if let Some(bit) = field_bit(source) {
             bits.push((col.clone(), bit));
@@ -48,13 +53,25 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
             )
         })
         .collect();
+    let (olds, news): (Vec<String>, Vec<String>) = updates
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !always_new.contains(i))
+        .filter_map(|(_, u)| u.split_once(" = "))
+        .map(|(c, v)| (format!("u.{c}"), v.to_string()))
+        .unzip();
+    // A row whose every column already holds what it would be set to keeps its version
+    // (no WAL, not returned: unchanged).
     format!(
         "INSERT INTO {t} AS u ({}) SELECT {} FROM {BATCH} ON CONFLICT ({k}) DO UPDATE SET {} \
+         WHERE ({}) IS DISTINCT FROM ({}) \
          RETURNING u.{k}::uuid, (u.xmax = 0), \
          (SELECT ({}) FROM {t} o WHERE o.{k} = u.{k})::int2",
         insert_cols.join(", "),
         insert_vals.join(", "),
         updates.join(", "),
+        olds.join(", "),
+        news.join(", "),
         changed.join(" | "),
         t = table(m),
         k = q(&m.key)

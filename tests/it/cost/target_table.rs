@@ -1,0 +1,111 @@
+//! A backend's table (`[target]`) has no event-time column: a newer event with the same
+//! fields and status leaves its row as it was.
+
+use crate::support::*;
+use config::{Config, File, FileFormat};
+use sqlx::PgPool;
+use user_sync::decide::{self, Outcome, Planned};
+use user_sync::store::{EventResult, Store, target_table_ddl};
+use user_sync::target_table::{TargetSpec, TargetTable};
+
+const DDL: &str = "CREATE TABLE public.accounts (id serial PRIMARY KEY, email text NOT NULL, \
+    first_name text, last_name text, services text[], active boolean NOT NULL, \
+    reason text, seen timestamptz)";
+
+const SECTION: &str = r#"
+[target]
+table = "public.accounts"
+key = "auth_user_id"
+[target.columns]
+email = "email"
+first_name = "first_name"
+last_name = "last_name"
+services = "allowed_services"
+seen = "now_on_insert"
+[target.deactivation]
+flag = "active"
+reason = "reason"
+"#;
+
+fn mapping() -> TargetTable {
+    let spec: TargetSpec = Config::builder()
+        .add_source(File::from_str(SECTION, FileFormat::Toml))
+        .build()
+        .unwrap()
+        .get("target")
+        .unwrap();
+    TargetTable::resolve(&spec).unwrap()
+}
+
+async fn apply(store: &Store, events: &[serde_json::Value]) -> Vec<EventResult> {
+    let planned: Vec<Planned> = events.iter().map(planned).collect();
+    let (users, _) = decide::reduce(&planned);
+    let mut results = store.apply(&planned, &users).await.unwrap();
+    results.sort_by_key(|r| r.0);
+    results.into_iter().map(|r| r.1).collect()
+}
+
+async fn row_version(db: &PgPool) -> String {
+    sqlx::query_scalar("SELECT xmin::text FROM public.accounts WHERE auth_user_id = $1")
+        .bind(uid(1))
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_event_with_the_same_fields_keeps_the_row_version() {
+    let env = Env::new().await;
+    let db = PgPool::connect(&env.db.url()).await.unwrap();
+    sqlx::query(DDL).execute(&db).await.unwrap();
+    let m = mapping();
+    for statement in target_table_ddl(&m).split(';').map(str::trim) {
+        if !statement.is_empty() {
+            sqlx::query(statement).execute(&db).await.unwrap();
+        }
+    }
+    let mut settings = env.settings();
+    settings.target_table = Some(m);
+    let store = Store::new(&settings).unwrap();
+    store.migrate().await.unwrap();
+    store.prepare_target_table().await.unwrap();
+
+    let created = event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    apply(&store, &[created]).await;
+    let before = row_version(&db).await;
+    let same = event(
+        "user.updated",
+        1,
+        "2024-02-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    assert_eq!(
+        apply(&store, &[same]).await,
+        [EventResult::Done(Outcome::Unchanged)]
+    );
+    assert_eq!(row_version(&db).await, before, "no new row version");
+
+    let renamed = {
+        let mut e = event(
+            "user.updated",
+            1,
+            "2024-03-01T00:00:00Z",
+            "student",
+            &["lms"],
+        );
+        e["user"]["last_name"] = "Renamed".into();
+        e
+    };
+    assert_eq!(
+        apply(&store, &[renamed]).await,
+        [EventResult::Done(Outcome::Applied)]
+    );
+    assert_ne!(row_version(&db).await, before, "a change is written");
+}
