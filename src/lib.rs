@@ -5,8 +5,8 @@
 //! 1. Pure core, no I/O: `redact`, `backoff`, `signature`, `disposition`, `event`,
 //!    `membership`, `decide`, `target_table`.
 //! 2. Configuration: `settings`, `telemetry`.
-//! 3. Adapters, which decide nothing: `headers`, `broker`, `store`, `metrics`, `health`,
-//!    `http`.
+//! 3. Adapters, which decide nothing: `tls` (a client certificate, for the next two),
+//!    `headers`, `broker`, `store`, `metrics`, `health`, `http`.
 //! 4. Below both the pipeline and the worker: `pause` (a database outage waited out),
 //!    `brake` (the mass-deactivation brake).
 //! 5. `pipeline`: a batch from its deliveries to its acknowledgement.
