@@ -73,7 +73,7 @@ pub enum StartError {
     #[error("{0}")]
     Config(String),
     /// The target table (`[target]`) does not fit the database: one line per problem.
-    #[error("the [target] mapping does not fit the database:\n{}", .0.join("\n"))]
+    #[error("the [target] table does not fit the database:\n{}", .0.join("\n"))]
     TargetTable(Vec<String>),
 }
 
@@ -187,7 +187,7 @@ async fn start_up(
         match done {
             Ok(()) => return Ok(true),
             Err(SetupError::Config(problem)) => return Err(StartError::Config(problem)),
-            Err(SetupError::Target(problems)) => {
+            Err(SetupError::TargetTable(problems)) => {
                 let lines = problems.iter().map(ToString::to_string).collect();
                 return Err(StartError::TargetTable(lines));
             }

@@ -15,9 +15,9 @@ pub enum SetupError {
     /// `SERVICE_NAME`, this release against the schema): nothing a retry changes.
     #[error("{0}")]
     Config(String),
-    /// The `[target]` mapping does not fit the table: one line per problem.
-    #[error("the [target] mapping does not fit the database:\n{}", lines(.0))]
-    Target(Vec<TargetTableProblem>),
+    /// The target table (`[target]`) does not fit the database: one line per problem.
+    #[error("the [target] table does not fit the database:\n{}", lines(.0))]
+    TargetTable(Vec<TargetTableProblem>),
     /// A migration this release knows, recorded with another checksum or left half-applied:
     /// the schema is another build's. Exit 1, as `docs/migrations.md` promises.
     #[error("migrations failed: {0}")]

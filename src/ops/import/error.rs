@@ -24,7 +24,7 @@ impl From<SetupError> for ImportError {
     fn from(e: SetupError) -> Self {
         match e {
             SetupError::Outage(e) | SetupError::Mismatch(e) => ImportError::Database(e),
-            SetupError::Target(problems) => {
+            SetupError::TargetTable(problems) => {
                 let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
                 ImportError::Config(lines.join("\n"))
             }

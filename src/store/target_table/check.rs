@@ -26,7 +26,7 @@ impl Store {
     ) -> Result<HashMap<String, Column>, SetupError> {
         let columns = self.target_columns(m).await?;
         if columns.is_empty() {
-            return Err(SetupError::Target(vec![TargetTableProblem(format!(
+            return Err(SetupError::TargetTable(vec![TargetTableProblem(format!(
                 "table: {}.{} does not exist (or this user cannot see it)",
                 m.schema, m.table
             ))]));
@@ -80,7 +80,7 @@ impl Store {
             if !c.nullable && !c.has_default && name != &m.key && !written.contains(&name.as_str())
             {
                 problems.push(format!(
-                    "column `{name}` is NOT NULL without a default and the mapping does not write it"
+                    "column `{name}` is NOT NULL without a default and `[target.columns]` does not write it"
                 ));
             }
         }
@@ -95,7 +95,7 @@ impl Store {
         if problems.is_empty() {
             Ok(columns)
         } else {
-            Err(SetupError::Target(
+            Err(SetupError::TargetTable(
                 problems.into_iter().map(TargetTableProblem).collect(),
             ))
         }
