@@ -5,8 +5,8 @@
 //! 1. Pure core, no I/O: `redact`, `backoff`, `signature`, `disposition`, `event`,
 //!    `membership`, `decide`, `target_table`.
 //! 2. Configuration: `settings`, `telemetry`.
-//! 3. Adapters, which decide nothing: `headers`, `broker`, `store`, `metrics`, `health`,
-//!    `http`.
+//! 3. Adapters, which decide nothing: `tls` (a client certificate, for the next two),
+//!    `headers`, `broker`, `store`, `metrics`, `health`, `http`.
 //! 4. Below both the pipeline and the worker: `pause` (a database outage waited out),
 //!    `brake` (the mass-deactivation brake).
 //! 5. `pipeline`: a batch from its deliveries to its acknowledgement.
@@ -73,7 +73,7 @@ pub enum StartError {
     #[error("{0}")]
     Config(String),
     /// The target table (`[target]`) does not fit the database: one line per problem.
-    #[error("the [target] mapping does not fit the database:\n{}", .0.join("\n"))]
+    #[error("the [target] table does not fit the database:\n{}", .0.join("\n"))]
     TargetTable(Vec<String>),
 }
 
@@ -187,7 +187,7 @@ async fn start_up(
         match done {
             Ok(()) => return Ok(true),
             Err(SetupError::Config(problem)) => return Err(StartError::Config(problem)),
-            Err(SetupError::Target(problems)) => {
+            Err(SetupError::TargetTable(problems)) => {
                 let lines = problems.iter().map(ToString::to_string).collect();
                 return Err(StartError::TargetTable(lines));
             }

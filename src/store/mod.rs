@@ -111,7 +111,7 @@ impl Store {
     pub async fn prepare_target_table(&self) -> Result<(), Vec<TargetTableProblem>> {
         match self.prepare_target().await {
             Ok(()) => Ok(()),
-            Err(SetupError::Target(problems)) => Err(problems),
+            Err(SetupError::TargetTable(problems)) => Err(problems),
             Err(SetupError::Absent(problem)) => Err(vec![problem]),
             Err(e) => Err(vec![TargetTableProblem(format!(
                 "cannot read the catalog: {e}"

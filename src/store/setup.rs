@@ -15,9 +15,9 @@ pub enum SetupError {
     /// `SERVICE_NAME`, this release against the schema): nothing a retry changes.
     #[error("{0}")]
     Config(String),
-    /// The `[target]` mapping does not fit the table: one line per problem.
-    #[error("the [target] mapping does not fit the database:\n{}", lines(.0))]
-    Target(Vec<TargetTableProblem>),
+    /// The target table (`[target]`) does not fit the database: one line per problem.
+    #[error("the [target] table does not fit the database:\n{}", lines(.0))]
+    TargetTable(Vec<TargetTableProblem>),
     /// The `[target]` table does not exist yet: in the sidecar form the backend's own
     /// migrations create it, and they run after this native sidecar has started. The worker
     /// waits for it; a command refuses.

@@ -8,10 +8,12 @@
 //! (`read`), so memory does not grow with the export.
 
 mod checked;
+mod error;
 mod read;
 mod record;
 mod summary;
 
+pub use error::ImportError;
 pub use summary::{ImportSummary, LISTED, Reconcile};
 
 use crate::decide::{self, Outcome, Planned};
@@ -19,7 +21,7 @@ use crate::event::Rules;
 use crate::membership::Membership;
 use crate::pipeline::{Trail, isolate_failures};
 use crate::settings::Settings;
-use crate::store::{Commit, EventMeta, EventResult, SetupError, Store, config_problem};
+use crate::store::{Commit, EventMeta, EventResult, Store, config_problem};
 use read::Records;
 use record::Decoder;
 use std::path::{Path, PathBuf};
@@ -49,37 +51,6 @@ pub enum Stage {
     Importing,
     /// `--full`: deactivating the users left out; `done` of `of` users.
     Deactivating { of: u64 },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error("{0}")]
-    File(String),
-    /// Nothing was changed: the export, or what it would do, needs the operator first.
-    #[error("refused: {0}")]
-    Refused(String),
-    /// The brake stopped a plain import partway: what came before is applied.
-    #[error("stopped: {0}")]
-    Stopped(String),
-    /// A setting or the database's setup does not fit (a target table, a pooler in
-    /// transaction mode): nothing was attempted.
-    #[error("{0}")]
-    Config(String),
-    #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
-}
-
-impl From<SetupError> for ImportError {
-    fn from(e: SetupError) -> Self {
-        match e {
-            SetupError::Outage(e) | SetupError::Mismatch(e) => ImportError::Database(e),
-            SetupError::Target(problems) => {
-                let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                ImportError::Config(lines.join("\n"))
-            }
-            config => ImportError::Config(config.to_string()),
-        }
-    }
 }
 
 /// Imports `path`; `progress(stage, done)` is called after each batch.

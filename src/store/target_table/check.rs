@@ -19,6 +19,19 @@ const TEXT: &[&str] = &["text", "varchar", "bpchar", "citext"];
 const TIME: &[&str] = &["timestamptz", "timestamp"];
 
 impl Store {
+    /// No column visible: a table not created yet (waited for by the worker) or one this
+    /// database user may not read (a setting to fix).
+    async fn no_columns(&self, m: &TargetTable) -> SetupError {
+        let problem = |what| TargetTableProblem(format!("table: {}.{} {what}", m.schema, m.table));
+        match self.target_exists(m).await {
+            Ok(true) => SetupError::TargetTable(vec![problem(
+                "exists, but this database user can see none of its columns",
+            )]),
+            Ok(false) => SetupError::Absent(problem("does not exist")),
+            Err(e) => e.into(),
+        }
+    }
+
     /// The target's columns by name, or every problem found.
     pub(crate) async fn check_target_table(
         &self,
@@ -26,15 +39,7 @@ impl Store {
     ) -> Result<HashMap<String, Column>, SetupError> {
         let columns = self.target_columns(m).await?;
         if columns.is_empty() {
-            let problem =
-                |what| TargetTableProblem(format!("table: {}.{} {what}", m.schema, m.table));
-            return Err(if self.target_exists(m).await? {
-                SetupError::Target(vec![problem(
-                    "exists, but this database user can see none of its columns",
-                )])
-            } else {
-                SetupError::Absent(problem("does not exist"))
-            });
+            return Err(self.no_columns(m).await);
         }
         let mut problems = Vec::new();
         for (col, wanted) in expected_types(m) {
@@ -85,7 +90,7 @@ impl Store {
             if !c.nullable && !c.has_default && name != &m.key && !written.contains(&name.as_str())
             {
                 problems.push(format!(
-                    "column `{name}` is NOT NULL without a default and the mapping does not write it"
+                    "column `{name}` is NOT NULL without a default and `[target.columns]` does not write it"
                 ));
             }
         }
@@ -100,7 +105,7 @@ impl Store {
         if problems.is_empty() {
             Ok(columns)
         } else {
-            Err(SetupError::Target(
+            Err(SetupError::TargetTable(
                 problems.into_iter().map(TargetTableProblem).collect(),
             ))
         }

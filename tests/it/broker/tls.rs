@@ -10,7 +10,7 @@ use crate::support::*;
 /// file names RABBITMQ_CA_FILE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
-    let trusted = ca("user-sync test CA");
+    let trusted = Ca::new("user-sync test CA");
     let port = tls_proxy(&trusted).await;
     let good = write_pem(&trusted);
     let url = format!("amqps://{}@localhost:{port}/%2f", broker_credentials());
@@ -27,7 +27,7 @@ async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
     .await;
     worker.stop().await;
 
-    let other = write_pem(&ca("some other CA"));
+    let other = write_pem(&Ca::new("some other CA"));
     let wrong = Env {
         overrides: [
             ("rabbitmq_url".to_string(), url.clone()),
@@ -72,7 +72,7 @@ async fn amqps_through_a_tls_proxy_with_the_right_ca_and_not_with_another() {
 /// `localhost` (as the README says), without showing the credentials.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqps_with_addresses_checks_the_address_host_not_the_urls() {
-    let ca = ca("addresses CA");
+    let ca = Ca::new("addresses CA");
     let port = tls_proxy(&ca).await;
     let pem = write_pem(&ca);
     let creds = broker_credentials();

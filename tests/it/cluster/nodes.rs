@@ -3,15 +3,12 @@
 //! script, and plain AMQP connections to one node at a time.
 
 use crate::support::{
-    Env, connect, delete_all, get_all_at, names_of, queue_counts_at, wait_consumers,
+    Env, connect, delete_all, get_all_at, names_of, queue_counts_at, script, wait_consumers,
 };
 use lapin::Connection;
-use std::process::Command;
 use std::time::Duration;
 use user_sync::broker::{Session, Topology};
 use user_sync::settings::BrokerAddress;
-
-const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/rabbitmq-cluster.sh");
 
 /// Node `n` (1-based) is the n-th address of `TEST_RABBITMQ_CLUSTER`, in the script's order.
 pub struct Cluster {
@@ -31,7 +28,7 @@ impl Cluster {
             addresses: list.split(',').map(|a| a.trim().to_string()).collect(),
         };
         assert_eq!(
-            script(&["addresses"]).trim(),
+            cluster_script(&["addresses"]).trim(),
             cluster.addresses.join(","),
             "TEST_RABBITMQ_CLUSTER must be the script's cluster: its nodes are killed through it"
         );
@@ -74,24 +71,24 @@ impl Cluster {
 
     /// SIGKILL of the node's Erlang VM: a crash, no goodbye to anyone.
     pub fn kill(&self, node: usize) {
-        script(&["kill", &node.to_string()]);
+        cluster_script(&["kill", &node.to_string()]);
     }
 
     /// SIGSTOP: the node's sockets stay open and nothing answers, as a hung or cut-off host.
     pub fn freeze(&self, node: usize) {
-        script(&["freeze", &node.to_string()]);
+        cluster_script(&["freeze", &node.to_string()]);
     }
 
     /// Continues frozen nodes and restarts dead ones; returns once all three run.
     pub async fn heal(&self) {
-        tokio::task::spawn_blocking(|| script(&["heal"]))
+        tokio::task::spawn_blocking(|| cluster_script(&["heal"]))
             .await
             .unwrap();
     }
 
     /// The node leading quorum queue `queue`.
     pub fn leader(&self, queue: &str) -> usize {
-        script(&["leader", queue])
+        cluster_script(&["leader", queue])
             .trim()
             .parse()
             .expect("a node number")
@@ -126,12 +123,6 @@ impl Cluster {
 }
 
 /// Runs the cluster script; its stdout, or the test fails with its stderr.
-fn script(args: &[&str]) -> String {
-    let out = Command::new(SCRIPT).args(args).output().expect(SCRIPT);
-    assert!(
-        out.status.success(),
-        "rabbitmq-cluster.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+fn cluster_script(args: &[&str]) -> String {
+    script("rabbitmq-cluster.sh", args)
 }

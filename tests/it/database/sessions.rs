@@ -30,7 +30,7 @@ async fn postgres_tls_through_sslmode_and_sslrootcert() {
     assert!(encrypted, "the connection is TLS");
     store.pool().close().await;
 
-    let other = write_pem(&ca("some other CA"));
+    let other = write_pem(&Ca::new("some other CA"));
     let url = format!(
         "{}?sslmode=verify-full&sslrootcert={}",
         tls.db.url().replace("127.0.0.1", "localhost"),

@@ -1,15 +1,15 @@
 //! user-sync's broker connection with client certificates, against a node that asks for
 //! one (`verify_peer`, `fail_if_no_peer_cert`) and logs in by it (EXTERNAL, CN).
 
-use super::certs::{Dir, KeyForm, Pki};
 use super::nodes::{PASSWORD_USER, TlsRabbit, USER};
 use super::{settings, shown};
+use crate::support::{Ca, Dir, KeyForm};
 use user_sync::broker;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts a RabbitMQ node of its own (scripts/rabbitmq-tls.sh)"]
 async fn client_certificates_log_in_and_bad_ones_are_refused_naming_the_problem() {
-    let pki = Pki::new("usync mtls CA");
+    let pki = Ca::new("usync mtls CA");
     let node = TlsRabbit::start(&pki);
     let files = Dir::new("usync-mtls-files");
     logins_in_every_key_form(&node, &pki, &files).await;
@@ -18,8 +18,8 @@ async fn client_certificates_log_in_and_bad_ones_are_refused_naming_the_problem(
 
 /// EXTERNAL with the files in variables, EXTERNAL with the RabbitMQ URI spec's query
 /// parameters, and a password: each key form once.
-async fn logins_in_every_key_form(node: &TlsRabbit, pki: &Pki, files: &Dir) {
-    let ca = shown(&files.write("ca.pem", &pki.ca_pem()));
+async fn logins_in_every_key_form(node: &TlsRabbit, pki: &Ca, files: &Dir) {
+    let ca = shown(&files.write("ca.pem", &pki.pem()));
     let base = format!("amqps://localhost:{}/%2f", node.port);
     let (cert, key) = files.pair("pkcs8", &pki.client(USER, KeyForm::Pkcs8));
     let vars = [
@@ -65,8 +65,8 @@ async fn logs_in(node: &TlsRabbit, vars: &[(&str, String)], login: &str) {
 
 /// No certificate, one from another CA, one whose CN is no user, a key of another
 /// certificate, a key file missing: each refused, saying which.
-async fn refusals(node: &TlsRabbit, pki: &Pki, files: &Dir) {
-    let ca = shown(&files.write("ca.pem", &pki.ca_pem()));
+async fn refusals(node: &TlsRabbit, pki: &Ca, files: &Dir) {
+    let ca = shown(&files.write("ca.pem", &pki.pem()));
     let external = format!(
         "amqps://localhost:{}/%2f?auth_mechanism=external",
         node.port
@@ -81,7 +81,7 @@ async fn refusals(node: &TlsRabbit, pki: &Pki, files: &Dir) {
     ];
     refused(&none, "requires a client certificate", node).await;
 
-    let stranger = Pki::new("some other CA");
+    let stranger = Ca::new("some other CA");
     let (cert, key) = files.pair("foreign", &stranger.client(USER, KeyForm::Pkcs8));
     let with = |url: &str, cert: &str, key: &str| {
         [

@@ -7,7 +7,6 @@
 //! about 10 s); `.ci/run` runs them with `--ignored` in a block of their own.
 
 mod broker;
-mod certs;
 mod nodes;
 mod postgres;
 mod worker;

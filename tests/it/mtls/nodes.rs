@@ -2,8 +2,8 @@
 //! certificates signed by the test's CA (`scripts/rabbitmq-tls.sh`,
 //! `scripts/postgres-tls.sh`); stopped and removed when dropped.
 
-use super::certs::{Dir, Pki};
-use crate::support::free_port;
+use crate::support::{Ca, Dir};
+use crate::support::{free_port, script, script_path};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Executor};
 use std::process::Command;
@@ -13,17 +13,9 @@ pub(crate) const USER: &str = "usync";
 /// A RabbitMQ user that logs in with a password (over the same mutual TLS).
 pub(crate) const PASSWORD_USER: &str = "usync-pw";
 
-fn script(name: &str, args: &[&str]) -> String {
-    let path = format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(&path).args(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{name} {args:?}: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Writes the CA and a server certificate where the scripts look for them.
-fn server_files(dir: &Dir, pki: &Pki) {
-    dir.write("ca.pem", &pki.ca_pem());
+fn server_files(dir: &Dir, pki: &Ca) {
+    dir.write("ca.pem", &pki.pem());
     dir.pair("server", &pki.server());
 }
 
@@ -38,7 +30,7 @@ pub(crate) struct TlsRabbit {
 impl TlsRabbit {
     /// Starts the node (about 10 s) and adds `USER` and `PASSWORD_USER`, both with every
     /// permission on vhost `/`.
-    pub(crate) fn start(pki: &Pki) -> Self {
+    pub(crate) fn start(pki: &Ca) -> Self {
         let dir = Dir::new("usync-mtls-rabbit");
         server_files(&dir, pki);
         let (port, dist) = (free_port(), free_port());
@@ -79,8 +71,9 @@ impl TlsRabbit {
 impl Drop for TlsRabbit {
     fn drop(&mut self) {
         let dir = self.dir.path().display().to_string();
-        let path = format!("{}/scripts/rabbitmq-tls.sh", env!("CARGO_MANIFEST_DIR"));
-        let _ = Command::new(path).args(["stop", &dir]).status();
+        let _ = Command::new(script_path("rabbitmq-tls.sh"))
+            .args(["stop", &dir])
+            .status();
     }
 }
 
@@ -91,7 +84,7 @@ pub(crate) struct TlsPostgres {
 
 impl TlsPostgres {
     /// initdb, start (a second or two), then role `USER` and its database `app`.
-    pub(crate) async fn start(pki: &Pki) -> Self {
+    pub(crate) async fn start(pki: &Ca) -> Self {
         let dir = Dir::new("usync-mtls-pg");
         server_files(&dir, pki);
         let port = free_port();
@@ -126,7 +119,8 @@ impl TlsPostgres {
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
         let dir = self.dir.path().display().to_string();
-        let path = format!("{}/scripts/postgres-tls.sh", env!("CARGO_MANIFEST_DIR"));
-        let _ = Command::new(path).args(["stop", &dir]).status();
+        let _ = Command::new(script_path("postgres-tls.sh"))
+            .args(["stop", &dir])
+            .status();
     }
 }

@@ -1,18 +1,18 @@
 //! Postgres `cert` authentication through `DATABASE_URL`'s `sslcert`/`sslkey`/
 //! `sslrootcert`, against a server of the test's own (`hostssl all all 127.0.0.1/32 cert`).
 
-use super::certs::{Dir, KeyForm, Pki};
 use super::nodes::{TlsPostgres, USER};
 use super::{settings, shown};
+use crate::support::{Ca, Dir, KeyForm};
 use user_sync::store::{Store, config_problem};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts a Postgres server of its own (scripts/postgres-tls.sh)"]
 async fn cert_authentication_logs_in_and_bad_certificates_are_configuration_errors() {
-    let pki = Pki::new("usync mtls CA");
+    let pki = Ca::new("usync mtls CA");
     let server = TlsPostgres::start(&pki).await;
     let files = Dir::new("usync-mtls-files");
-    let ca = shown(&files.write("ca.pem", &pki.ca_pem()));
+    let ca = shown(&files.write("ca.pem", &pki.pem()));
     let url = |cert: &str, key: &str| {
         server.url(&format!(
             "sslmode=verify-full&sslrootcert={ca}&sslcert={cert}&sslkey={key}"
@@ -32,7 +32,7 @@ async fn cert_authentication_logs_in_and_bad_certificates_are_configuration_erro
 
     let none = server.url(&format!("sslmode=verify-full&sslrootcert={ca}"));
     refused(&none, "requires a valid client certificate").await;
-    let stranger = Pki::new("some other CA");
+    let stranger = Ca::new("some other CA");
     let (foreign, foreign_key) = files.pair("foreign", &stranger.client(USER, KeyForm::Sec1));
     let foreign = url(&shown(&foreign), &shown(&foreign_key));
     refused(&foreign, "does not trust the CA").await;

@@ -3,9 +3,9 @@
 //! binary started with a certificate either server refuses exits 2 with a line naming the
 //! problem, and no key appears in its output.
 
-use super::certs::{Dir, KeyForm, Pki};
 use super::nodes::{TlsPostgres, TlsRabbit, USER};
 use super::{settings, shown};
+use crate::support::{Ca, Dir, KeyForm};
 use crate::support::{binary, event, install_test_subscriber, row, run_within, test_log, wait_for};
 use lapin::BasicProperties;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
@@ -29,11 +29,11 @@ struct Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "starts a RabbitMQ node and a Postgres server of its own (scripts/*-tls.sh)"]
 async fn a_worker_syncs_over_client_certificates_and_exits_when_one_is_refused() {
-    let pki = Pki::new("usync mtls CA");
+    let pki = Ca::new("usync mtls CA");
     let node = TlsRabbit::start(&pki);
     let db = TlsPostgres::start(&pki).await;
     let files = Dir::new("usync-mtls-files");
-    let ca = shown(&files.write("ca.pem", &pki.ca_pem()));
+    let ca = shown(&files.write("ca.pem", &pki.pem()));
     let (cert, key) = files.pair("usync", &pki.client(USER, KeyForm::Sec1));
     let tls = format!(
         "sslmode=verify-full&sslrootcert={ca}&sslcert={}&sslkey={}",
@@ -54,7 +54,7 @@ async fn a_worker_syncs_over_client_certificates_and_exits_when_one_is_refused()
         ("DATABASE_URL", db.url(&tls)),
     ];
     let client = Client { cert, key, vars };
-    let foreign = Pki::new("some other CA").client(USER, KeyForm::Pkcs8);
+    let foreign = Ca::new("some other CA").client(USER, KeyForm::Pkcs8);
     syncs_and_retries_a_renewed_certificate(&node, &client, &foreign).await;
 
     let (wrong_cert, wrong_key) = files.pair("foreign", &foreign);
@@ -84,7 +84,7 @@ async fn a_worker_syncs_over_client_certificates_and_exits_when_one_is_refused()
 async fn syncs_and_retries_a_renewed_certificate(
     node: &TlsRabbit,
     client: &Client,
-    foreign: &super::certs::Pem,
+    foreign: &crate::support::Pem,
 ) {
     if test_log() {
         install_test_subscriber();

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::support::*;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -12,28 +11,17 @@ const LIMIT: Duration = Duration::from_secs(45);
 
 /// A working directory of the test's own holding an empty `.env`: dotenvy reads the first
 /// `.env` it finds in the directory or above, so none left in a parent can set a variable.
-struct Cwd(PathBuf);
-
-impl Cwd {
-    fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("usync-cli-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir(&dir).unwrap();
-        std::fs::write(dir.join(".env"), "").unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for Cwd {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+fn cwd() -> Dir {
+    let dir = Dir::new("usync-cli");
+    dir.write(".env", "");
+    dir
 }
 
 /// The binary with this environment's settings but `DATABASE_URL`.
-fn without_database(env: &Env, cwd: &Cwd, args: &[&str]) -> Command {
+fn without_database(env: &Env, cwd: &Dir, args: &[&str]) -> Command {
     let mut cmd = env.binary();
     cmd.env_remove("DATABASE_URL")
-        .current_dir(&cwd.0)
+        .current_dir(cwd.path())
         .args(args);
     cmd
 }
@@ -137,7 +125,7 @@ async fn exit_3_when_replayed_letters_come_straight_back() {
 async fn the_broker_commands_run_without_a_database_url() {
     let env = Env::new().await;
     env.declare().await;
-    let cwd = Cwd::new();
+    let cwd = cwd();
 
     let id = uid(5).to_string();
     let sent = without_database(&env, &cwd, &["send", "--user-id", &id]);
@@ -168,7 +156,7 @@ async fn the_broker_commands_run_without_a_database_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_commands_stop_at_once_naming_database_url() {
     let env = Env::new().await;
-    let cwd = Cwd::new();
+    let cwd = cwd();
     let cases = [
         (&["run"][..], "run"),
         (&["migrate"], "migrate"),

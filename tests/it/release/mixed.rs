@@ -8,7 +8,7 @@
 //! sets `TEST_PREVIOUS_BIN` and runs this with `--ignored`. Without the variable it fails
 //! rather than skips.
 
-use super::process::{Process, command};
+use super::process::Process;
 use super::traffic::{Traffic, stream};
 use crate::support::*;
 use std::path::PathBuf;
@@ -31,7 +31,7 @@ fn previous_binary() -> PathBuf {
 
 /// `migrate` of `program`, as an init container runs it: must exit 0.
 fn migrate(program: &std::path::Path, env: &Env, who: &str) {
-    let out = run(command(program, env).arg("migrate"));
+    let out = run(env.binary_at(program).arg("migrate"));
     assert_eq!(out.code, 0, "{who}'s migrate: {}", out.text());
 }
 

@@ -3,21 +3,8 @@
 
 use crate::support::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-
-/// `program` with `env`'s settings and nothing else from ours, as `Env::binary` does.
-pub(crate) fn command(program: &Path, env: &Env) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("CONFIG_FILE", "/nonexistent/user-sync.toml")
-        .current_dir(std::env::temp_dir());
-    for (k, v) in env.vars() {
-        cmd.env(k.to_uppercase(), v);
-    }
-    cmd
-}
 
 /// A running worker; killed if the test ends without stopping it.
 pub(crate) struct Process {
@@ -30,7 +17,8 @@ impl Process {
     pub fn start(name: &str, program: &Path, env: &Env) -> Self {
         let log = std::env::temp_dir().join(format!("{}.{name}.log", env.db.name));
         let file = std::fs::File::create(&log).unwrap();
-        let child = command(program, env)
+        let child = env
+            .binary_at(program)
             .arg("run")
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file))

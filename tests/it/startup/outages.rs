@@ -15,6 +15,17 @@ async fn admin(sql: &str) {
     sqlx::raw_sql(sql).execute(&mut admin).await.unwrap();
 }
 
+/// Waits for a consumer (`what`), then for user 1's creation to reach the table.
+async fn consumes_again(env: &Env, what: &str) {
+    env.wait_consumers(1, what, Duration::from_secs(60)).await;
+    env.publisher().await.create_student(1, &["lms"]).await;
+    let store = env.store();
+    wait_for("the row", Duration::from_secs(20), || async {
+        row(&store, 1).await.is_some_and(|r| r.0)
+    })
+    .await;
+}
+
 /// Ends every session on `db`: new ones take the database's settings as they are now.
 async fn terminate_sessions(db: &str) {
     admin(&format!(
@@ -52,14 +63,7 @@ async fn a_read_only_database_at_start_is_waited_out() {
     ))
     .await;
     terminate_sessions(&db).await;
-    env.wait_consumers(1, "consuming once writable", Duration::from_secs(60))
-        .await;
-    env.publisher().await.create_student(1, &["lms"]).await;
-    let store = env.store();
-    wait_for("the row", Duration::from_secs(20), || async {
-        row(&store, 1).await.is_some_and(|r| r.0)
-    })
-    .await;
+    consumes_again(&env, "consuming once writable").await;
     let worker = Worker {
         shutdown,
         task,
@@ -123,14 +127,7 @@ async fn a_queue_deleted_while_consuming_is_declared_again() {
     .await
     .unwrap();
     let _ = conn.close(200, "bye".into()).await;
-    env.wait_consumers(1, "the queue declared again", Duration::from_secs(60))
-        .await;
-    env.publisher().await.create_student(1, &["lms"]).await;
-    let store = env.store();
-    wait_for("the row", Duration::from_secs(20), || async {
-        row(&store, 1).await.is_some_and(|r| r.0)
-    })
-    .await;
+    consumes_again(&env, "the queue declared again").await;
     assert!(!worker.task.is_finished());
     worker.stop().await;
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use user_sync::broker::Topology;
@@ -81,8 +82,13 @@ impl Env {
 
     /// The real binary with this environment's settings and nothing else from ours.
     pub(crate) fn binary(&self) -> Command {
+        self.binary_at(Path::new(env!("CARGO_BIN_EXE_user-sync")))
+    }
+
+    /// `binary`, but the program at `program` (another release's build).
+    pub(crate) fn binary_at(&self, program: &Path) -> Command {
         let _ = self.try_settings(); // its queues are cleaned up too
-        let mut cmd = binary();
+        let mut cmd = binary_at(program);
         for (k, v) in self.vars() {
             cmd.env(k.to_uppercase(), v);
         }

@@ -2,6 +2,7 @@
 
 mod arb;
 mod broker;
+mod certs;
 mod env;
 mod events;
 mod frameworks;
@@ -19,6 +20,7 @@ mod worker;
 
 pub(crate) use arb::*;
 pub(crate) use broker::*;
+pub(crate) use certs::*;
 pub(crate) use env::*;
 pub(crate) use events::*;
 pub(crate) use frameworks::*;

@@ -1,6 +1,7 @@
 //! The real binary as a process: spawned with a test's settings and nothing else, its
 //! output captured, bounded in time, its peak memory read.
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -22,7 +23,12 @@ pub(crate) fn unread() -> Stdio {
 
 /// The real binary with an empty environment (PATH aside) and no config file.
 pub(crate) fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_user-sync"));
+    binary_at(Path::new(env!("CARGO_BIN_EXE_user-sync")))
+}
+
+/// `binary`, but the program at `program` (another release's build).
+pub(crate) fn binary_at(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CONFIG_FILE", "/nonexistent/user-sync.toml")
@@ -102,6 +108,18 @@ pub(crate) async fn run_bounded(mut cmd: Command, limit: Duration) -> Option<Run
             None
         }
     }
+}
+
+/// Runs `scripts/NAME ARGS`; its stdout, or the test fails with its stderr.
+pub(crate) fn script(name: &str, args: &[&str]) -> String {
+    let out = Command::new(script_path(name)).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{name} {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn script_path(name: &str) -> String {
+    format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Sends SIGTERM to a spawned binary.

@@ -1,45 +1,25 @@
-//! Certificates made for a test, and a TLS-terminating proxy in front of the local broker
-//! that presents one.
+//! A TLS-terminating proxy in front of the local broker, presenting a certificate of a
+//! test's CA, and that CA's file.
 
+use super::Ca;
 use super::broker_addr;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use std::sync::Arc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 
-pub(crate) struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-pub(crate) fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    Ca {
-        cert: params.self_signed(&key).unwrap(),
-        key,
-    }
-}
-
 /// Starts the proxy: TLS with a `localhost` certificate signed by `ca`, forwarding to the
 /// broker of `TEST_RABBITMQ_URL`. Returns its port.
 pub(crate) async fn tls_proxy(ca: &Ca) -> u16 {
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&key, &ca.cert, &ca.key)
-        .unwrap();
+    let (leaf, key) = ca.server_der();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            vec![leaf.into()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
         )
         .unwrap();
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -64,6 +44,6 @@ pub(crate) async fn tls_proxy(ca: &Ca) -> u16 {
 
 pub(crate) fn write_pem(ca: &Ca) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("usync-ca-{}.pem", uuid::Uuid::new_v4()));
-    std::fs::write(&path, ca.cert.pem()).unwrap();
+    std::fs::write(&path, ca.pem()).unwrap();
     path
 }

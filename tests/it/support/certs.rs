@@ -1,5 +1,5 @@
 //! Certificates made at test time with rcgen (X.509 v3, with the key usages and extended
-//! key usages a TLS stack checks), and the files they are written to.
+//! key usages a TLS stack checks), and the directory they are written to.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// A CA that signs servers' and clients' certificates.
-pub(crate) struct Pki {
+pub(crate) struct Ca {
     cert: rcgen::Certificate,
     key: KeyPair,
 }
@@ -33,34 +33,48 @@ pub(crate) struct Pem {
     pub key: String,
 }
 
-impl Pki {
+impl Ca {
     pub(crate) fn new(name: &str) -> Self {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.distinguished_name.push(DnType::CommonName, name);
-        Pki {
+        Ca {
             cert: params.self_signed(&key).unwrap(),
             key,
         }
     }
 
-    pub(crate) fn ca_pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.cert.pem()
     }
 
     /// A server certificate for `localhost` and 127.0.0.1.
     pub(crate) fn server(&self) -> Pem {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let (mut params, key) = self.server_params();
         params
             .subject_alt_names
             .push(SanType::IpAddress([127, 0, 0, 1].into()));
+        self.sign(params, key, KeyForm::Pkcs8)
+    }
+
+    /// A server certificate for `localhost` alone (a client reaching 127.0.0.1 must refuse
+    /// it) as DER, with its key (PKCS #8 DER), for a rustls server.
+    pub(crate) fn server_der(&self) -> (Vec<u8>, Vec<u8>) {
+        let (mut params, key) = self.server_params();
+        params.key_usages = leaf_usages();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.der().to_vec(), key.serialize_der())
+    }
+
+    fn server_params(&self) -> (CertificateParams, KeyPair) {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params, KeyPair::generate().unwrap(), KeyForm::Pkcs8)
+        (params, KeyPair::generate().unwrap())
     }
 
     /// A client certificate whose common name is `cn` (the user RabbitMQ's EXTERNAL and
@@ -77,10 +91,7 @@ impl Pki {
     }
 
     fn sign(&self, mut params: CertificateParams, key: KeyPair, form: KeyForm) -> Pem {
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.key_usages = leaf_usages();
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         let pkcs8 = key.serialize_pem();
         let key = match form {
@@ -93,6 +104,13 @@ impl Pki {
             key,
         }
     }
+}
+
+fn leaf_usages() -> Vec<KeyUsagePurpose> {
+    vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ]
 }
 
 /// `openssl ARGS` over `input` (the key form conversions rcgen does not write).
