@@ -4,3 +4,16 @@
 
 mod target_table;
 mod unchanged;
+
+use crate::support::planned;
+use user_sync::decide::{self, Planned};
+use user_sync::store::{EventResult, Store};
+
+/// Applies `events` as one batch and returns each event's result in event order.
+async fn apply(store: &Store, events: &[serde_json::Value]) -> Vec<EventResult> {
+    let planned: Vec<Planned> = events.iter().map(planned).collect();
+    let (users, _) = decide::reduce(&planned);
+    let mut results = store.apply(&planned, &users).await.unwrap();
+    results.sort_by_key(|r| r.0);
+    results.into_iter().map(|r| r.1).collect()
+}

@@ -1,10 +1,11 @@
 //! A backend's table (`[target]`) has no event-time column: a newer event with the same
 //! fields and status leaves its row as it was.
 
+use super::apply;
 use crate::support::*;
 use config::{Config, File, FileFormat};
 use sqlx::PgPool;
-use user_sync::decide::{self, Outcome, Planned};
+use user_sync::decide::Outcome;
 use user_sync::store::{EventResult, Store, target_table_ddl};
 use user_sync::target_table::{TargetSpec, TargetTable};
 
@@ -35,14 +36,6 @@ fn mapping() -> TargetTable {
         .get("target")
         .unwrap();
     TargetTable::resolve(&spec).unwrap()
-}
-
-async fn apply(store: &Store, events: &[serde_json::Value]) -> Vec<EventResult> {
-    let planned: Vec<Planned> = events.iter().map(planned).collect();
-    let (users, _) = decide::reduce(&planned);
-    let mut results = store.apply(&planned, &users).await.unwrap();
-    results.sort_by_key(|r| r.0);
-    results.into_iter().map(|r| r.1).collect()
 }
 
 async fn row_version(db: &PgPool) -> String {

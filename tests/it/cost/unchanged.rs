@@ -1,10 +1,11 @@
 //! Stale, duplicate and unchanged events, and an unchanged reconcile, write no row.
 
+use super::apply;
 use crate::support::*;
 use sqlx::PgPool;
-use user_sync::decide::{self, Outcome, Planned};
+use user_sync::decide::Outcome;
 use user_sync::ops::import::ImportOptions;
-use user_sync::store::{EventResult, Store};
+use user_sync::store::EventResult;
 
 const USERS: u8 = 40;
 
@@ -21,14 +22,6 @@ async fn versions(db: &PgPool) -> Vec<(String, uuid::Uuid, String, String)> {
     .fetch_all(db)
     .await
     .unwrap()
-}
-
-async fn apply(store: &Store, events: &[serde_json::Value]) -> Vec<EventResult> {
-    let planned: Vec<Planned> = events.iter().map(planned).collect();
-    let (users, _) = decide::reduce(&planned);
-    let mut results = store.apply(&planned, &users).await.unwrap();
-    results.sort_by_key(|r| r.0);
-    results.into_iter().map(|r| r.1).collect()
 }
 
 fn batch(kind: &str, ts: &str) -> Vec<serde_json::Value> {

@@ -182,18 +182,11 @@ async fn an_unclaimed_schema_goes_to_the_first_service_that_starts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_without_the_target_table_keeps_the_claim_on_it() {
     let env = Env::new().await;
-    store(&env, "lms", "sync_lms", true)
-        .migrate_and_claim()
-        .await
-        .unwrap();
-    store(&env, "lms", "sync_lms", false)
-        .migrate_and_claim()
-        .await
-        .unwrap();
-    let problem = refusal(
-        store(&env, "sat", "sync_sat", true)
-            .migrate_and_claim()
-            .await,
-    );
+    for mapped in [true, false] {
+        let lms = store(&env, "lms", "sync_lms", mapped);
+        lms.migrate_and_claim().await.unwrap();
+    }
+    let sat = store(&env, "sat", "sync_sat", true);
+    let problem = refusal(sat.migrate_and_claim().await);
     assert!(problem.contains("public.accounts"), "{problem}");
 }
