@@ -211,16 +211,23 @@ async fn adopting_a_legacy_row_is_reported_as_a_change() {
     );
 }
 
-/// A `[target]` mapping that does not fit exits 2 from `import` as from `run`: exit 1
+/// A `[target]` table that does not fit exits 2 from `import` as from `run`: exit 1
 /// ("failed") would have a script retry a configuration mistake as if the database were
-/// down.
+/// down. (A table that does not exist yet is waited for by `run`, refused by `import`:
+/// `startup::target_table_created_later`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapping_that_does_not_fit_exits_2_from_import() {
     let env = Env::new().await;
+    // The table exists, without the key column the mapping names.
+    run_sql(
+        &backend(&env).await,
+        "CREATE TABLE public.misfit (email text, is_active boolean)",
+    )
+    .await;
     let config = std::env::temp_dir().join(format!("{}-target.toml", env.db.name));
     std::fs::write(
         &config,
-        "[target]\ntable = \"public.no_such_table\"\nkey = \"auth_user_id\"\n\
+        "[target]\ntable = \"public.misfit\"\nkey = \"auth_user_id\"\n\
          [target.columns]\nemail = \"email\"\n[target.deactivation]\nflag = \"is_active\"\n",
     )
     .unwrap();
