@@ -6,7 +6,7 @@ use super::Store;
 use super::audit::{self, Audit};
 use super::guard::{Advanced, advance_watermarks};
 use super::result::Commit;
-use super::statements::{adopt, email_conflicts, update_status, upsert};
+use super::statements::{adopt, email_conflicts, free_emails, update_status, upsert};
 use super::target_table::TargetTableSql;
 use super::trail::AttemptView;
 use crate::decide::{
@@ -40,6 +40,8 @@ struct Written {
     adopted: HashSet<Uuid>,
     /// Per data user, the fields the write changed (`audit::FIELDS` bits).
     changes: HashMap<Uuid, i16>,
+    /// (deactivated auth user whose email went to its tombstone, the user who claimed it).
+    freed: Vec<(Uuid, Uuid)>,
 }
 
 /// The users of a set whose watermark moved: with fields to write, or the status only.
@@ -111,6 +113,7 @@ impl Store {
                 existed: &written.existed,
                 inserted: &written.inserted,
                 changes: &written.changes,
+                freed: &written.freed,
             };
             let entries = view.entries(&mut tx, audit, ctx.losers).await?;
             audit::write(&mut tx, planned, audit, &entries).await?;
@@ -178,6 +181,7 @@ async fn write_rows(
     target_table: Option<&TargetTableSql>,
     written: &mut Written,
 ) -> Result<(), sqlx::Error> {
+    written.freed = free_emails(tx, rows, target_table).await?;
     let upserted = upsert(tx, rows, target_table).await?;
     for (id, row) in rows {
         let (new, mask) = upserted.get(id).copied().unwrap_or((false, 0));

@@ -29,6 +29,8 @@ pub struct Audit<'a> {
 /// One trail row before it is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
+    /// Another user than the event's (a row whose email the event's user claimed).
+    pub user: Option<Uuid>,
     pub planned: usize,
     pub decision: &'static str,
     pub reason: Option<String>,
@@ -189,7 +191,7 @@ pub(crate) async fn write(
         .map(|e| {
             let meta = &audit.meta[e.planned];
             TrailRow {
-                user: planned[e.planned].user_id,
+                user: e.user.unwrap_or(planned[e.planned].user_id),
                 event_id: meta.event_id.as_deref(),
                 event_type: meta.event_type,
                 event_ts: planned[e.planned].key.timestamp,

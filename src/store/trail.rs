@@ -19,6 +19,8 @@ pub(super) struct AttemptView<'a> {
     pub inserted: &'a HashSet<Uuid>,
     /// Per data user, the fields the write changed (`audit::FIELDS` bits).
     pub changes: &'a HashMap<Uuid, i16>,
+    /// (auth user whose deactivated row lost its email, the user who claimed it).
+    pub freed: &'a [(Uuid, Uuid)],
 }
 
 impl AttemptView<'_> {
@@ -66,6 +68,7 @@ impl AttemptView<'_> {
             let inserted = is_newest && self.inserted.contains(&id);
             let intent = &self.planned[p].intent;
             entries.push(Entry {
+                user: None,
                 planned: p,
                 decision: outcome.as_str(),
                 reason: audit::reason(outcome, intent, audit.service, applied_ts, inserted),
@@ -76,10 +79,25 @@ impl AttemptView<'_> {
             let ts = audit::at(self.planned[n].key.timestamp);
             for &l in losers.get(id).into_iter().flatten() {
                 entries.push(Entry {
+                    user: None,
                     planned: l,
                     decision: Outcome::Stale.as_str(),
                     reason: Some(format!("superseded in the same batch by the event of {ts}")),
                     changed: 0,
+                });
+            }
+        }
+        // The freed row's user, under the claiming event: its email changed (to the
+        // tombstone), its status did not.
+        for &(old, new) in self.freed {
+            if let Some(&n) = newest.get(&new) {
+                entries.push(Entry {
+                    user: Some(old),
+                    planned: n,
+                    decision: Outcome::Applied.as_str(),
+                    reason: Some(format!("email freed for auth user {new}")),
+                    // `email`, the first of `audit::FIELDS`.
+                    changed: 1,
                 });
             }
         }

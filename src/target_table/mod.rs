@@ -15,11 +15,12 @@
 //! [target.deactivation]
 //! flag = "is_active"                  # or: timestamp = "deleted_at"
 //! reason = "deactivation_reason"      # optional
+//! free_email = "deleted+{auth_id}@invalid"  # optional: see `TargetTable::free_email`
 //! ```
 
 mod spec;
 
-pub use spec::{DeactivationSpec, SourceSpec, TargetSpec};
+pub use spec::{AUTH_ID, DeactivationSpec, SourceSpec, TargetSpec};
 
 use std::collections::BTreeMap;
 
@@ -107,6 +108,11 @@ pub struct TargetTable {
     pub columns: Vec<(String, Source)>,
     pub deactivation: Deactivation,
     pub reason: Option<String>,
+    /// A tombstone pattern (`{auth_id}` in it): when a user claims an email a deactivated
+    /// row of another auth user holds, that row's email columns get the tombstone first,
+    /// so a table with a unique email (Laravel, Devise, Django's username) takes the new
+    /// user. `None`: the row keeps the email and the new user's insert is refused.
+    pub free_email: Option<String>,
 }
 
 /// A `[target]` section the settings file got wrong, naming the column or key at fault.

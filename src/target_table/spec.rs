@@ -5,6 +5,9 @@ use super::{Deactivation, Field, Source, TargetTable, TargetTableError};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
+/// Where `free_email` puts the deactivated row's auth id.
+pub const AUTH_ID: &str = "{auth_id}";
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
@@ -46,6 +49,9 @@ pub struct DeactivationSpec {
     pub timestamp: Option<String>,
     /// Where the reason (`deleted`, `access_revoked`, `inactive_upstream`, `absent_from_export`) goes.
     pub reason: Option<String>,
+    /// A pattern holding `{auth_id}`: what a deactivated row's email becomes when another
+    /// auth user claims that email.
+    pub free_email: Option<String>,
 }
 
 /// Constants and role-map values: a string, a number or a boolean, kept as text and cast
@@ -99,6 +105,14 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
         (None, Some(c)) => Deactivation::Timestamp(c.clone()),
         _ => return bad("deactivation: give exactly one of `flag` or `timestamp`".into()),
     };
+    if let Some(p) = &spec.deactivation.free_email
+        && !p.contains(AUTH_ID)
+    {
+        // Without the auth id two freed rows would hold the same email again.
+        return bad(format!(
+            "deactivation.free_email: `{p}` does not hold `{AUTH_ID}` (e.g. \"deleted+{AUTH_ID}@invalid\")"
+        ));
+    }
     let email = columns
         .iter()
         .find(|(_, s)| matches!(s, Source::Field { field: Field::Email, prefix, bcrypt: None } if prefix.is_empty()))
@@ -117,6 +131,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
         columns,
         deactivation,
         reason: spec.deactivation.reason.clone(),
+        free_email: spec.deactivation.free_email.clone(),
     };
     let mut seen = HashSet::new();
     for column in target_table

@@ -6,7 +6,7 @@
 use super::upsert::upsert_changes;
 use super::values::{Param, Types, cast, key_of, reason_value};
 use super::{active, q, table};
-use crate::target_table::{Deactivation, Source, TargetTable};
+use crate::target_table::{AUTH_ID, Deactivation, Field, Source, TargetTable};
 
 /// The generated statements of one target table.
 #[derive(Debug, Clone)]
@@ -17,6 +17,9 @@ pub(crate) struct TargetTableSql {
     pub adopt: String,
     pub conflicts: String,
     pub update_status: String,
+    /// With `free_email`: the statement ($1 auth ids, $2 emails, $3 the pattern; see
+    /// [`free_email`]) and the pattern.
+    pub free_email: Option<(String, String)>,
     /// $1 auth ids: those that have a row (an import tells a created user from an update).
     pub existing: String,
     /// Bound after the batch's nine arrays, in order, by `upsert` and `upsert_changes`.
@@ -41,6 +44,10 @@ impl TargetTableSql {
             adopt: adopt(m, types),
             conflicts: conflicts(m, types),
             update_status: update_status(m, types),
+            free_email: m
+                .free_email
+                .as_ref()
+                .map(|p| (free_email(m, types), p.clone())),
             existing: format!(
                 "SELECT x.{k}::uuid FROM {t} x JOIN UNNEST($1::uuid[]) AS i(auth_user_id) \
                  ON x.{k} = {key}",
@@ -117,5 +124,39 @@ fn update_status(m: &TargetTable, types: &Types) -> String {
         sets.join(", "),
         key_of(m, types, "s.auth_user_id"),
         k = q(&m.key)
+    )
+}
+
+/// Gives the tombstone to every email column of the deactivated rows of other auth users
+/// that hold an email of the batch (any case), so the batch's rows fit a unique email
+/// index. Returns (the freed row's auth id, the claiming auth id).
+fn free_email(m: &TargetTable, types: &Types) -> String {
+    let (t, k, e) = (table(m), q(&m.key), q(&m.email));
+    let sets: Vec<String> = m
+        .columns
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                Source::Field {
+                    field: Field::Email,
+                    ..
+                }
+            )
+        })
+        .map(|(c, _)| {
+            let tomb = format!("replace($3::text, '{AUTH_ID}', x.{k}::text)");
+            format!("{} = {}", q(c), cast(tomb, &types[c]))
+        })
+        .collect();
+    format!(
+        "UPDATE {t} x SET {} \
+         FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
+         WHERE lower(x.{e}) = lower(i.email) AND x.{k} IS NOT NULL \
+           AND x.{k} IS DISTINCT FROM {} AND NOT coalesce({}, false) \
+         RETURNING x.{k}::uuid, i.auth_user_id",
+        sets.join(", "),
+        key_of(m, types, "i.auth_user_id"),
+        active(m, "x")
     )
 }

@@ -4,7 +4,7 @@
 use super::values::{Param, Types, column_value, deactivation, key_of, reason_value};
 use super::{q, table};
 use crate::store::audit::FIELDS;
-use crate::target_table::{Field, Source, TargetTable};
+use crate::target_table::{AUTH_ID, Deactivation, Field, Source, TargetTable};
 
 /// The UNNEST of the batch, as alias `i`.
 const BATCH: &str = "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
@@ -24,7 +24,7 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
         insert_cols.push(q(col));
         insert_vals.push(column_value(source, &types[col], params));
         if *source != Source::NowOnInsert {
-            updates.push(format!("{} = EXCLUDED.{}", q(col), q(col)));
+            updates.push(update_of(m, col, source, params));
         }
         if *source == Source::Now {
             always_new.push(updates.len() - 1);
@@ -75,6 +75,34 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
         changed.join(" | "),
         t = table(m),
         k = q(&m.key)
+    )
+}
+
+/// `col = EXCLUDED.col`, but with `free_email` a row that holds its tombstone keeps it
+/// while it stays deactivated: the email it had may belong to another user by now.
+fn update_of(m: &TargetTable, col: &str, source: &Source, params: &mut Vec<Param>) -> String {
+    let c = q(col);
+    let plain = format!("{c} = EXCLUDED.{c}");
+    let (
+        Some(pattern),
+        Source::Field {
+            field: Field::Email,
+            ..
+        },
+    ) = (&m.free_email, source)
+    else {
+        return plain;
+    };
+    params.push(Param::Text(Some(pattern.clone())));
+    let stays_inactive = match &m.deactivation {
+        Deactivation::Flag(d) => format!("NOT EXCLUDED.{}", q(d)),
+        Deactivation::Timestamp(d) => format!("EXCLUDED.{} IS NOT NULL", q(d)),
+    };
+    format!(
+        "{c} = CASE WHEN {stays_inactive} AND u.{c}::text = replace(${}::text, '{AUTH_ID}', \
+         u.{}::text) THEN u.{c} ELSE EXCLUDED.{c} END",
+        9 + params.len(),
+        q(&m.key)
     )
 }
 

@@ -124,3 +124,16 @@ flag = "IsActive"
     );
     assert_eq!(m.written(), ["Email", "UserName", "IsActive"]);
 }
+
+#[test]
+fn free_email_is_a_pattern_holding_the_auth_id() {
+    let with = |p: &str| spec(&format!("{DJANGO}free_email = \"{p}\"\n"));
+    let m = TargetTable::resolve(&with("deleted+{auth_id}@invalid")).unwrap();
+    assert_eq!(m.free_email.as_deref(), Some("deleted+{auth_id}@invalid"));
+    assert_eq!(
+        TargetTable::resolve(&spec(DJANGO)).unwrap().free_email,
+        None
+    );
+    let err = TargetTable::resolve(&with("deleted@invalid")).unwrap_err();
+    assert!(err.to_string().contains("deactivation.free_email"), "{err}");
+}

@@ -1,0 +1,160 @@
+//! A freed email comes back: a user deletes their account and signs up again with the same
+//! email under a new auth id. On tables with a unique email (Laravel, Devise, Django's
+//! username) the deactivated row first gets a tombstone (`free_email`), then the new row
+//! takes the email; the old row keeps its id and auth id.
+
+use super::*;
+use crate::support::*;
+
+const PATTERN: &str = "deleted+{auth_id}@invalid";
+
+fn tombstone(user: u8) -> String {
+    PATTERN.replace("{auth_id}", &uid(user).to_string())
+}
+
+/// A `kind` event of `user` carrying `email`.
+fn with_email(kind: &str, user: u8, ts: &str, email: &str) -> serde_json::Value {
+    let mut e = event(kind, user, ts, "student", &["lms"]);
+    e["user"]["email"] = email.into();
+    e
+}
+
+/// Users 1, 2 and 3 sign up in turn with the same email (user 3 in another case), each
+/// deleted before the next: each new row is active with the email, each old one deactivated
+/// with its tombstone in every column written from the email, nothing dead-lettered.
+async fn returns(fw: &Framework, email_columns: &[&str]) {
+    let env = Env::new().await;
+    let mut mapping = fw.create_table(&env).await;
+    mapping.free_email = Some(PATTERN.into());
+    let db = &backend(&env).await;
+    let worker = fw.start(&env, mapping).await;
+    let p = env.publisher().await;
+    let signups: [(u8, &str); 3] = [
+        (1, "user1@example.com"),
+        (2, "user1@example.com"),
+        (3, "USER1@Example.com"),
+    ];
+    let mut ids = Vec::new();
+    for (day, (user, email)) in signups.into_iter().enumerate() {
+        let created = format!("2024-01-{:02}T00:00:00Z", 2 * day + 1);
+        p.publish_json(&with_email("user.created", user, &created, email))
+            .await;
+        let what = format!("user {user} signs up with {email}");
+        wait_for(&what, WAIT, || async {
+            fw.row(db, user)
+                .await
+                .is_some_and(|r| r.active && r.email.as_deref() == Some(email))
+        })
+        .await;
+        ids.push(fw.row(db, user).await.unwrap().id);
+        if user > 1 {
+            let old = user - 1;
+            let row = fw.row(db, old).await.unwrap();
+            assert!(!row.active, "{what}: user {old} stays deactivated");
+            assert_eq!(
+                row.id,
+                ids[ids.len() - 2],
+                "{what}: user {old} keeps its row"
+            );
+            for col in email_columns {
+                let filter = format!("{col} = '{}' AND auth_user_id = $1", tombstone(old));
+                let n: i64 = sqlx::query_scalar(&format!(
+                    "SELECT count(*) FROM {} WHERE {filter}",
+                    fw.table
+                ))
+                .bind(uid(old))
+                .fetch_one(db)
+                .await
+                .unwrap();
+                assert_eq!(n, 1, "{what}: user {old}'s {col} is its tombstone");
+            }
+            let trail = env.store().trail(uid(old), 10).await.unwrap();
+            let freed = format!("email freed for auth user {}", uid(user));
+            assert!(
+                trail
+                    .iter()
+                    .any(|t| t.reason.as_deref() == Some(&freed) && t.changed == ["email"]),
+                "{what}: {trail:?}"
+            );
+        }
+        let deleted = format!("2024-01-{:02}T00:00:00Z", 2 * day + 2);
+        p.publish_json(&with_email("user.deleted", user, &deleted, email))
+            .await;
+        wait_for("deleted", WAIT, || async {
+            fw.row(db, user).await.is_some_and(|r| !r.active)
+        })
+        .await;
+    }
+    assert_eq!(fw.count(db, "true").await, 3);
+    assert_eq!(dlq_depth(&env).await, 0, "nothing dead-lettered");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_frees_email_and_username() {
+    returns(&DJANGO, &["email", "username"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn laravel_frees_email() {
+    returns(&LARAVEL, &["email"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devise_frees_email() {
+    returns(&DEVISE, &["email"]).await;
+}
+
+/// After user 2 took user 1's freed email: an update of user 1 that leaves it deactivated
+/// writes its fields and keeps the tombstone; its reactivation while user 2 holds the
+/// email is an ordinary email conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_freed_user_keeps_its_tombstone_until_it_may_have_the_email_back() {
+    let fw = &DEVISE;
+    let env = Env::new().await;
+    let mut mapping = fw.create_table(&env).await;
+    mapping.free_email = Some(PATTERN.into());
+    let db = &backend(&env).await;
+    let worker = fw.start(&env, mapping).await;
+    let p = env.publisher().await;
+    let email = "user1@example.com";
+    for (kind, user, ts) in [
+        ("user.created", 1, "2024-01-01T00:00:00Z"),
+        ("user.deleted", 1, "2024-01-02T00:00:00Z"),
+        ("user.created", 2, "2024-01-03T00:00:00Z"),
+    ] {
+        p.publish_json(&with_email(kind, user, ts, email)).await;
+    }
+    wait_for("user 2 has the email", WAIT, || async {
+        fw.row(db, 2)
+            .await
+            .is_some_and(|r| r.active && r.email.as_deref() == Some(email))
+    })
+    .await;
+    let mut inactive = with_email("user.updated", 1, "2024-01-04T00:00:00Z", email);
+    inactive["user"]["is_active"] = false.into();
+    inactive["user"]["first_name"] = "Later".into();
+    p.publish_json(&inactive).await;
+    fw.wait_first_name(db, 1, "Later").await;
+    let row = fw.row(db, 1).await.unwrap();
+    assert!(!row.active);
+    assert_eq!(row.email, Some(tombstone(1)), "the tombstone kept");
+    assert_eq!(dlq_depth(&env).await, 0);
+
+    p.publish_json(&with_email(
+        "user.updated",
+        1,
+        "2024-01-05T00:00:00Z",
+        email,
+    ))
+    .await;
+    env.wait_dead_letters(1, "user 1's reactivation", WAIT)
+        .await;
+    let letters = env.dead_letters().await;
+    assert_eq!(
+        header(&letters[0], "x-error-kind").as_deref(),
+        Some("email_conflict")
+    );
+    assert_eq!(fw.row(db, 1).await.unwrap().email, Some(tombstone(1)));
+    worker.stop().await;
+}
