@@ -4,20 +4,18 @@
 use crate::support::*;
 use std::path::Path;
 
-/// The revision build.rs found: the checkout's HEAD, else what the build was given.
-fn built_from() -> Option<String> {
+/// Whether `rev` names a commit of the checkout, when there is one (None: no `.git`).
+fn is_commit(rev: &str) -> Option<bool> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     if !root.join(".git").exists() {
         return None;
     }
     let out = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+        .args(["cat-file", "-e", &format!("{rev}^{{commit}}")])
         .current_dir(root)
         .output()
         .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Some(out.status.success())
 }
 
 #[test]
@@ -33,8 +31,15 @@ fn version_names_the_release_and_the_revision_it_was_built_from() {
         .and_then(|rest| rest.strip_suffix(')'))
         .unwrap_or_else(|| panic!("not `user-sync VERSION (revision R)`: {}", out.stdout))
         .to_string();
-    match built_from() {
-        Some(head) => assert_eq!(revision, head, "the checkout's HEAD"),
+    // The build script's revision reaches every target of this build, the binary's and
+    // this test's alike; HEAD may have moved since (a commit while the tests run).
+    assert_eq!(
+        revision,
+        env!("USER_SYNC_REVISION"),
+        "the revision built from"
+    );
+    match is_commit(&revision) {
+        Some(known) => assert!(known, "{revision} is no commit of the checkout"),
         None => assert!(
             revision == "unknown"
                 || revision.len() == 12 && revision.bytes().all(|b| b.is_ascii_hexdigit()),
