@@ -3,11 +3,10 @@
 
 use super::apply;
 use crate::support::*;
-use config::{Config, File, FileFormat};
 use sqlx::PgPool;
 use user_sync::decide::Outcome;
 use user_sync::store::{EventResult, Store, target_table_ddl};
-use user_sync::target_table::{TargetSpec, TargetTable};
+use user_sync::target_table::TargetTable;
 
 const DDL: &str = "CREATE TABLE public.accounts (id serial PRIMARY KEY, email text NOT NULL, \
     first_name text, last_name text, services text[], active boolean NOT NULL, \
@@ -29,13 +28,7 @@ reason = "reason"
 "#;
 
 fn mapping() -> TargetTable {
-    let spec: TargetSpec = Config::builder()
-        .add_source(File::from_str(SECTION, FileFormat::Toml))
-        .build()
-        .unwrap()
-        .get("target")
-        .unwrap();
-    TargetTable::resolve(&spec).unwrap()
+    mapping_of(SECTION)
 }
 
 async fn row_version(db: &PgPool) -> String {

@@ -2,10 +2,9 @@
 //! command of another `SERVICE_NAME` refuses it at start with exit 2.
 
 use crate::support::*;
-use config::{Config, File, FileFormat};
 use std::time::Duration;
 use user_sync::store::{SetupError, Store};
-use user_sync::target_table::{TargetSpec, TargetTable};
+use user_sync::target_table::TargetTable;
 
 fn accounts() -> TargetTable {
     let toml = r#"
@@ -17,13 +16,7 @@ fn accounts() -> TargetTable {
         [target.deactivation]
         flag = "active"
     "#;
-    let spec: TargetSpec = Config::builder()
-        .add_source(File::from_str(toml, FileFormat::Toml))
-        .build()
-        .unwrap()
-        .get("target")
-        .unwrap();
-    TargetTable::resolve(&spec).unwrap()
+    mapping_of(toml)
 }
 
 /// A store on `env`'s database for `service` in `schema`, mapping `public.accounts` if

@@ -19,15 +19,20 @@ fn with_email(kind: &str, user: u8, ts: &str, email: &str) -> serde_json::Value 
     e
 }
 
+/// `fw`'s table created and a worker on it that frees a deactivated row's email.
+async fn start_freeing(fw: &Framework, env: &Env) -> Worker {
+    let mut mapping = fw.create_table(env).await;
+    mapping.free_email = Some(PATTERN.into());
+    fw.start(env, mapping).await
+}
+
 /// Users 1, 2 and 3 sign up in turn with the same email (user 3 in another case), each
 /// deleted before the next: each new row is active with the email, each old one deactivated
 /// with its tombstone in every column written from the email, nothing dead-lettered.
 async fn returns(fw: &Framework, email_columns: &[&str]) {
     let env = Env::new().await;
-    let mut mapping = fw.create_table(&env).await;
-    mapping.free_email = Some(PATTERN.into());
+    let worker = start_freeing(fw, &env).await;
     let db = &backend(&env).await;
-    let worker = fw.start(&env, mapping).await;
     let p = env.publisher().await;
     let signups: [(u8, &str); 3] = [
         (1, "user1@example.com"),
@@ -112,10 +117,8 @@ async fn devise_frees_email() {
 async fn the_freed_user_keeps_its_tombstone_until_it_may_have_the_email_back() {
     let fw = &DEVISE;
     let env = Env::new().await;
-    let mut mapping = fw.create_table(&env).await;
-    mapping.free_email = Some(PATTERN.into());
+    let worker = start_freeing(fw, &env).await;
     let db = &backend(&env).await;
-    let worker = fw.start(&env, mapping).await;
     let p = env.publisher().await;
     let email = "user1@example.com";
     for (kind, user, ts) in [
