@@ -13,6 +13,11 @@ pub struct Trail<'a> {
     pub service: &'a str,
     /// Per planned index.
     pub meta: &'a [EventMeta],
+    /// Whether an event that changed nothing (stale, unchanged) gets a line: yes for the
+    /// queue's events, whose senders ask why their change did not show; no for an import's
+    /// records, where a full export of users already as they are would write a line per
+    /// user and change nothing.
+    pub no_ops: bool,
 }
 
 /// A run of one user's events, consecutive in timestamp order.
@@ -45,6 +50,7 @@ pub async fn isolate_failures(
         service: t.service,
         meta: t.meta,
         losers,
+        no_ops: t.no_ops,
     });
     let first = store
         .apply_as(planned, users, commit, audit.as_ref())
@@ -86,6 +92,7 @@ async fn round(
         service: t.service,
         meta: t.meta,
         losers: &round_losers,
+        no_ops: t.no_ops,
     });
     let outcomes = store
         .apply_checking(planned, &batch, commit, audit.as_ref(), true)

@@ -99,6 +99,7 @@ impl Pipeline {
         let trail = (self.settings.audit_retention_days > 0).then(|| Trail {
             service: &self.settings.service_name,
             meta: &events.meta,
+            no_ops: true,
         });
         let planned = &events.planned;
         pause

@@ -24,6 +24,9 @@ pub struct Audit<'a> {
     pub meta: &'a [EventMeta],
     /// Planned indices that `reduce` superseded within the batch.
     pub losers: &'a [usize],
+    /// Whether events that changed nothing (stale, unchanged) get a line
+    /// (`pipeline::Trail::no_ops`).
+    pub no_ops: bool,
 }
 
 /// One trail row before it is written.

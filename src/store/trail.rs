@@ -38,10 +38,11 @@ impl AttemptView<'_> {
                 (self.planned[n].user_id, n)
             })
             .collect();
+        let kept = |o: Outcome| audit.no_ops || !matches!(o, Outcome::Stale | Outcome::Unchanged);
         // Stale users: the status they stand on, to say what the event was older than.
         let stale: Vec<Uuid> = newest
             .keys()
-            .filter(|id| !self.advanced.contains_key(id))
+            .filter(|id| !self.advanced.contains_key(id) && audit.no_ops)
             .copied()
             .collect();
         let stored = if stale.is_empty() {
@@ -51,7 +52,7 @@ impl AttemptView<'_> {
         };
 
         let mut entries = Vec::with_capacity(self.outcomes.len());
-        for &(p, outcome) in self.outcomes {
+        for &(p, outcome) in self.outcomes.iter().filter(|(_, o)| kept(*o)) {
             let id = self.planned[p].user_id;
             let is_newest = newest.get(&id) == Some(&p);
             let a = self.advanced.get(&id);
@@ -77,7 +78,12 @@ impl AttemptView<'_> {
         }
         for (id, &n) in &newest {
             let ts = audit::at(self.planned[n].key.timestamp);
-            for &l in losers.get(id).into_iter().flatten() {
+            for &l in losers
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter(|_| audit.no_ops)
+            {
                 entries.push(Entry {
                     user: None,
                     planned: l,

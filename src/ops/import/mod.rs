@@ -229,6 +229,7 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
         let trail = (self.settings.audit_retention_days > 0).then(|| Trail {
             service: &self.settings.service_name,
             meta: &meta,
+            no_ops: false,
         });
         let commit = if self.opts.dry_run {
             Commit::RollBack

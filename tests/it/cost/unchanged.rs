@@ -82,6 +82,20 @@ async fn an_unchanged_reconcile_at_the_applied_time_writes_no_row_version() {
     env.import_text(&export, &opts(false)).await.unwrap();
     let before = versions(&db).await;
     assert_eq!(before.len(), 2 * USERS as usize);
+    let lines = trail_lines(&db).await;
+    assert_eq!(lines, i64::from(USERS), "each created user has its line");
     env.import_text(&export, &opts(true)).await.unwrap();
     assert_eq!(versions(&db).await, before, "no new version, no row lock");
+    assert_eq!(
+        trail_lines(&db).await,
+        lines,
+        "records that changed nothing leave no trail line"
+    );
+}
+
+async fn trail_lines(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(db)
+        .await
+        .unwrap()
 }

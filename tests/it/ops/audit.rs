@@ -181,6 +181,7 @@ async fn the_trail_rolls_back_with_its_transaction_and_prunes_only_old_rows() {
         service: "lms",
         meta: &meta,
         losers: &losers,
+        no_ops: true,
     };
 
     let rehearsal = store
