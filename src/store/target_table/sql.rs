@@ -1,12 +1,13 @@
 //! Statement texts for a target table. The batch arrives as the same UNNEST arrays as for
 //! the own table ($1 auth ids, $2 email, $3 first name, $4 last name, $5 password hash,
-//! $6 role, $7 allowed services as JSON, $8 active, $9 reason); constants and role maps
-//! follow as further parameters. Each value is cast to its column's type.
+//! $6 role, $7 allowed services as JSON, $8 active, $9 reason); constants, role maps and
+//! the computed columns' arrays (rendered per row) follow as further parameters. Each
+//! value is cast to its column's type.
 
 use super::upsert::upsert_changes;
-use super::values::{Param, Types, cast, key_of, reason_value};
+use super::values::{Param, Types, cast, key_of, reason_value, tombstone};
 use super::{active, q, table};
-use crate::target_table::{AUTH_ID, Deactivation, Field, Source, TargetTable};
+use crate::target_table::{Case, Deactivation, Source, TargetTable};
 
 /// The generated statements of one target table.
 #[derive(Debug, Clone)]
@@ -24,6 +25,8 @@ pub(crate) struct TargetTableSql {
     pub existing: String,
     /// Bound after the batch's nine arrays, in order, by `upsert` and `upsert_changes`.
     pub params: Vec<Param>,
+    /// The case the email column is written in: the batch's emails are compared in it.
+    pub email_case: Option<Case>,
     /// No index serves `lower(email)`: each attempt lets the planner hash-join (one scan
     /// of the table per statement) instead of the nested loops the connection prefers,
     /// which would scan the table once per event.
@@ -56,6 +59,11 @@ impl TargetTableSql {
                 key = key_of(m, types, "i.auth_user_id")
             ),
             params,
+            email_case: m
+                .columns
+                .iter()
+                .find(|(c, _)| *c == m.email)
+                .and_then(|(_, s)| s.email_case().flatten()),
             hash_joins: false,
         }
     }
@@ -135,17 +143,9 @@ fn free_email(m: &TargetTable, types: &Types) -> String {
     let sets: Vec<String> = m
         .columns
         .iter()
-        .filter(|(_, s)| {
-            matches!(
-                s,
-                Source::Field {
-                    field: Field::Email,
-                    ..
-                }
-            )
-        })
-        .map(|(c, _)| {
-            let tomb = format!("replace($3::text, '{AUTH_ID}', x.{k}::text)");
+        .filter_map(|(c, s)| Some((c, s.email_case()?)))
+        .map(|(c, case)| {
+            let tomb = tombstone("$3", &format!("x.{k}"), case);
             format!("{} = {}", q(c), cast(tomb, &types[c]))
         })
         .collect();
