@@ -50,7 +50,7 @@ const SECTIONS: &[&str] = &["target"];
 /// that kind takes. serde reads these as an untagged enum, which ignores any other key.
 const COLUMN_SOURCES: &[(&str, &[&str])] = &[
     ("field", &["field", "prefix", "bcrypt"]),
-    ("constant", &["constant"]),
+    ("constant", &["constant", "insert_only"]),
     ("role_map", &["role_map", "default"]),
 ];
 

@@ -33,6 +33,9 @@ pub enum SourceSpec {
     },
     Constant {
         constant: toml_scalar::Scalar,
+        /// Written on insert only.
+        #[serde(default)]
+        insert_only: bool,
     },
     RoleMap {
         role_map: BTreeMap<String, toml_scalar::Scalar>,
@@ -52,6 +55,9 @@ pub struct DeactivationSpec {
     /// A pattern holding `{auth_id}`: what a deactivated row's email becomes when another
     /// auth user claims that email.
     pub free_email: Option<String>,
+    /// With `timestamp`: the value it gets on deactivation (RFC 3339) instead of the time,
+    /// e.g. a far future for ASP.NET Identity's `LockoutEnd`.
+    pub timestamp_value: Option<String>,
 }
 
 /// Constants and role-map values: a string, a number or a boolean, kept as text and cast
@@ -132,6 +138,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
         deactivation,
         reason: spec.deactivation.reason.clone(),
         free_email: spec.deactivation.free_email.clone(),
+        timestamp_value: timestamp_value(&spec.deactivation)?,
     };
     let mut seen = HashSet::new();
     for column in target_table
@@ -157,6 +164,7 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError
     Ok(match spec {
         SourceSpec::Name(n) if n == "now_on_insert" => Source::NowOnInsert,
         SourceSpec::Name(n) if n == "now" => Source::Now,
+        SourceSpec::Name(n) if n == "auth_id_on_insert" => Source::AuthIdOnInsert,
         SourceSpec::Name(n) => Source::Field {
             field: Field::parse(n).ok_or_else(|| unknown(n))?,
             prefix: String::new(),
@@ -182,7 +190,11 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError
                 bcrypt: bcrypt.clone(),
             }
         }
-        SourceSpec::Constant { constant } => Source::Constant(constant.text()),
+        SourceSpec::Constant {
+            constant,
+            insert_only: false,
+        } => Source::Constant(constant.text()),
+        SourceSpec::Constant { constant, .. } => Source::ConstantOnInsert(constant.text()),
         SourceSpec::RoleMap { role_map, default } => {
             let map: BTreeMap<String, String> = role_map
                 .iter()
@@ -199,6 +211,29 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError
             }
         }
     })
+}
+
+/// `timestamp_value`, checked to be an RFC 3339 time and written back in that form (it
+/// goes into the statements as a literal), and only beside `timestamp`.
+fn timestamp_value(spec: &DeactivationSpec) -> Result<Option<String>, TargetTableError> {
+    use time::format_description::well_known::Rfc3339;
+    let Some(v) = &spec.timestamp_value else {
+        return Ok(None);
+    };
+    let bad = |why: &str| {
+        Err(TargetTableError(format!(
+            "deactivation.timestamp_value: {why}"
+        )))
+    };
+    if spec.timestamp.is_none() {
+        return bad("goes with `timestamp`, not `flag`");
+    }
+    match time::OffsetDateTime::parse(v, &Rfc3339).map(|t| t.format(&Rfc3339)) {
+        Ok(Ok(t)) => Ok(Some(t)),
+        _ => bad(&format!(
+            "`{v}` is not an RFC 3339 time (e.g. \"9999-12-31T23:59:59Z\")"
+        )),
+    }
 }
 
 /// Identifiers are quoted in every statement, so any Postgres name fits (`"AspNetUsers"`);

@@ -4,7 +4,7 @@
 //! follow as further parameters. Each value is cast to its column's type.
 
 use super::upsert::upsert_changes;
-use super::values::{Param, Types, cast, key_of, reason_value};
+use super::values::{Param, Types, cast, deactivated_at, key_of, reason_value, timestamp_status};
 use super::{active, q, table};
 use crate::target_table::{AUTH_ID, Deactivation, Field, Source, TargetTable};
 
@@ -99,8 +99,9 @@ fn update_status(m: &TargetTable, types: &Types) -> String {
     let mut sets = vec![match &m.deactivation {
         Deactivation::Flag(c) => format!("{} = {}", q(c), cast("s.active".into(), &types[c])),
         Deactivation::Timestamp(c) => format!(
-            "{0} = CASE WHEN s.active THEN NULL ELSE coalesce(u.{0}, now()) END",
-            q(c)
+            "{} = {}",
+            q(c),
+            timestamp_status(m, c, "s.active", &cast(deactivated_at(m), &types[c]))
         ),
     }];
     if let Some(r) = &m.reason {
