@@ -27,8 +27,10 @@ pub(crate) enum Login {
     /// `case_insensitive_keys`: the login downcased (and stripped), then `email` exact;
     /// `active_for_authentication?` reads the active flag.
     Devise,
-    /// `JdbcUserDetailsManager`: `username` exact, `enabled`, at least one authority;
-    /// `DelegatingPasswordEncoder` (`{bcrypt}`) then jBCrypt.
+    /// `JdbcUserDetailsManager`: `username` exact, `enabled`;
+    /// `DelegatingPasswordEncoder` (`{bcrypt}`) then jBCrypt. Spring refuses a user with
+    /// no authority: the backend's `authoritiesByUsernameQuery` gives `ROLE_USER` to a
+    /// synced user it has granted nothing yet, so every user found has one.
     Spring,
     /// `UserManager.FindByNameAsync`: `NormalizedUserName` = the login upper-cased; locked
     /// out while `LockoutEnabled` and `LockoutEnd >= now`; the bcrypt hasher the backend
@@ -67,8 +69,7 @@ impl Login {
             ),
             Login::Spring => (
                 typed.to_string(),
-                "SELECT password, enabled, auth_user_id, true FROM {t} u WHERE username = $1 \
-                 AND EXISTS (SELECT 1 FROM authorities a WHERE a.username = u.username)",
+                "SELECT password, enabled, auth_user_id, true FROM {t} WHERE username = $1",
             ),
             Login::AspNet => (
                 typed.to_uppercase(),
