@@ -6,6 +6,7 @@ mod columns;
 mod convergence;
 mod ddl;
 mod frameworks;
+mod lockout;
 mod returning_email;
 mod start_check;
 
