@@ -4,6 +4,7 @@
 
 mod check;
 mod reads;
+mod referenced;
 mod sql;
 mod upsert;
 mod values;
