@@ -7,7 +7,6 @@ use crate::disposition::Failure;
 use crate::event::{self, Decoded};
 use crate::headers::{Route, SIGNATURE};
 use crate::signature;
-use crate::store::EventMeta;
 use lapin::message::Delivery;
 use time::OffsetDateTime;
 use tokio::time::Instant;
@@ -32,15 +31,14 @@ impl Pipeline {
                     Err(failure) => Fate::Failed(failure),
                     Ok(()) => match event::decode_with(&d.data, &key, &rules) {
                         Ok(Decoded::Event(e)) => {
-                            events.planned.push(decide::plan(&e, &self.membership));
-                            events.meta.push(EventMeta {
-                                event_id: e.event_id.clone(),
-                                event_type: e.kind.as_str(),
-                                received_at: now.0 - (now.1 - *received),
-                            });
-                            events.kinds.push(e.kind);
-                            events.origin.push(i);
-                            Fate::Pending
+                            let planned = decide::plan(&e, &self.membership);
+                            match self.refused(&planned) {
+                                Some(why) => Fate::Failed(Failure::Permanent(why)),
+                                None => {
+                                    events.push(planned, &e, now.0 - (now.1 - *received), i);
+                                    Fate::Pending
+                                }
+                            }
                         }
                         Ok(Decoded::Unknown { event_type }) => {
                             tracing::info!(%event_type, decision = "ignored", "unknown event type");
@@ -58,6 +56,13 @@ impl Pipeline {
             })
             .collect();
         (records, events)
+    }
+
+    /// Why the target table refuses the event's row (a computed column too long), before
+    /// anything of it is applied.
+    fn refused(&self, planned: &decide::Planned) -> Option<String> {
+        let target = self.settings.target_table.as_ref()?;
+        target.refuses(planned)
     }
 
     /// With `EVENT_SIGNING_KEYS` set, the body's signature.

@@ -4,8 +4,9 @@
 pub use crate::decide::Decision;
 use crate::decide::Planned;
 use crate::disposition::Failure;
-use crate::event::EventKind;
+use crate::event::{Event, EventKind};
 use crate::store::{EventMeta, EventResult};
+use time::OffsetDateTime;
 use tokio::time::Instant;
 
 /// Where a delivery stands between stages.
@@ -33,6 +34,26 @@ pub(crate) struct Events {
     pub meta: Vec<EventMeta>,
     pub kinds: Vec<EventKind>,
     pub origin: Vec<usize>,
+}
+
+impl Events {
+    /// A decoded event of record `origin`, planned.
+    pub fn push(
+        &mut self,
+        planned: Planned,
+        e: &Event,
+        received_at: OffsetDateTime,
+        origin: usize,
+    ) {
+        self.planned.push(planned);
+        self.meta.push(EventMeta {
+            event_id: e.event_id.clone(),
+            event_type: e.kind.as_str(),
+            received_at,
+        });
+        self.kinds.push(e.kind);
+        self.origin.push(origin);
+    }
 }
 
 impl Record {

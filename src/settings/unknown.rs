@@ -49,7 +49,18 @@ const SECTIONS: &[&str] = &["target"];
 /// A `[target.columns]` source written as a table: the key naming its kind, and the keys
 /// that kind takes. serde reads these as an untagged enum, which ignores any other key.
 const COLUMN_SOURCES: &[(&str, &[&str])] = &[
-    ("field", &["field", "prefix", "bcrypt"]),
+    (
+        "field",
+        &[
+            "field",
+            "prefix",
+            "bcrypt",
+            "case",
+            "max_length",
+            "too_long",
+        ],
+    ),
+    ("template", &["template", "case", "max_length", "too_long"]),
     ("constant", &["constant", "insert_only"]),
     ("role_map", &["role_map", "default"]),
 ];

@@ -132,6 +132,13 @@ pub(super) async fn upsert(
         Some(m) => m.params.iter().fold(query, |q, p| match p {
             Param::Text(t) => q.bind(t.clone()),
             Param::Texts(t) => q.bind(t.clone()),
+            // Over-long values were refused before the batch (`TargetTable::refuses`);
+            // one that got here anyway is written whole, for the database to refuse.
+            Param::Rendered(c) => q.bind(
+                rows.iter()
+                    .map(|r| c.render(&r.1).unwrap_or_else(|_| c.unlimited(&r.1)))
+                    .collect::<Vec<Option<String>>>(),
+            ),
         }),
     };
     let returned = query.fetch_all(&mut *tx).await?;

@@ -12,6 +12,8 @@
 //! password = { field = "password_hash", prefix = "bcrypt$" }   # or bcrypt = "2y"
 //! is_staff = { role_map = { admin = true, teacher = true }, default = false }
 //! date_joined = "now_on_insert"
+//! name = { template = "{first_name} {last_name}", max_length = 150, too_long = "truncate" }
+//! login = { field = "email", case = "lower", max_length = 150, too_long = "refuse" }
 //! [target.deactivation]
 //! flag = "is_active"                  # or: timestamp = "deleted_at"
 //! # timestamp_value = "9999-12-31T23:59:59Z"  # optional, with `timestamp`: instead of now()
@@ -19,9 +21,13 @@
 //! free_email = "deleted+{auth_id}@invalid"  # optional: see `TargetTable::free_email`
 //! ```
 
+mod computed;
 mod spec;
 
+pub use computed::{Case, Computed, Limit, Template, TooLong, TooLongValue, Value, cased};
 pub use spec::{AUTH_ID, DeactivationSpec, SourceSpec, TargetSpec};
+
+use crate::decide::{Intent, Planned};
 
 use std::collections::BTreeMap;
 
@@ -91,6 +97,8 @@ pub enum Source {
     /// A constant written when the row is inserted only: a column the backend owns after
     /// that (Identity's `TwoFactorEnabled`, `AccessFailedCount`).
     ConstantOnInsert(String),
+    /// A template or a field, with a case or a length limit (see the `computed` module).
+    Computed(Computed),
 }
 
 impl Source {
@@ -100,6 +108,18 @@ impl Source {
             self,
             Source::NowOnInsert | Source::AuthIdOnInsert | Source::ConstantOnInsert(_)
         )
+    }
+
+    /// Written from the email field: with the case it is written in.
+    pub fn email_case(&self) -> Option<Option<Case>> {
+        match self {
+            Source::Field {
+                field: Field::Email,
+                ..
+            } => Some(None),
+            Source::Computed(c) if c.field() == Some(Field::Email) => Some(c.case),
+            _ => None,
+        }
     }
 }
 
@@ -156,5 +176,25 @@ impl TargetTable {
         });
         cols.extend(self.reason.as_deref());
         cols
+    }
+
+    /// Why the event must be refused (dead-lettered as `permanent`, nothing of it
+    /// applied): a computed column's value over its `max_length` with `too_long =
+    /// "refuse"`. The reason names the column and the lengths, never the value.
+    pub fn refuses(&self, planned: &Planned) -> Option<String> {
+        let Intent::Upsert(row) = &planned.intent else {
+            return None;
+        };
+        self.columns.iter().find_map(|(column, source)| {
+            let Source::Computed(c) = source else {
+                return None;
+            };
+            let too_long = c.render(row).err()?;
+            Some(format!(
+                "column `{column}` would hold {} characters, over its max_length of {} \
+                 (too_long = \"refuse\")",
+                too_long.length, too_long.max
+            ))
+        })
     }
 }

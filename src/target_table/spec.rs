@@ -1,7 +1,11 @@
 //! The `[target]` section as written in the settings file, and its resolution into a
 //! [`TargetTable`] with one clear error per mistake.
 
-use super::{Deactivation, Field, Source, TargetTable, TargetTableError};
+mod computed;
+
+use super::{
+    Case, Deactivation, Field, Source, TargetTable, TargetTableError, Template, TooLong, Value,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -30,6 +34,13 @@ pub enum SourceSpec {
         prefix: String,
         /// `2a`, `2b` or `2y`: the variant written in the stored bcrypt hash.
         bcrypt: Option<String>,
+        #[serde(flatten)]
+        shape: ShapeSpec,
+    },
+    Template {
+        template: String,
+        #[serde(flatten)]
+        shape: ShapeSpec,
     },
     Constant {
         constant: toml_scalar::Scalar,
@@ -41,6 +52,17 @@ pub enum SourceSpec {
         role_map: BTreeMap<String, toml_scalar::Scalar>,
         default: Option<toml_scalar::Scalar>,
     },
+}
+
+/// A computed column's case and length limit, as written.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+pub struct ShapeSpec {
+    /// `lower` or `upper`.
+    pub case: Option<String>,
+    /// In characters.
+    pub max_length: Option<i64>,
+    /// `truncate` or `refuse`: required with `max_length`.
+    pub too_long: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -119,13 +141,11 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
             "deactivation.free_email: `{p}` does not hold `{AUTH_ID}` (e.g. \"deleted+{AUTH_ID}@invalid\")"
         ));
     }
-    let email = columns
-        .iter()
-        .find(|(_, s)| matches!(s, Source::Field { field: Field::Email, prefix, bcrypt: None } if prefix.is_empty()))
-        .map(|(c, _)| c.clone());
+    let email = email_column(&columns);
     let Some(email) = email else {
         return bad(
-            "columns: no column is written from `email` (needed to adopt rows and find conflicts)"
+            "columns: no column is written from `email` as it is or only in a case (needed to \
+             adopt rows and find conflicts)"
                 .into(),
         );
     };
@@ -154,6 +174,32 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
     Ok(target_table)
 }
 
+/// The column written from the email that adoption and conflicts compare.
+fn email_column(columns: &[(String, Source)]) -> Option<String> {
+    // The email as it is first; else one written in a case (Devise's lower-cased email),
+    // lower before upper, one whose too long email is refused last (a truncated one never):
+    // adoption and conflicts compare lower() of both sides anyway.
+    let rank = |s: &Source| match s {
+        Source::Field {
+            field: Field::Email,
+            prefix,
+            bcrypt: None,
+        } if prefix.is_empty() => Some(0),
+        Source::Computed(c) if c.field() == Some(Field::Email) => match c.limit {
+            None if c.case == Some(Case::Lower) => Some(1),
+            None => Some(2),
+            Some(l) if l.too_long == TooLong::Refuse => Some(3),
+            Some(_) => None,
+        },
+        _ => None,
+    };
+    columns
+        .iter()
+        .filter_map(|(c, s)| Some((rank(s)?, c)))
+        .min()
+        .map(|(_, c)| c.clone())
+}
+
 fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError> {
     let unknown = |f: &str| {
         TargetTableError(format!(
@@ -174,6 +220,27 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError
             field,
             prefix,
             bcrypt,
+            shape,
+        } if *shape != ShapeSpec::default() => {
+            let field = Field::parse(field).ok_or_else(|| unknown(field))?;
+            if !prefix.is_empty() || bcrypt.is_some() {
+                return Err(TargetTableError(format!(
+                    "columns.{column}: `prefix` and `bcrypt` do not go with `case` or `max_length`"
+                )));
+            }
+            computed::resolve(column, Value::Field(field), shape)?
+        }
+        SourceSpec::Template { template, shape } => {
+            let template = Template::parse(template).map_err(|e| {
+                TargetTableError(format!("columns.{column}: template `{template}`: {e}"))
+            })?;
+            computed::resolve(column, Value::Template(template), shape)?
+        }
+        SourceSpec::Field {
+            field,
+            prefix,
+            bcrypt,
+            ..
         } => {
             let field = Field::parse(field).ok_or_else(|| unknown(field))?;
             let variant_ok = bcrypt

@@ -169,6 +169,7 @@ impl<P: FnMut(Stage, u64)> Run<'_, P> {
                 signed: false,
             },
             membership: Membership::new(&s.service_name, &s.all_access_roles),
+            target: s.target_table.clone(),
         };
         Records::open(&self.path, decoder, self.opts.batch_size)
             .map_err(|e| ImportError::File(format!("{}: {e}", self.path.display())))

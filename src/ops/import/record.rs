@@ -4,6 +4,7 @@
 use crate::decide::{self, Planned};
 use crate::event::{self, Decoded, Rules};
 use crate::membership::Membership;
+use crate::target_table::TargetTable;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -16,6 +17,8 @@ pub struct Decoder {
     pub at_least: Option<OffsetDateTime>,
     pub rules: Rules,
     pub membership: Membership,
+    /// Refuses a record whose row it cannot take (a computed column too long).
+    pub target: Option<TargetTable>,
 }
 
 /// A record that cannot be applied: why, and its user when its `id` could be read (a
@@ -45,7 +48,11 @@ impl Decoder {
         if let Some(t) = self.at_least {
             event.timestamp = event.timestamp.max(t);
         }
-        Ok(decide::plan(&event, &self.membership))
+        let planned = decide::plan(&event, &self.membership);
+        match self.target.as_ref().and_then(|m| m.refuses(&planned)) {
+            Some(why) => Err(why),
+            None => Ok(planned),
+        }
     }
 }
 

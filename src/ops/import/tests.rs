@@ -13,6 +13,7 @@ fn decoder() -> Decoder {
             signed: false,
         },
         membership: Membership::new("lms", &["teacher".to_string()]),
+        target: None,
     }
 }
 

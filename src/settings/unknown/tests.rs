@@ -95,6 +95,17 @@ fn a_typo_in_a_column_source_is_refused() {
     // A key of another kind of source is as unknown: serde would drop it.
     let e = refused("[target.columns]\nnote = { constant = \"x\", default = \"y\" }");
     assert_eq!(e.problem, "unknown field `default` in column `note`");
+    let e = refused("[target.columns]\nname = { template = \"{email}\", max_lenght = 9 }");
+    assert_eq!(
+        e.problem,
+        "unknown field `max_lenght` in column `name` (did you mean `max_length`?)"
+    );
+    let e = refused("[target.columns]\nlogin = { field = \"email\", cas = \"lower\" }");
+    assert!(
+        e.problem.contains("(did you mean `case`?)"),
+        "{}",
+        e.problem
+    );
 }
 
 #[test]
@@ -120,6 +131,8 @@ fn a_correct_file_is_accepted() {
          [target.columns]\nemail = \"email\"\njoined = \"now_on_insert\"\n\
          pw = { field = \"password_hash\", prefix = \"bcrypt$\", bcrypt = \"2y\" }\n\
          kind = { constant = 1 }\n\
+         name = { template = \"{first_name} {last_name}\", max_length = 9, too_long = \"truncate\" }\n\
+         login = { field = \"email\", case = \"lower\" }\n\
          staff = { role_map = { admin = true, \"any key\" = 1 }, default = false }\n\
          [target.deactivation]\nflag = \"active\"\ntimestamp = \"gone_at\"\nreason = \"why\"\n",
     );

@@ -3,6 +3,7 @@
 //! service's own table, with every identifier quoted and every value bound.
 
 mod check;
+mod lengths;
 mod reads;
 mod referenced;
 mod sql;

@@ -4,9 +4,11 @@
 //! follow as further parameters. Each value is cast to its column's type.
 
 use super::upsert::upsert_changes;
-use super::values::{Param, Types, cast, deactivated_at, key_of, reason_value, timestamp_status};
+use super::values::{
+    Param, Types, cast, deactivated_at, key_of, reason_value, timestamp_status, tombstone,
+};
 use super::{active, q, table};
-use crate::target_table::{AUTH_ID, Deactivation, Field, Source, TargetTable};
+use crate::target_table::{Deactivation, Source, TargetTable};
 
 /// The generated statements of one target table.
 #[derive(Debug, Clone)]
@@ -136,17 +138,9 @@ fn free_email(m: &TargetTable, types: &Types) -> String {
     let sets: Vec<String> = m
         .columns
         .iter()
-        .filter(|(_, s)| {
-            matches!(
-                s,
-                Source::Field {
-                    field: Field::Email,
-                    ..
-                }
-            )
-        })
-        .map(|(c, _)| {
-            let tomb = format!("replace($3::text, '{AUTH_ID}', x.{k}::text)");
+        .filter_map(|(c, s)| Some((c, s.email_case()?)))
+        .map(|(c, case)| {
+            let tomb = tombstone("$3", &format!("x.{k}"), case);
             format!("{} = {}", q(c), cast(tomb, &types[c]))
         })
         .collect();

@@ -1,15 +1,32 @@
 //! The upsert of a target table: every written column from the batch row, and which of
 //! the audit trail's fields each write changed.
 
-use super::values::{Param, Types, column_value, deactivation, key_of, reason_value};
+use super::values::{
+    Param, Types, column_value, deactivation, key_of, reason_value, rendered_alias, tombstone,
+};
 use super::{q, table};
 use crate::store::audit::FIELDS;
-use crate::target_table::{AUTH_ID, Deactivation, Field, Source, TargetTable};
+use crate::target_table::{Deactivation, Field, Source, TargetTable, Value};
 
-/// The UNNEST of the batch, as alias `i`.
-const BATCH: &str = "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-     $6::text[], $7::text[], $8::bool[], $9::text[]) AS i(auth_user_id, email, first_name, \
-     last_name, password_hash, role, services, active, reason)";
+/// The UNNEST of the batch, as alias `i`, with the computed columns' arrays after the nine.
+fn batch(params: &[Param]) -> String {
+    let rendered: Vec<usize> = params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p, Param::Rendered(_)))
+        .map(|(j, _)| 10 + j)
+        .collect();
+    let arrays: String = rendered.iter().map(|n| format!(", ${n}::text[]")).collect();
+    let aliases: String = rendered
+        .iter()
+        .map(|&n| format!(", {}", rendered_alias(n)))
+        .collect();
+    format!(
+        "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::text[], $8::bool[], $9::text[]{arrays}) AS i(auth_user_id, email, first_name, \
+         last_name, password_hash, role, services, active, reason{aliases})"
+    )
+}
 
 /// The upsert, returning per row its key, whether it was inserted, and the `FIELDS` bits
 /// of the columns it changed. Constants and role maps go to `params`.
@@ -29,7 +46,8 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
         if *source == Source::Now {
             always_new.push(updates.len() - 1);
         }
-        if let Some(bit) = field_bit(source) {
+        let bit = field_bits(source);
+        if bit != 0 {
             bits.push((col.clone(), bit));
         }
     }
@@ -63,12 +81,13 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
     // A row whose every column already holds what it would be set to keeps its version
     // (no WAL, not returned: unchanged).
     format!(
-        "INSERT INTO {t} AS u ({}) SELECT {} FROM {BATCH} ON CONFLICT ({k}) DO UPDATE SET {} \
+        "INSERT INTO {t} AS u ({}) SELECT {} FROM {} ON CONFLICT ({k}) DO UPDATE SET {} \
          WHERE ({}) IS DISTINCT FROM ({}) \
          RETURNING u.{k}::uuid, (u.xmax = 0), \
          (SELECT ({}) FROM {t} o WHERE o.{k} = u.{k})::int2",
         insert_cols.join(", "),
         insert_vals.join(", "),
+        batch(params),
         updates.join(", "),
         olds.join(", "),
         news.join(", "),
@@ -83,14 +102,7 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
 fn update_of(m: &TargetTable, col: &str, source: &Source, params: &mut Vec<Param>) -> String {
     let c = q(col);
     let plain = format!("{c} = EXCLUDED.{c}");
-    let (
-        Some(pattern),
-        Source::Field {
-            field: Field::Email,
-            ..
-        },
-    ) = (&m.free_email, source)
-    else {
+    let (Some(pattern), Some(case)) = (&m.free_email, source.email_case()) else {
         return plain;
     };
     params.push(Param::Text(Some(pattern.clone())));
@@ -98,11 +110,13 @@ fn update_of(m: &TargetTable, col: &str, source: &Source, params: &mut Vec<Param
         Deactivation::Flag(d) => format!("NOT EXCLUDED.{}", q(d)),
         Deactivation::Timestamp(d) => format!("EXCLUDED.{} IS NOT NULL", q(d)),
     };
+    let tomb = tombstone(
+        &format!("${}", 9 + params.len()),
+        &format!("u.{}", q(&m.key)),
+        case,
+    );
     format!(
-        "{c} = CASE WHEN {stays_inactive} AND u.{c}::text = replace(${}::text, '{AUTH_ID}', \
-         u.{}::text) THEN u.{c} ELSE EXCLUDED.{c} END",
-        9 + params.len(),
-        q(&m.key)
+        "{c} = CASE WHEN {stays_inactive} AND u.{c}::text = {tomb} THEN u.{c} ELSE EXCLUDED.{c} END"
     )
 }
 
@@ -114,10 +128,16 @@ fn bit_of(name: &str) -> i16 {
     1 << i
 }
 
-fn field_bit(source: &Source) -> Option<i16> {
+/// The trail's fields a change of the column stands for. A template's change is told as
+/// a change of each field in it: the column alone cannot say which one changed.
+fn field_bits(source: &Source) -> i16 {
     match source {
-        Source::Field { field, .. } => Some(bit_of(field.name())),
-        Source::RoleMap { .. } => Some(bit_of(Field::Role.name())),
-        _ => None,
+        Source::Field { field, .. } => bit_of(field.name()),
+        Source::RoleMap { .. } => bit_of(Field::Role.name()),
+        Source::Computed(c) => match &c.value {
+            Value::Field(f) => bit_of(f.name()),
+            Value::Template(t) => t.fields.iter().fold(0, |m, f| m | bit_of(f.name())),
+        },
+        _ => 0,
     }
 }

@@ -2,7 +2,7 @@
 //! column's form and cast to its type.
 
 use super::q;
-use crate::target_table::{Deactivation, Field, Source, TargetTable};
+use crate::target_table::{AUTH_ID, Case, Computed, Deactivation, Field, Source, TargetTable};
 use std::collections::HashMap;
 
 /// A target column as the database describes it.
@@ -18,6 +18,16 @@ pub(crate) struct Column {
     pub has_default: bool,
     /// GENERATED ALWAYS (a generated column or an identity): never written by us.
     pub generated: bool,
+    /// `information_schema.columns.character_maximum_length`: the n of `varchar(n)`.
+    pub max_chars: Option<i32>,
+}
+
+impl Column {
+    /// The most characters a `varchar(n)` or `char(n)` column holds.
+    pub fn char_limit(&self) -> Option<i32> {
+        self.max_chars
+            .filter(|_| matches!(self.udt.as_str(), "varchar" | "bpchar"))
+    }
 }
 
 pub(super) type Types = HashMap<String, Column>;
@@ -27,6 +37,14 @@ pub(super) type Types = HashMap<String, Column>;
 pub(crate) enum Param {
     Text(Option<String>),
     Texts(Vec<String>),
+    /// A computed column's values, rendered per batch row: an array beside the batch's,
+    /// in its UNNEST as `i.c<N>` ($N this parameter).
+    Rendered(Computed),
+}
+
+/// The alias of the batch's column for the computed parameter `$n`.
+pub(super) fn rendered_alias(n: usize) -> String {
+    format!("c{n}")
 }
 
 /// The auth id as the key column holds it (uuid, or its text form).
@@ -61,7 +79,7 @@ pub(super) fn column_value(source: &Source, column: &Column, params: &mut Vec<Pa
             field: Field::AllowedServices,
             ..
         } => raw,
-        Source::Field { .. } if !column.nullable && is_text(&column.udt) => {
+        Source::Field { .. } | Source::Computed(_) if !column.nullable && is_text(&column.udt) => {
             format!("coalesce({raw}, '')")
         }
         _ => raw,
@@ -134,6 +152,10 @@ fn value(source: &Source, params: &mut Vec<Param>) -> String {
             )
         }
         Source::NowOnInsert | Source::Now => "now()".into(),
+        Source::Computed(c) => {
+            params.push(Param::Rendered(c.clone()));
+            format!("i.{}", rendered_alias(9 + params.len()))
+        }
     }
 }
 
@@ -191,4 +213,17 @@ pub(super) fn timestamp_status(
         active.replace("{c}", &c),
         deactivated.replace("{c}", &c)
     )
+}
+
+/// The `free_email` tombstone of the row whose key is `key`, from the pattern `pattern`
+/// (a parameter), in the case of the column it goes to (ASP.NET's upper-case
+/// `NormalizedEmail`). Postgres's case mapping here: a pattern is plain ASCII in practice,
+/// and the auth id's hex digits map alike in every locale.
+pub(super) fn tombstone(pattern: &str, key: &str, case: Option<Case>) -> String {
+    let tomb = format!("replace({pattern}::text, '{AUTH_ID}', {key}::text)");
+    match case {
+        None => tomb,
+        Some(Case::Lower) => format!("lower({tomb})"),
+        Some(Case::Upper) => format!("upper({tomb})"),
+    }
 }

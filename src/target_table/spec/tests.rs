@@ -1,4 +1,5 @@
 use super::*;
+use crate::target_table::{Case, Computed, Limit};
 use config::{Config, File, FileFormat};
 
 fn spec(toml: &str) -> TargetSpec {
@@ -203,4 +204,124 @@ fn timestamp_value_is_an_rfc3339_time_beside_a_timestamp() {
         assert!(err.contains(expected), "{expected}: {err}");
         assert!(err.contains("deactivation.timestamp_value"), "{err}");
     }
+}
+
+const COMPUTED: &str = r#"
+[target]
+table = "public.users"
+key = "auth_user_id"
+[target.columns]
+name = { template = "{first_name} {last_name}" }
+username = { field = "email", case = "lower", max_length = 150, too_long = "refuse" }
+email = { field = "email", case = "lower" }
+NormalizedEmail = { field = "email", case = "upper" }
+display = { template = "{last_name}, {first_name}", max_length = 30, too_long = "truncate" }
+[target.deactivation]
+flag = "is_active"
+"#;
+
+#[test]
+fn computed_columns_resolve_and_a_cased_email_is_the_email_column() {
+    let m = TargetTable::resolve(&spec(COMPUTED)).unwrap();
+    assert_eq!(m.email, "email", "written in lower case, without a limit");
+    let source = |c: &str| m.columns.iter().find(|(n, _)| n == c).unwrap().1.clone();
+    assert_eq!(
+        source("username"),
+        Source::Computed(Computed {
+            value: Value::Field(Field::Email),
+            case: Some(Case::Lower),
+            limit: Some(Limit {
+                max: 150,
+                too_long: TooLong::Refuse
+            }),
+        })
+    );
+    let Source::Computed(display) = source("display") else {
+        panic!("computed")
+    };
+    assert_eq!(
+        display.value,
+        Value::Template(Template::parse("{last_name}, {first_name}").unwrap())
+    );
+    assert_eq!(
+        source("NormalizedEmail").email_case(),
+        Some(Some(Case::Upper))
+    );
+    // Only a cased email with a refusing limit: still the email column.
+    let only = COMPUTED
+        .replace("email = { field = \"email\", case = \"lower\" }\n", "")
+        .replace(
+            "NormalizedEmail = { field = \"email\", case = \"upper\" }\n",
+            "",
+        );
+    assert_eq!(
+        TargetTable::resolve(&spec(&only)).unwrap().email,
+        "username"
+    );
+}
+
+#[test]
+fn each_computed_mistake_is_one_line_naming_its_column() {
+    let name = "name = { template = \"{first_name} {last_name}\" }";
+    let cases = [
+        (
+            "name = { template = \"{first_name} {password_hash}\" }",
+            "columns.name: template `{first_name} {password_hash}`: `{password_hash}` may not be written",
+        ),
+        (
+            "name = { template = \"{nick}\" }",
+            "`{nick}` is not an event field",
+        ),
+        ("name = { template = \"{first_name\" }", "without its `}`"),
+        ("name = { template = \"Anonymous\" }", "no placeholder"),
+        (
+            "name = { template = \"{first_name}\", case = \"title\" }",
+            "columns.name: case `title`",
+        ),
+        (
+            "name = { template = \"{first_name}\", max_length = 10 }",
+            "`max_length` needs `too_long",
+        ),
+        (
+            "name = { template = \"{first_name}\", too_long = \"refuse\" }",
+            "`too_long` needs a `max_length`",
+        ),
+        (
+            "name = { template = \"{first_name}\", max_length = 10, too_long = \"cut\" }",
+            "too_long `cut`",
+        ),
+        (
+            "name = { template = \"{first_name}\", max_length = 0, too_long = \"refuse\" }",
+            "max_length 0",
+        ),
+        (
+            "name = { field = \"password_hash\", case = \"lower\" }",
+            "`password_hash` takes no `case`",
+        ),
+        (
+            "name = { field = \"email\", prefix = \"x\", case = \"lower\" }",
+            "`prefix` and `bcrypt` do not go with",
+        ),
+    ];
+    for (line, expected) in cases {
+        let err = TargetTable::resolve(&spec(&COMPUTED.replace(name, line)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+    // A truncated email is no email to adopt rows or find conflicts by.
+    let truncated = COMPUTED
+        .replace("email = { field = \"email\", case = \"lower\" }\n", "")
+        .replace(
+            "NormalizedEmail = { field = \"email\", case = \"upper\" }\n",
+            "",
+        )
+        .replace("\"refuse\" }", "\"truncate\" }");
+    let err = TargetTable::resolve(&spec(&truncated)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no column is written from `email`"),
+        "{err}"
+    );
 }

@@ -130,7 +130,7 @@ pub(crate) const LARAVEL: Framework = Framework {
         key = "auth_user_id"
         [target.columns]
         email = "email"
-        name = "first_name"
+        name = { template = "{first_name} {last_name}" }
         password = { field = "password_hash", bcrypt = "2y" }
         created_at = "now_on_insert"
         updated_at = "now"
@@ -146,7 +146,8 @@ pub(crate) const LARAVEL: Framework = Framework {
     "#,
     active: "deleted_at IS NULL",
     reason: None,
-    first_name: "name",
+    // `name` is "{first_name} {last_name}".
+    first_name: "split_part(name, ' ', 1)",
     password: "password",
     prefix: "",
     bcrypt: "2y",
@@ -192,7 +193,7 @@ pub(crate) const DEVISE: Framework = Framework {
         table = "public.users"
         key = "auth_user_id"
         [target.columns]
-        email = "email"
+        email = { field = "email", case = "lower" }
         encrypted_password = "password_hash"
         first_name = "first_name"
         last_name = "last_name"

@@ -87,7 +87,7 @@ async fn returns(fw: &Framework, email_columns: &[&str]) {
         wait_for(&what, WAIT, || async {
             fw.row(db, user)
                 .await
-                .is_some_and(|r| r.active && r.email.as_deref() == Some(email))
+                .is_some_and(|r| r.active && r.email.is_some_and(|e| e.eq_ignore_ascii_case(email)))
         })
         .await;
         let logged_in = fw.log_in(db, email, PASSWORD).await;
