@@ -2,10 +2,9 @@
 //! [`TargetTable`] with one clear error per mistake.
 
 mod computed;
+mod deactivation;
 
-use super::{
-    Case, Deactivation, Field, Source, TargetTable, TargetTableError, Template, TooLong, Value,
-};
+use super::{Case, Field, Source, TargetTable, TargetTableError, Template, TooLong, Value};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -128,19 +127,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
         identifier(&format!("columns.{column}"), column)?;
         columns.push((column.clone(), source_of(column, source)?));
     }
-    let deactivation = match (&spec.deactivation.flag, &spec.deactivation.timestamp) {
-        (Some(c), None) => Deactivation::Flag(c.clone()),
-        (None, Some(c)) => Deactivation::Timestamp(c.clone()),
-        _ => return bad("deactivation: give exactly one of `flag` or `timestamp`".into()),
-    };
-    if let Some(p) = &spec.deactivation.free_email
-        && !p.contains(AUTH_ID)
-    {
-        // Without the auth id two freed rows would hold the same email again.
-        return bad(format!(
-            "deactivation.free_email: `{p}` does not hold `{AUTH_ID}` (e.g. \"deleted+{AUTH_ID}@invalid\")"
-        ));
-    }
+    let deactivation = deactivation::resolve(&spec.deactivation)?;
     let email = email_column(&columns);
     let Some(email) = email else {
         return bad(
@@ -158,7 +145,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
         deactivation,
         reason: spec.deactivation.reason.clone(),
         free_email: spec.deactivation.free_email.clone(),
-        timestamp_value: timestamp_value(&spec.deactivation)?,
+        timestamp_value: deactivation::timestamp_value(&spec.deactivation)?,
     };
     let mut seen = HashSet::new();
     for column in target_table
@@ -278,29 +265,6 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError
             }
         }
     })
-}
-
-/// `timestamp_value`, checked to be an RFC 3339 time and written back in that form (it
-/// goes into the statements as a literal), and only beside `timestamp`.
-fn timestamp_value(spec: &DeactivationSpec) -> Result<Option<String>, TargetTableError> {
-    use time::format_description::well_known::Rfc3339;
-    let Some(v) = &spec.timestamp_value else {
-        return Ok(None);
-    };
-    let bad = |why: &str| {
-        Err(TargetTableError(format!(
-            "deactivation.timestamp_value: {why}"
-        )))
-    };
-    if spec.timestamp.is_none() {
-        return bad("goes with `timestamp`, not `flag`");
-    }
-    match time::OffsetDateTime::parse(v, &Rfc3339).map(|t| t.format(&Rfc3339)) {
-        Ok(Ok(t)) => Ok(Some(t)),
-        _ => bad(&format!(
-            "`{v}` is not an RFC 3339 time (e.g. \"9999-12-31T23:59:59Z\")"
-        )),
-    }
 }
 
 /// Identifiers are quoted in every statement, so any Postgres name fits (`"AspNetUsers"`);

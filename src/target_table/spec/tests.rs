@@ -1,4 +1,5 @@
 use super::*;
+use crate::target_table::Deactivation;
 use crate::target_table::{Case, Computed, Limit};
 use config::{Config, File, FileFormat};
 
