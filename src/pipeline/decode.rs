@@ -27,15 +27,20 @@ impl Pipeline {
             .map(|(i, (d, received))| {
                 let key = Route::of(d).routing_key();
                 self.metrics.received(&key);
+                let received_at = now.0 - (now.1 - *received);
+                let mut refused = None;
                 let fate = match self.verify(d) {
                     Err(failure) => Fate::Failed(failure),
                     Ok(()) => match event::decode_with(&d.data, &key, &rules) {
                         Ok(Decoded::Event(e)) => {
                             let planned = decide::plan(&e, &self.membership);
                             match self.refused(&planned) {
-                                Some(why) => Fate::Failed(Failure::Permanent(why)),
+                                Some(why) => {
+                                    refused = Some(events.refuse(planned, &e, received_at));
+                                    Fate::Failed(Failure::Permanent(why))
+                                }
                                 None => {
-                                    events.push(planned, &e, now.0 - (now.1 - *received), i);
+                                    events.push(planned, &e, received_at, i);
                                     Fate::Pending
                                 }
                             }
@@ -51,6 +56,7 @@ impl Pipeline {
                 Record {
                     received: *received,
                     event,
+                    refused,
                     fate,
                 }
             })

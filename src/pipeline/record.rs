@@ -24,6 +24,8 @@ pub(crate) struct Record {
     pub received: Instant,
     /// Index into the batch's `planned` and `meta`, when the body decoded to an event.
     pub event: Option<usize>,
+    /// Index into the batch's `refused`, when the target table refused the event.
+    pub refused: Option<usize>,
     pub fate: Fate,
 }
 
@@ -34,6 +36,9 @@ pub(crate) struct Events {
     pub meta: Vec<EventMeta>,
     pub kinds: Vec<EventKind>,
     pub origin: Vec<usize>,
+    /// Events the target table refused (a computed column too long): never applied, kept
+    /// for their dead letter's log line and trail row.
+    pub refused: Vec<(Planned, EventMeta, EventKind)>,
 }
 
 impl Events {
@@ -46,13 +51,36 @@ impl Events {
         origin: usize,
     ) {
         self.planned.push(planned);
-        self.meta.push(EventMeta {
-            event_id: e.event_id.clone(),
-            event_type: e.kind.as_str(),
-            received_at,
-        });
+        self.meta.push(meta(e, received_at));
         self.kinds.push(e.kind);
         self.origin.push(origin);
+    }
+
+    /// A decoded event the target table refused; its index in `refused`.
+    pub fn refuse(&mut self, planned: Planned, e: &Event, received_at: OffsetDateTime) -> usize {
+        self.refused.push((planned, meta(e, received_at), e.kind));
+        self.refused.len() - 1
+    }
+
+    /// The event of a record (its `event` and `refused`), applied or refused.
+    pub fn of(
+        &self,
+        event: Option<usize>,
+        refused: Option<usize>,
+    ) -> Option<(&Planned, &EventMeta, EventKind)> {
+        match (event, refused) {
+            (Some(p), _) => Some((&self.planned[p], &self.meta[p], self.kinds[p])),
+            (None, Some(r)) => self.refused.get(r).map(|(p, m, k)| (p, m, *k)),
+            (None, None) => None,
+        }
+    }
+}
+
+fn meta(e: &Event, received_at: OffsetDateTime) -> EventMeta {
+    EventMeta {
+        event_id: e.event_id.clone(),
+        event_type: e.kind.as_str(),
+        received_at,
     }
 }
 

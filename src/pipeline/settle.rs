@@ -5,12 +5,12 @@
 use super::Pipeline;
 use super::record::{Decision, Events, Fate, Record};
 use crate::broker::{self, Session};
-use crate::decide::Intent;
+use crate::decide::{Intent, Planned};
 use crate::disposition::{Disposition, Failure, disposition};
 use crate::event::EventKind;
 use crate::headers::{self, Route};
 use crate::pause::Stop;
-use crate::store::DeadLetterEntry;
+use crate::store::{DeadLetterEntry, EventMeta};
 use lapin::message::Delivery;
 use lapin::types::AMQPValue;
 use time::OffsetDateTime;
@@ -36,12 +36,11 @@ impl Pipeline {
                 }
                 Fate::Decided(decision) => decision,
                 Fate::Failed(failure) => {
-                    let who = record
-                        .event
-                        .map(|p| (events.planned[p].user_id, events.kinds[p]));
+                    let event = events.of(record.event, record.refused);
+                    let who = event.map(|(p, _, kind)| (p.user_id, kind));
                     let (decision, reason) = self.send_on(session, d, &failure, who).await?;
-                    if let (Some(reason), Some(p)) = (reason, record.event) {
-                        dead.push(dead_letter_entry(events, p, reason));
+                    if let (Some(reason), Some((p, meta, _))) = (reason, event) {
+                        dead.push(dead_letter_entry(p, meta, reason));
                     }
                     decision
                 }
@@ -159,13 +158,13 @@ impl Pipeline {
     }
 }
 
-fn dead_letter_entry(events: &Events, p: usize, reason: String) -> DeadLetterEntry {
+fn dead_letter_entry(planned: &Planned, meta: &EventMeta, reason: String) -> DeadLetterEntry {
     DeadLetterEntry {
-        user_id: events.planned[p].user_id,
-        event_id: events.meta[p].event_id.clone(),
-        event_type: events.meta[p].event_type,
-        event_ts: events.planned[p].key.timestamp,
-        received_at: events.meta[p].received_at,
+        user_id: planned.user_id,
+        event_id: meta.event_id.clone(),
+        event_type: meta.event_type,
+        event_ts: planned.key.timestamp,
+        received_at: meta.received_at,
         reason,
     }
 }

@@ -6,11 +6,22 @@ use super::guard::Advanced;
 use super::target_table::{Param, TargetTableSql};
 use crate::decide::{Reason, UserRow};
 use crate::redact::PasswordHash;
+use crate::target_table::cased;
 use sqlx::{PgConnection, Row};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// The row's email as the email column holds it: in a target column's case (cased by
+/// user-sync, so the same string compares equal under `lower()` in any collation).
+fn email<'a>(row: &'a UserRow, target_table: Option<&TargetTableSql>) -> Cow<'a, str> {
+    match target_table.and_then(|m| m.email_case) {
+        Some(case) => Cow::Owned(cased(&row.email, case)),
+        None => Cow::Borrowed(&row.email),
+    }
+}
 
 /// Links rows the backend had before the sync (same email, no auth id) to the auth user,
 /// unless that user already has a row of its own; returns the users it linked.
@@ -20,7 +31,7 @@ pub(super) async fn adopt(
     target_table: Option<&TargetTableSql>,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
+    let emails: Vec<Cow<str>> = rows.iter().map(|r| email(&r.1, target_table)).collect();
     let adopted: Vec<Uuid> =
         sqlx::query_scalar(target_table.map_or(ADOPT_SQL, |m| m.adopt.as_str()))
             .bind(&ids)
@@ -54,10 +65,10 @@ pub(super) async fn email_conflicts(
     rows: &[(Uuid, UserRow)],
     target_table: Option<&TargetTableSql>,
 ) -> Result<HashSet<Uuid>, sqlx::Error> {
-    let (ids, emails): (Vec<Uuid>, Vec<&str>) = rows
+    let (ids, emails): (Vec<Uuid>, Vec<Cow<str>>) = rows
         .iter()
         .filter(|r| r.1.is_active)
-        .map(|r| (r.0, r.1.email.as_str()))
+        .map(|r| (r.0, email(&r.1, target_table)))
         .unzip();
     if ids.is_empty() {
         return Ok(HashSet::new());
@@ -85,7 +96,7 @@ pub(super) async fn free_emails(
         return Ok(Vec::new());
     };
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let emails: Vec<&str> = rows.iter().map(|r| r.1.email.as_str()).collect();
+    let emails: Vec<Cow<str>> = rows.iter().map(|r| email(&r.1, target_table)).collect();
     let freed = sqlx::query(sql)
         .bind(&ids)
         .bind(&emails)

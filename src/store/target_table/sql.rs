@@ -1,14 +1,15 @@
 //! Statement texts for a target table. The batch arrives as the same UNNEST arrays as for
 //! the own table ($1 auth ids, $2 email, $3 first name, $4 last name, $5 password hash,
-//! $6 role, $7 allowed services as JSON, $8 active, $9 reason); constants and role maps
-//! follow as further parameters. Each value is cast to its column's type.
+//! $6 role, $7 allowed services as JSON, $8 active, $9 reason); constants, role maps and
+//! the computed columns' arrays (rendered per row) follow as further parameters. Each
+//! value is cast to its column's type.
 
 use super::upsert::upsert_changes;
 use super::values::{
     Param, Types, cast, deactivated_at, key_of, reason_value, timestamp_status, tombstone,
 };
 use super::{active, q, table};
-use crate::target_table::{Deactivation, Source, TargetTable};
+use crate::target_table::{Case, Deactivation, Source, TargetTable};
 
 /// The generated statements of one target table.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub(crate) struct TargetTableSql {
     pub existing: String,
     /// Bound after the batch's nine arrays, in order, by `upsert` and `upsert_changes`.
     pub params: Vec<Param>,
+    /// The case the email column is written in: the batch's emails are compared in it.
+    pub email_case: Option<Case>,
     /// No index serves `lower(email)`: each attempt lets the planner hash-join (one scan
     /// of the table per statement) instead of the nested loops the connection prefers,
     /// which would scan the table once per event.
@@ -58,6 +61,11 @@ impl TargetTableSql {
                 key = key_of(m, types, "i.auth_user_id")
             ),
             params,
+            email_case: m
+                .columns
+                .iter()
+                .find(|(c, _)| *c == m.email)
+                .and_then(|(_, s)| s.email_case().flatten()),
             hash_joins: false,
         }
     }

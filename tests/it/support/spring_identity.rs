@@ -30,7 +30,7 @@ pub(crate) const SPRING: Framework = Framework {
         table = "public.users"
         key = "auth_user_id"
         [target.columns]
-        username = "email"
+        username = { field = "email", max_length = 50, too_long = "refuse" }
         password = { field = "password_hash", prefix = "{bcrypt}", bcrypt = "2a" }
         first_name = "first_name"
         [target.deactivation]

@@ -3,6 +3,7 @@
 //! refusing at start what could never be written, and the DDL it prints for the backend.
 
 mod columns;
+mod computed;
 mod convergence;
 mod ddl;
 mod frameworks;
