@@ -17,10 +17,10 @@ async fn lockout_end(db: &PgPool) -> Option<String> {
     .unwrap()
 }
 
-/// Identity locked user 1 out for a few minutes: an update leaves that lockout alone;
-/// the user still counts as active, so another user's claim of its email is an email
+/// Identity locked user 1 out for a few minutes: an update leaves that lockout alone
+/// (Identity's sign-in still refuses the user); the user still counts as active, so another user's claim of its email is an email
 /// conflict (no tombstone); a deletion locks it out for good, and a reactivation lifts
-/// only the sync's lockout.
+/// only the sync's lockout (the user signs in again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identitys_own_lockout_stays_and_counts_as_active() {
     let env = Env::new().await;
@@ -62,6 +62,12 @@ async fn identitys_own_lockout_stays_and_counts_as_active() {
     assert_eq!(lockout_end(db).await, Some(identitys.clone()), "left alone");
     let row = IDENTITY.row(db, 1).await.unwrap();
     assert!(row.active, "Identity's lockout is no deactivation");
+    let locked = IDENTITY.log_in(db, "user1@example.com", PASSWORD).await;
+    assert_eq!(
+        locked,
+        Outcome::Inactive,
+        "but Identity's sign-in refuses it"
+    );
 
     let mut claim = event(
         "user.created",
@@ -94,17 +100,24 @@ async fn identitys_own_lockout_stays_and_counts_as_active() {
         lockout_end(db).await == forever
     })
     .await;
-    p.publish_json(&event(
+    let mut back = event(
         "user.updated",
         1,
         "2024-01-05T00:00:00Z",
         "student",
         &["lms"],
-    ))
-    .await;
+    );
+    back["user"]["password_hash"] = password_hash().into();
+    p.publish_json(&back).await;
     wait_for("the sync's lockout lifted", WAIT, || async {
         lockout_end(db).await.is_none()
     })
     .await;
+    let back = IDENTITY.log_in(db, "USER1@example.com", PASSWORD).await;
+    assert_eq!(
+        back,
+        Outcome::In(Some(uid(1))),
+        "signs in again, in any case"
+    );
     worker.stop().await;
 }
