@@ -89,3 +89,34 @@ async fn an_empty_file_has_no_records() {
     assert_eq!(read("", 3).await, (vec![], None));
     assert_eq!(read(" \n\n", 3).await, (vec![], None));
 }
+
+/// A record whose row a computed column refuses (too long) is an invalid record, naming the
+/// column and not the value; the others import.
+#[test]
+fn a_record_a_computed_column_refuses_is_invalid() {
+    let toml = "[target]\ntable = \"public.u\"\nkey = \"k\"\n[target.columns]\n\
+                email = { field = \"email\", max_length = 14, too_long = \"refuse\" }\n\
+                [target.deactivation]\nflag = \"active\"\n";
+    let spec: crate::target_table::TargetSpec = config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+        .build()
+        .unwrap()
+        .get("target")
+        .unwrap();
+    let decoder = Decoder {
+        target: Some(crate::target_table::TargetTable::resolve(&spec).unwrap()),
+        ..decoder()
+    };
+    let record = |n| Ok(serde_json::from_str(&user(n)).unwrap());
+    assert!(
+        decoder.decode(record(1)).is_ok(),
+        "u1@example.com: 14 characters"
+    );
+    let invalid = decoder.decode(record(10)).unwrap_err();
+    assert!(
+        invalid.why.contains("`email` would hold 15 characters"),
+        "{}",
+        invalid.why
+    );
+    assert!(!invalid.why.contains("u10@"), "{}", invalid.why);
+}
