@@ -61,7 +61,7 @@ const COLUMN_SOURCES: &[(&str, &[&str])] = &[
         ],
     ),
     ("template", &["template", "case", "max_length", "too_long"]),
-    ("constant", &["constant"]),
+    ("constant", &["constant", "insert_only"]),
     ("role_map", &["role_map", "default"]),
 ];
 

@@ -137,6 +137,14 @@ impl Store {
                  add the one `user-sync migrate --print-target-sql` prints"
             );
         }
+        for key in self.target_keys_without_cascade().await? {
+            tracing::warn!(
+                %key,
+                "a foreign key refers to a column the sync rewrites, without ON UPDATE CASCADE: \
+                 a write that changes it (an adopted row's email case, an email change, \
+                 free_email) will be refused"
+            );
+        }
         let mut sql = TargetTableSql::new(m, &columns);
         sql.hash_joins = !indexed;
         let _ = self.statements.set(sql);

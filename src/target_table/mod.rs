@@ -16,6 +16,7 @@
 //! login = { field = "email", case = "lower", max_length = 150, too_long = "refuse" }
 //! [target.deactivation]
 //! flag = "is_active"                  # or: timestamp = "deleted_at"
+//! # timestamp_value = "9999-12-31T23:59:59Z"  # optional, with `timestamp`: instead of now()
 //! reason = "deactivation_reason"      # optional
 //! free_email = "deleted+{auth_id}@invalid"  # optional: see `TargetTable::free_email`
 //! ```
@@ -90,11 +91,25 @@ pub enum Source {
     NowOnInsert,
     /// `now()` on every write (`updated_at`).
     Now,
+    /// The auth id as text when the row is inserted; never written again, so a row the
+    /// backend had keeps its own (ASP.NET Identity's `Id`, a string the application makes).
+    AuthIdOnInsert,
+    /// A constant written when the row is inserted only: a column the backend owns after
+    /// that (Identity's `TwoFactorEnabled`, `AccessFailedCount`).
+    ConstantOnInsert(String),
     /// A template or a field, with a case or a length limit (see the `computed` module).
     Computed(Computed),
 }
 
 impl Source {
+    /// Written when the row is inserted, never on an update.
+    pub fn insert_only(&self) -> bool {
+        matches!(
+            self,
+            Source::NowOnInsert | Source::AuthIdOnInsert | Source::ConstantOnInsert(_)
+        )
+    }
+
     /// Written from the email field: with the case it is written in.
     pub fn email_case(&self) -> Option<Option<Case>> {
         match self {
@@ -135,6 +150,11 @@ pub struct TargetTable {
     /// so a table with a unique email (Laravel, Devise, Django's username) takes the new
     /// user. `None`: the row keeps the email and the new user's insert is refused.
     pub free_email: Option<String>,
+    /// With a timestamp deactivation: the value (RFC 3339) it gets instead of the time of
+    /// deactivation. Only a value at or after it means "deactivated by the sync"; an earlier
+    /// one is the backend's (Identity's lockout after failed logins, which ends by itself)
+    /// and is neither lifted on activation nor taken for a deactivation.
+    pub timestamp_value: Option<String>,
 }
 
 /// A `[target]` section the settings file got wrong, naming the column or key at fault.

@@ -2,10 +2,9 @@
 //! [`TargetTable`] with one clear error per mistake.
 
 mod computed;
+mod deactivation;
 
-use super::{
-    Case, Deactivation, Field, Source, TargetTable, TargetTableError, Template, TooLong, Value,
-};
+use super::{Case, Field, Source, TargetTable, TargetTableError, Template, TooLong, Value};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 
@@ -44,6 +43,9 @@ pub enum SourceSpec {
     },
     Constant {
         constant: toml_scalar::Scalar,
+        /// Written on insert only.
+        #[serde(default)]
+        insert_only: bool,
     },
     RoleMap {
         role_map: BTreeMap<String, toml_scalar::Scalar>,
@@ -74,6 +76,9 @@ pub struct DeactivationSpec {
     /// A pattern holding `{auth_id}`: what a deactivated row's email becomes when another
     /// auth user claims that email.
     pub free_email: Option<String>,
+    /// With `timestamp`: the value it gets on deactivation (RFC 3339) instead of the time,
+    /// e.g. a far future for ASP.NET Identity's `LockoutEnd`.
+    pub timestamp_value: Option<String>,
 }
 
 /// Constants and role-map values: a string, a number or a boolean, kept as text and cast
@@ -122,19 +127,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
         identifier(&format!("columns.{column}"), column)?;
         columns.push((column.clone(), source_of(column, source)?));
     }
-    let deactivation = match (&spec.deactivation.flag, &spec.deactivation.timestamp) {
-        (Some(c), None) => Deactivation::Flag(c.clone()),
-        (None, Some(c)) => Deactivation::Timestamp(c.clone()),
-        _ => return bad("deactivation: give exactly one of `flag` or `timestamp`".into()),
-    };
-    if let Some(p) = &spec.deactivation.free_email
-        && !p.contains(AUTH_ID)
-    {
-        // Without the auth id two freed rows would hold the same email again.
-        return bad(format!(
-            "deactivation.free_email: `{p}` does not hold `{AUTH_ID}` (e.g. \"deleted+{AUTH_ID}@invalid\")"
-        ));
-    }
+    let deactivation = deactivation::resolve(&spec.deactivation)?;
     let email = email_column(&columns);
     let Some(email) = email else {
         return bad(
@@ -152,6 +145,7 @@ pub(super) fn resolve(spec: &TargetSpec) -> Result<TargetTable, TargetTableError
         deactivation,
         reason: spec.deactivation.reason.clone(),
         free_email: spec.deactivation.free_email.clone(),
+        timestamp_value: deactivation::timestamp_value(&spec.deactivation)?,
     };
     let mut seen = HashSet::new();
     for column in target_table
@@ -203,6 +197,7 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError
     Ok(match spec {
         SourceSpec::Name(n) if n == "now_on_insert" => Source::NowOnInsert,
         SourceSpec::Name(n) if n == "now" => Source::Now,
+        SourceSpec::Name(n) if n == "auth_id_on_insert" => Source::AuthIdOnInsert,
         SourceSpec::Name(n) => Source::Field {
             field: Field::parse(n).ok_or_else(|| unknown(n))?,
             prefix: String::new(),
@@ -249,7 +244,11 @@ fn source_of(column: &str, spec: &SourceSpec) -> Result<Source, TargetTableError
                 bcrypt: bcrypt.clone(),
             }
         }
-        SourceSpec::Constant { constant } => Source::Constant(constant.text()),
+        SourceSpec::Constant {
+            constant,
+            insert_only: false,
+        } => Source::Constant(constant.text()),
+        SourceSpec::Constant { constant, .. } => Source::ConstantOnInsert(constant.text()),
         SourceSpec::RoleMap { role_map, default } => {
             let map: BTreeMap<String, String> = role_map
                 .iter()

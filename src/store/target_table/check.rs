@@ -220,7 +220,8 @@ fn expected_types(m: &TargetTable) -> Vec<(String, &'static [&'static str])> {
             } => &["_text", "_varchar", "json", "jsonb", "text"],
             Source::Field { .. } | Source::Computed(_) => TEXT,
             Source::NowOnInsert | Source::Now => &["timestamptz", "timestamp", "date"],
-            Source::Constant(_) | Source::RoleMap { .. } => &[],
+            Source::AuthIdOnInsert => &["text", "varchar", "bpchar", "uuid"],
+            Source::Constant(_) | Source::ConstantOnInsert(_) | Source::RoleMap { .. } => &[],
         };
         out.push((col.clone(), types));
     }

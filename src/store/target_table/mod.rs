@@ -5,6 +5,7 @@
 mod check;
 mod lengths;
 mod reads;
+mod referenced;
 mod sql;
 mod upsert;
 mod values;
@@ -30,6 +31,10 @@ fn table(m: &TargetTable) -> String {
 fn active(m: &TargetTable, a: &str) -> String {
     match &m.deactivation {
         Deactivation::Flag(c) => format!("{a}.{}", q(c)),
-        Deactivation::Timestamp(c) => format!("{a}.{} IS NULL", q(c)),
+        Deactivation::Timestamp(c) => match &m.timestamp_value {
+            None => format!("{a}.{} IS NULL", q(c)),
+            // Below the sync's value: the backend's own (a lockout that ends by itself).
+            Some(v) => format!("({a}.{0} IS NULL OR {a}.{0} < '{v}'::timestamptz)", q(c)),
+        },
     }
 }

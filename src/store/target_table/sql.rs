@@ -5,7 +5,9 @@
 //! value is cast to its column's type.
 
 use super::upsert::upsert_changes;
-use super::values::{Param, Types, cast, key_of, reason_value, tombstone};
+use super::values::{
+    Param, Types, cast, deactivated_at, key_of, reason_value, timestamp_status, tombstone,
+};
 use super::{active, q, table};
 use crate::target_table::{Case, Deactivation, Source, TargetTable};
 
@@ -107,8 +109,9 @@ fn update_status(m: &TargetTable, types: &Types) -> String {
     let mut sets = vec![match &m.deactivation {
         Deactivation::Flag(c) => format!("{} = {}", q(c), cast("s.active".into(), &types[c])),
         Deactivation::Timestamp(c) => format!(
-            "{0} = CASE WHEN s.active THEN NULL ELSE coalesce(u.{0}, now()) END",
-            q(c)
+            "{} = {}",
+            q(c),
+            timestamp_status(m, c, "s.active", &cast(deactivated_at(m), &types[c]))
         ),
     }];
     if let Some(r) = &m.reason {

@@ -40,7 +40,7 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
     for (col, source) in &m.columns {
         insert_cols.push(q(col));
         insert_vals.push(column_value(source, &types[col], params));
-        if *source != Source::NowOnInsert {
+        if !source.insert_only() {
             updates.push(update_of(m, col, source, params));
         }
         if *source == Source::Now {

@@ -138,7 +138,10 @@ fn value(source: &Source, params: &mut Vec<Param>) -> String {
                 format!("{} || {v}", bind(Param::Text(Some(prefix.clone()))))
             }
         }
-        Source::Constant(c) => format!("{}::text", bind(Param::Text(Some(c.clone())))),
+        Source::Constant(c) | Source::ConstantOnInsert(c) => {
+            format!("{}::text", bind(Param::Text(Some(c.clone()))))
+        }
+        Source::AuthIdOnInsert => "i.auth_user_id::text".into(),
         Source::RoleMap { map, default } => {
             let roles = bind(Param::Texts(map.keys().cloned().collect()));
             let values = bind(Param::Texts(map.values().cloned().collect()));
@@ -157,7 +160,7 @@ fn value(source: &Source, params: &mut Vec<Param>) -> String {
 }
 
 /// (column, value on insert, assignment on conflict) of the deactivation column. A
-/// timestamp keeps the first deactivation's time while the user stays deactivated.
+/// timestamp keeps the first deactivation's value while the user stays deactivated.
 pub(super) fn deactivation(m: &TargetTable, types: &Types) -> (String, String, String) {
     match &m.deactivation {
         Deactivation::Flag(c) => (
@@ -168,15 +171,48 @@ pub(super) fn deactivation(m: &TargetTable, types: &Types) -> (String, String, S
         Deactivation::Timestamp(c) => (
             c.clone(),
             cast(
-                "CASE WHEN i.active THEN NULL ELSE now() END".into(),
+                format!(
+                    "CASE WHEN i.active THEN NULL ELSE {} END",
+                    deactivated_at(m)
+                ),
                 &types[c],
             ),
             format!(
-                "{0} = CASE WHEN EXCLUDED.{0} IS NULL THEN NULL ELSE coalesce(u.{0}, EXCLUDED.{0}) END",
-                q(c)
+                "{} = {}",
+                q(c),
+                timestamp_status(m, c, "EXCLUDED.{c} IS NULL", "EXCLUDED.{c}")
             ),
         ),
     }
+}
+
+/// What a deactivation timestamp gets: the time, or `timestamp_value`.
+pub(super) fn deactivated_at(m: &TargetTable) -> String {
+    match &m.timestamp_value {
+        None => "now()".into(),
+        Some(v) => format!("'{v}'::timestamptz"),
+    }
+}
+
+/// The new value of timestamp column `c` of row `u` (`{c}` in the arguments stands for its
+/// quoted name): when `active`, cleared if the sync had set it (a value the backend set
+/// itself, below `timestamp_value`, stays); else `deactivated`, unless the row is
+/// deactivated already (its first deactivation's value stays). Without `timestamp_value`
+/// any value is the sync's: cleared, or kept.
+pub(super) fn timestamp_status(
+    m: &TargetTable,
+    c: &str,
+    active: &str,
+    deactivated: &str,
+) -> String {
+    let c = q(c);
+    let sync_active = super::active(m, "u");
+    format!(
+        "CASE WHEN {} THEN (CASE WHEN {sync_active} THEN u.{c} END) \
+         WHEN {sync_active} THEN {} ELSE u.{c} END",
+        active.replace("{c}", &c),
+        deactivated.replace("{c}", &c)
+    )
 }
 
 /// The `free_email` tombstone of the row whose key is `key`, from the pattern `pattern`

@@ -1,4 +1,5 @@
 use super::*;
+use crate::target_table::Deactivation;
 use crate::target_table::{Case, Computed, Limit};
 use config::{Config, File, FileFormat};
 
@@ -137,6 +138,73 @@ fn free_email_is_a_pattern_holding_the_auth_id() {
     );
     let err = TargetTable::resolve(&with("deleted@invalid")).unwrap_err();
     assert!(err.to_string().contains("deactivation.free_email"), "{err}");
+}
+
+const IDENTITY: &str = r#"
+[target]
+table = "public.AspNetUsers"
+key = "auth_user_id"
+[target.columns]
+Id = "auth_id_on_insert"
+Email = "email"
+TwoFactorEnabled = { constant = false, insert_only = true }
+LockoutEnabled = { constant = true }
+[target.deactivation]
+timestamp = "LockoutEnd"
+timestamp_value = "9999-12-31T23:59:59+00:00"
+"#;
+
+#[test]
+fn insert_only_sources_are_written_once() {
+    let m = TargetTable::resolve(&spec(IDENTITY)).unwrap();
+    let source = |c: &str| m.columns.iter().find(|(n, _)| n == c).unwrap().1.clone();
+    assert_eq!(source("Id"), Source::AuthIdOnInsert);
+    assert_eq!(
+        source("TwoFactorEnabled"),
+        Source::ConstantOnInsert("false".into())
+    );
+    assert_eq!(source("LockoutEnabled"), Source::Constant("true".into()));
+    let insert_only: Vec<&str> = m
+        .columns
+        .iter()
+        .filter(|(_, s)| s.insert_only())
+        .map(|(c, _)| c.as_str())
+        .collect();
+    assert_eq!(insert_only, ["Id", "TwoFactorEnabled"]);
+}
+
+#[test]
+fn timestamp_value_is_an_rfc3339_time_beside_a_timestamp() {
+    let m = TargetTable::resolve(&spec(IDENTITY)).unwrap();
+    assert_eq!(m.deactivation, Deactivation::Timestamp("LockoutEnd".into()));
+    assert_eq!(
+        m.timestamp_value.as_deref(),
+        Some("9999-12-31T23:59:59Z"),
+        "written back in one form"
+    );
+    assert_eq!(
+        TargetTable::resolve(&spec(DJANGO)).unwrap().timestamp_value,
+        None
+    );
+    let cases = [
+        (
+            IDENTITY.replace("+00:00", "' OR true --"),
+            "is not an RFC 3339 time",
+        ),
+        (
+            IDENTITY.replace("T23:59:59+00:00", ""),
+            "is not an RFC 3339 time",
+        ),
+        (
+            format!("{DJANGO}timestamp_value = \"9999-12-31T23:59:59Z\"\n"),
+            "goes with `timestamp`",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let err = TargetTable::resolve(&spec(&toml)).unwrap_err().to_string();
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(err.contains("deactivation.timestamp_value"), "{err}");
+    }
 }
 
 const COMPUTED: &str = r#"

@@ -7,11 +7,7 @@
 
 use super::*;
 use crate::support::*;
-use std::process::Command;
 use std::time::Duration;
-
-/// The password the auth system hashed (cost 4 below): what a user types at the backend.
-const PASSWORD: &str = "correct horse battery staple";
 
 /// The lifecycle of user 1 (created, updated, revoked, updated while revoked, re-granted,
 /// deleted), checking after each step that the legacy row was adopted and is the only
@@ -21,18 +17,18 @@ async fn lifecycle(fw: &Framework) -> Vec<Option<String>> {
     let env = Env::new().await;
     let mapping = fw.create(&env).await;
     let db = &backend(&env).await;
-    let legacy_id: i64 = scalar(
-        db,
-        &format!(
-            "SELECT id::int8 FROM {} WHERE email = '{LEGACY_EMAIL}'",
-            fw.table
-        ),
-    )
-    .await;
-    let root_before = fw.count(db, "email = 'root@localhost'").await;
+    let legacy_id: Option<String> = sqlx::query_scalar(&format!(
+        "SELECT ({})::text FROM {} WHERE {} = '{LEGACY_EMAIL}'",
+        fw.id, fw.table, fw.email
+    ))
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let root = format!("{} = 'root@localhost'", fw.email);
+    let root_before = fw.count(db, &root).await;
     let worker = fw.start(&env, mapping).await;
     let p = env.publisher().await;
-    let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+    let hash = password_hash();
     type Step<'a> = (
         &'a str,
         &'a str,
@@ -124,11 +120,8 @@ async fn lifecycle(fw: &Framework) -> Vec<Option<String>> {
         .await;
         let row = fw.row(db, 1).await.unwrap();
         assert_eq!(row.id, legacy_id, "{what}: the legacy row adopted");
-        assert_eq!(
-            fw.count(db, "lower(email) = 'user1@example.com'").await,
-            1,
-            "{what}: not duplicated"
-        );
+        let user1 = format!("lower({}) = 'user1@example.com'", fw.email);
+        assert_eq!(fw.count(db, &user1).await, 1, "{what}: not duplicated");
         assert_eq!(row.email.as_deref(), Some("user1@example.com"), "{what}");
         assert_eq!(
             row.backend.as_deref(),
@@ -141,12 +134,13 @@ async fn lifecycle(fw: &Framework) -> Vec<Option<String>> {
             "{what}: the hash as the framework stores it"
         );
         assert_eq!(
-            fw.count(db, "email = 'root@localhost' AND auth_user_id IS NULL")
+            fw.count(db, &format!("{root} AND auth_user_id IS NULL"))
                 .await,
             root_before,
             "{what}: the backend's own user untouched"
         );
         assert_eq!(fw.count(db, "true").await, 2, "{what}");
+        logs_in_while_active(fw, db, active_after, &what).await;
         extras.push(row.extra);
     }
     let stored = fw.row(db, 1).await.unwrap().password.unwrap();
@@ -155,47 +149,31 @@ async fn lifecycle(fw: &Framework) -> Vec<Option<String>> {
     extras
 }
 
-/// The stored password verifies as the framework verifies it: with the Rust `bcrypt`
-/// crate always, and with Python's `bcrypt` module (Django's own check for `bcrypt$`)
-/// when it can be imported.
+/// User 1 logs in through the framework's own lookup and check while active (with its
+/// password only), and not otherwise.
+async fn logs_in_while_active(fw: &Framework, db: &PgPool, active: bool, what: &str) {
+    let login = "user1@example.com";
+    let outcome = fw.log_in(db, login, PASSWORD).await;
+    if active {
+        assert_eq!(outcome, Outcome::In(Some(uid(1))), "{what}: logs in");
+        let wrong = fw.log_in(db, login, "wrong").await;
+        assert_eq!(wrong, Outcome::WrongPassword, "{what}");
+    } else {
+        assert!(
+            matches!(outcome, Outcome::Inactive | Outcome::NoUser),
+            "{what}: cannot log in: {outcome:?}"
+        );
+    }
+}
+
+/// The stored password is the auth system's hash, as the bcrypt crate reads it (after
+/// any prefix); the frameworks' own checks ran in `logs_in_while_active`.
 fn verify_password(stored: &str, prefix: &str) {
     let hash = stored
         .strip_prefix(prefix)
         .unwrap_or_else(|| panic!("{stored} starts with {prefix:?}"));
     assert!(bcrypt::verify(PASSWORD, hash).unwrap());
     assert!(!bcrypt::verify("wrong", hash).unwrap());
-    if !python_bcrypt() {
-        println!("note: Python's bcrypt module is not importable; Python check skipped");
-        return;
-    }
-    assert_eq!(python_check(PASSWORD, stored, prefix), "ok");
-    assert_eq!(python_check("wrong", stored, prefix), "mismatch");
-}
-
-fn python_bcrypt() -> bool {
-    Command::new("python3")
-        .args(["-c", "import bcrypt"])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// Django's `BCryptPasswordHasher.verify` for a `bcrypt$` value, `bcrypt.checkpw` (what
-/// Devise's and PHP's bcrypt do) otherwise.
-fn python_check(password: &str, stored: &str, prefix: &str) -> String {
-    const SCRIPT: &str = r#"
-import sys, hmac, bcrypt
-password, encoded, prefix = sys.argv[1].encode(), sys.argv[2], sys.argv[3]
-if prefix:
-    algorithm, data = encoded.split("$", 1)
-    assert algorithm == "bcrypt", algorithm
-    ok = hmac.compare_digest(bcrypt.hashpw(password, data.encode("ascii")), data.encode("ascii"))
-else:
-    ok = bcrypt.checkpw(password, encoded.encode("ascii"))
-print("ok" if ok else "mismatch")
-"#;
-    let out = run(Command::new("python3").args(["-c", SCRIPT, password, stored, prefix])).ok();
-    out.stdout.trim().to_string()
 }
 
 /// Django's `auth_user` (a flag, no reason column): `is_staff` and `is_superuser` follow
@@ -251,4 +229,28 @@ async fn devise_users_follow_a_users_lifecycle_with_a_reason_column() {
         expected.map(|r| r.map(String::from)).to_vec(),
         "deactivation_reason"
     );
+}
+
+/// Spring Security's `users`: the hash behind `{bcrypt}` as `$2a$` (the one variant
+/// jBCrypt reads), `enabled` following the user, and the legacy row's authorities
+/// following its username (now the auth system's email) through the cascading key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spring_security_users_follow_a_users_lifecycle() {
+    let enabled = lifecycle(&SPRING).await;
+    let expected = ["true", "true", "false", "false", "true", "false"];
+    assert_eq!(enabled, expected.map(|e| Some(e.to_string())).to_vec());
+}
+
+/// ASP.NET Identity's `AspNetUsers`: `LockoutEnd` gets the far future on each
+/// deactivation (Identity locks out only while it is ahead) and is cleared on
+/// reactivation; the legacy row keeps its `Id`, two-factor setting, failed-login count
+/// and security stamp.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aspnet_identity_users_follow_a_users_lifecycle_through_lockout_end() {
+    let extras = lifecycle(&IDENTITY).await;
+    let id = "3f2504e0-4f89-11d3-9a0c-0305e82c3301";
+    let locked = format!("{id}/9999-12-31 23:59:59");
+    let open = format!("{id}/");
+    let expected = [&open, &open, &locked, &locked, &open, &locked];
+    assert_eq!(extras, expected.map(|e| Some(e.clone())).to_vec());
 }

@@ -7,6 +7,7 @@ mod computed;
 mod convergence;
 mod ddl;
 mod frameworks;
+mod lockout;
 mod returning_email;
 mod start_check;
 
@@ -125,9 +126,16 @@ impl Framework {
     /// column, extra).
     async fn row(&self, db: &PgPool, user: u8) -> Option<TargetRow> {
         let sql = format!(
-            "SELECT id::int8, email::text, {}::text, {}::text, ({}), ({})::text, ({})::text \
+            "SELECT ({})::text, {}::text, {}::text, {}::text, ({}), ({})::text, ({})::text \
              FROM {} WHERE auth_user_id = $1",
-            self.first_name, self.password, self.active, self.backend.0, self.extra, self.table
+            self.id,
+            self.email,
+            self.first_name,
+            self.password,
+            self.active,
+            self.backend.0,
+            self.extra,
+            self.table
         );
         sqlx::query(&sql)
             .bind(uid(user))
@@ -171,7 +179,7 @@ impl Framework {
 
 #[derive(Debug, Clone, PartialEq)]
 struct TargetRow {
-    id: i64,
+    id: Option<String>,
     email: Option<String>,
     first_name: Option<String>,
     password: Option<String>,

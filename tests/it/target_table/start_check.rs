@@ -254,3 +254,21 @@ async fn status_and_explain_with_a_broken_mapping_do_not_panic() {
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// Spring's default `authorities` key refers to `users.username`, which the sync writes
+/// from the email: without `ON UPDATE CASCADE` it is named at start (a warning: such a
+/// write is refused only when the username changes); with it, nothing is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_key_that_would_refuse_a_rewritten_column_is_named() {
+    let plain = SPRING.ddl.replace("on update cascade", "");
+    let t = Target::new(&plain, SPRING.mapping).await;
+    assert_eq!(t.prepared, Ok(()));
+    let keys = t.store.target_keys_without_cascade().await.unwrap();
+    assert_eq!(
+        keys,
+        ["`fk_authorities_users` of public.authorities on `username`"]
+    );
+    let t = Target::new(SPRING.ddl, SPRING.mapping).await;
+    let keys = t.store.target_keys_without_cascade().await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+}

@@ -36,6 +36,7 @@ fn target(columns: Vec<(&str, Source)>, free_email: Option<&str>) -> TargetTable
         deactivation: crate::target_table::Deactivation::Flag("active".into()),
         reason: None,
         free_email: free_email.map(Into::into),
+        timestamp_value: None,
     }
 }
 
