@@ -65,10 +65,12 @@ async fn floor(mode: String, events: usize, statements: &[Vec<(uuid::Uuid, UserR
         upsert(&mut conn, rows).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    let system = SystemCpu::now().since(cpu_before);
-    let wal = crate::wal::since(&mark).await;
+    // Closed first: a backend sends its WAL record counts when it exits (the bytes are
+    // exact either way).
     drop(conn);
     store.pool().close().await;
+    let system = SystemCpu::now().since(cpu_before);
+    let wal = crate::wal::since(&mark).await;
     cleanup(&s, &tag).await;
     Row {
         mode,

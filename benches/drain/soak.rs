@@ -12,13 +12,15 @@
 //! `AUDIT_RETENTION_DAYS = 30 + 15 (P-1-k)`: exactly a 30-day retention on a clock that
 //! moves 15 days per part, the last part at the defaults. The pruner runs when the
 //! binary starts; before each part from the third on, the binary starts on the empty
-//! queue and the prune of the part two before it is measured alone.
+//! queue and the prune of the part two before it is measured alone (its WAL and CPU include
+//! the binary's start and stop, which write next to nothing).
 
 use crate::measure::{SystemCpu, peak_rss_kib, process_cpu};
 use crate::modes::{Drained, Events, Row, spawn, stop};
 use crate::setup::{QueueWatch, admin, cleanup, events_over, expected_for, preload, settings, tag};
 use crate::soak_stats::{Snapshot, header, print, print_indexes, settled, snapshot};
 use crate::{env_num, wal};
+use sqlx::PgPool;
 use std::io::BufRead;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -41,7 +43,9 @@ struct Prune {
 struct Soak {
     tag: String,
     parts: usize,
-    store: Store,
+    /// The benchmark's own connection to the soak's database (not named `user-sync`, so
+    /// that the binary's backends can be told apart).
+    db: PgPool,
     schema: String,
 }
 
@@ -65,11 +69,30 @@ impl Soak {
              SET DEFAULT now() - make_interval(days => {days})",
             self.schema
         );
-        sqlx::query(&sql).execute(self.store.pool()).await.unwrap();
+        sqlx::query(&sql).execute(&self.db).await.unwrap();
     }
 
     async fn snapshot(&self, label: String) -> Snapshot {
-        snapshot(self.store.pool(), &self.schema, label).await
+        snapshot(&self.db, &self.schema, label).await
+    }
+
+    /// Waits until the binary's backends have exited (they send their statistics and WAL
+    /// counters as they exit) and two looks at the statistics agree.
+    async fn quiet(&self) {
+        let started = Instant::now();
+        let gone = "SELECT count(*) FROM pg_stat_activity \
+                    WHERE datname = current_database() AND application_name = 'user-sync'";
+        let mut last = None;
+        while started.elapsed() < Duration::from_secs(10) {
+            let left: i64 = sqlx::query_scalar(gone).fetch_one(&self.db).await.unwrap();
+            let now = crate::soak_stats::counters(&self.db, &self.schema).await;
+            if left == 0 && last.as_ref() == Some(&now) {
+                return;
+            }
+            last = Some(now);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!("soak: the statistics did not settle within 10 s");
     }
 }
 
@@ -83,10 +106,13 @@ pub(crate) async fn run(batch: usize) {
     let (s, _) = settings(&tag, &tag, &[]);
     let store = Store::new(&s).unwrap();
     store.migrate().await.unwrap();
+    store.pool().close().await;
     let soak = Soak {
+        db: PgPool::connect(&format!("{}/{tag}", crate::setup::pg()))
+            .await
+            .unwrap(),
         tag,
         parts: all.chunks(every).count(),
-        store,
         schema: s.database_schema.clone(),
     };
     eprintln!("soak: {n} events over {users} users in {} parts", soak.parts);
@@ -98,13 +124,13 @@ pub(crate) async fn run(batch: usize) {
         let (s, vars) = soak.settings(k);
         soak.date_trail(k).await;
         if k >= 2 {
-            prunes.push(prune(&vars, k + 1).await);
+            prunes.push(prune(&soak, &vars, k + 1).await);
             snaps.push(soak.snapshot(format!("prune before part {}", k + 1)).await);
         }
         let done = k * every + part.len();
         let mode = format!("soak part {} of {} (to {done} events)", k + 1, soak.parts);
         eprintln!("{mode}");
-        rows.push(drain_part(&mode, &s, &vars, &soak.store, part, &all[..done]).await);
+        rows.push(drain_part(&soak, &mode, (&s, &vars), part, &all[..done]).await);
         snaps.push(soak.snapshot(format!("{done} events")).await);
     }
     let limit = env_num("DRAIN_SOAK_SETTLE", 180) as u64;
@@ -112,7 +138,7 @@ pub(crate) async fn run(batch: usize) {
     let secs = started.elapsed().as_secs_f64();
     let cpu = SystemCpu::now().since(cpu_before);
     let wal = wal::since(&mark).await;
-    soak.store.pool().close().await;
+    soak.db.close().await;
     cleanup(&s, &soak.tag).await;
 
     crate::print_table(&rows.iter().collect::<Vec<_>>(), None);
@@ -142,14 +168,14 @@ pub(crate) async fn run(batch: usize) {
 /// One part: preloaded, then drained by the release binary from its start until the table
 /// is the state of the stream so far.
 async fn drain_part(
+    soak: &Soak,
     mode: &str,
-    s: &Settings,
-    vars: &[(String, String)],
-    store: &Store,
+    (s, vars): (&Settings, &[(String, String)]),
     part: &Events,
     so_far: &Events,
 ) -> Row {
     let expected = expected_for(so_far);
+    let store = &Store::new(s).unwrap();
     preload(s, part).await;
     let mark = wal::mark_here().await;
     let cpu_before = SystemCpu::now();
@@ -165,12 +191,14 @@ async fn drain_part(
     };
     let mut rss = drained.wait(&watch, &children, started).await;
     let secs = started.elapsed().as_secs_f64();
-    let system = SystemCpu::now().since(cpu_before);
-    let wal = wal::since(&mark).await;
     watch.close().await;
+    store.pool().close().await;
     let worker_cpu = process_cpu(children[0].id());
     rss = rss.max(peak_rss_kib(children[0].id()));
     stop(&mut children);
+    soak.quiet().await;
+    let system = SystemCpu::now().since(cpu_before);
+    let wal = wal::since(&mark).await;
     Row {
         mode: mode.into(),
         events: part.len(),
@@ -185,7 +213,7 @@ async fn drain_part(
 }
 
 /// The binary started on the empty queue until its pruner logs what it deleted.
-async fn prune(vars: &[(String, String)], before_part: usize) -> Prune {
+async fn prune(soak: &Soak, vars: &[(String, String)], before_part: usize) -> Prune {
     let mark = wal::mark_here().await;
     let cpu_before = SystemCpu::now();
     let started = Instant::now();
@@ -208,9 +236,10 @@ async fn prune(vars: &[(String, String)], before_part: usize) -> Prune {
         .expect("the pruner ran within 5 minutes")
         .unwrap_or(0);
     let secs = started.elapsed().as_secs_f64();
+    stop(std::slice::from_mut(&mut child));
+    soak.quiet().await;
     let system = SystemCpu::now().since(cpu_before);
     let wal = wal::since(&mark).await;
-    stop(std::slice::from_mut(&mut child));
     Prune {
         before_part,
         rows,

@@ -79,6 +79,18 @@ pub(crate) async fn snapshot(pool: &PgPool, schema: &str, label: String) -> Snap
     }
 }
 
+/// The tables' counters, to tell when the statistics have stopped moving.
+pub(crate) async fn counters(pool: &PgPool, schema: &str) -> Vec<(i64, i64, i64, i64, i64)> {
+    sqlx::query_as(
+        "SELECT n_tup_ins, n_tup_upd, n_tup_del, n_live_tup, n_dead_tup FROM pg_stat_user_tables \
+         WHERE schemaname = $1 ORDER BY relid",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 /// Whether autovacuum has nothing left to do on any table: dead tuples under its
 /// threshold at the defaults (50 + 20% of the live ones).
 pub(crate) fn settled(s: &Snapshot) -> bool {
