@@ -298,7 +298,12 @@ impl Drained<'_> {
 
     /// Waits until the queue is empty and the table as expected; returns the workers'
     /// peak RSS (KiB) seen meanwhile.
-    pub(crate) async fn wait(&self, watch: &QueueWatch, children: &[Child], started: Instant) -> u64 {
+    pub(crate) async fn wait(
+        &self,
+        watch: &QueueWatch,
+        children: &[Child],
+        started: Instant,
+    ) -> u64 {
         let want_marks = self.expected.len() as i64;
         let mut rss = 0;
         loop {

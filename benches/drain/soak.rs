@@ -115,7 +115,10 @@ pub(crate) async fn run(batch: usize) {
         parts: all.chunks(every).count(),
         schema: s.database_schema.clone(),
     };
-    eprintln!("soak: {n} events over {users} users in {} parts", soak.parts);
+    eprintln!(
+        "soak: {n} events over {users} users in {} parts",
+        soak.parts
+    );
     let mark = wal::mark().await;
     let cpu_before = SystemCpu::now();
     let started = Instant::now();
@@ -252,7 +255,10 @@ async fn prune(soak: &Soak, vars: &[(String, String)], before_part: usize) -> Pr
 /// `rows` of the pruner's log line (JSON; the field at the top or under `fields`).
 fn pruned_rows(line: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-    let rows = v.get("fields").and_then(|f| f.get("rows")).or(v.get("rows"));
+    let rows = v
+        .get("fields")
+        .and_then(|f| f.get("rows"))
+        .or(v.get("rows"));
     rows.and_then(|r| r.as_u64()).unwrap_or(0)
 }
 
