@@ -14,8 +14,8 @@
 //! `DRAIN_SWEEP=1` adds one row per BATCH_SIZE/PIPELINE_DEPTH/PREFETCH setting (how the defaults
 //! were chosen); `DRAIN_ONLY=key,...` runs only the named modes (light, ceiling, defaults,
 //! depth1, replicas, untrailed, guide, target_table, replay, reconcile, reconcile-same,
-//! remote1, remote, floor, sweep); `DRAIN_RECONCILE_USERS` (default 100000) sizes the
-//! reconciles. Every mode also reports the WAL it wrote from a `CHECKPOINT` on (`wal`);
+//! remote1, remote, floor, floor-users, sweep, soak); `DRAIN_RECONCILE_USERS` (default
+//! 100000) sizes the reconciles; `soak` (only when named) is described in `soak.rs`. Every mode also reports the WAL it wrote from a `CHECKPOINT` on (`wal`);
 //! on a shared server that counts everyone's WAL.
 //! `DRAIN_SET=key=value,...` changes settings in every mode. `DRAIN_BEFORE=path` adds the
 //! same drain by another build (the release before the pipeline, say), locally and through
@@ -33,6 +33,8 @@ mod reconcile;
 mod remote;
 mod round;
 mod setup;
+mod soak;
+mod soak_stats;
 mod statements;
 mod target_table;
 mod wal;
@@ -93,7 +95,12 @@ async fn main() {
     let only = std::env::var("DRAIN_ONLY").ok();
     let wanted = |key: &str| match &only {
         Some(keys) => keys.split(',').any(|k| k.trim() == key),
-        None => key != "sweep" || flag("DRAIN_SWEEP"),
+        None => match key {
+            "sweep" => flag("DRAIN_SWEEP"),
+            // Minutes long, and meant for a server of its own: only when named.
+            "soak" => false,
+            _ => true,
+        },
     };
     // First, on a quiet machine: the drains leave checkpoints and autovacuum behind them.
     let latency = match wanted("light") {
@@ -119,9 +126,15 @@ async fn main() {
     let rows = round::medians(runs);
     let get = |key: &str| rows.iter().find(|(k, _)| *k == key).map(|(_, r)| r);
     let listed: Vec<&Row> = rows.iter().map(|(_, r)| r).collect();
-    print_table(&listed, get("ceiling"));
-    println!();
-    print_comparisons(&rows, latency);
+    if !listed.is_empty() || latency.is_some() {
+        print_table(&listed, get("ceiling"));
+        println!();
+        print_comparisons(&rows, latency);
+    }
+    if wanted("soak") {
+        println!();
+        soak::run(batch).await;
+    }
 }
 
 /// `DRAIN_STATEMENTS=1`: the per-statement profile at depth 1 and at the default, and the
@@ -158,7 +171,7 @@ fn print_comparisons(rows: &[(&str, Row)], latency: Option<Latency>) {
     if let Some(x) = ratio("remote", "remote-before") {
         println!("defaults vs the release before the pipeline, through the 1 ms proxy: {x:.2}x");
     }
-    for key in ["defaults", "depth1", "floor"] {
+    for key in ["defaults", "depth1", "floor", "floor-users"] {
         if let Some(r) = get(key) {
             println!("Postgres CPU per event, {}: {:.1} us", r.mode, pg_us(r));
         }

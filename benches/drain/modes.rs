@@ -250,13 +250,13 @@ async fn prepare(
 }
 
 /// What a drain waits for: every user's watermark, and the table as expected.
-struct Drained<'a> {
-    mode: &'a str,
-    store: &'a Store,
-    expected: &'a Expected,
-    target_table: bool,
+pub(crate) struct Drained<'a> {
+    pub mode: &'a str,
+    pub store: &'a Store,
+    pub expected: &'a Expected,
+    pub target_table: bool,
     /// A replay is done when the trail has this many rows.
-    trail_until: Option<i64>,
+    pub trail_until: Option<i64>,
 }
 
 async fn trail_rows(store: &Store) -> i64 {
@@ -298,7 +298,12 @@ impl Drained<'_> {
 
     /// Waits until the queue is empty and the table as expected; returns the workers'
     /// peak RSS (KiB) seen meanwhile.
-    async fn wait(&self, watch: &QueueWatch, children: &[Child], started: Instant) -> u64 {
+    pub(crate) async fn wait(
+        &self,
+        watch: &QueueWatch,
+        children: &[Child],
+        started: Instant,
+    ) -> u64 {
         let want_marks = self.expected.len() as i64;
         let mut rss = 0;
         loop {

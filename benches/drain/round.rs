@@ -1,7 +1,7 @@
 //! One round of the drain modes, and the median of several rounds per mode.
 
 use crate::ceiling::drain_ack_only;
-use crate::floor::bare_upsert_floor;
+use crate::floor::{bare_upsert_floor, once_per_user_floor};
 use crate::modes::{
     Events, Expected, Row, drain_before, drain_remote, drain_replayed, drain_target_table,
     drain_with_worker,
@@ -116,6 +116,9 @@ pub(crate) async fn run(
     }
     if wanted("floor") {
         rows.push(("floor", bare_upsert_floor(all, i.batch).await));
+    }
+    if wanted("floor-users") {
+        rows.push(("floor-users", once_per_user_floor(all, i.batch).await));
     }
     if wanted("sweep") {
         rows.extend(sweep(all, expected).await);

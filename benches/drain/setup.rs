@@ -38,7 +38,12 @@ pub(crate) fn tag() -> String {
 /// Deterministic events: creates, updates (some revoking), deletes, over N/4 users, with
 /// every tenth event duplicated and neighbouring pairs swapped (out of order).
 pub(crate) fn events(n: usize) -> Vec<(String, Vec<u8>)> {
-    let users = (n / 4).max(1);
+    events_over(n, n / 4)
+}
+
+/// The same kind of stream over `users` users.
+pub(crate) fn events_over(n: usize, users: usize) -> Vec<(String, Vec<u8>)> {
+    let users = users.max(1);
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
     let mut next = move || {
         seed ^= seed << 13;

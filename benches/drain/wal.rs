@@ -43,6 +43,19 @@ pub(crate) async fn mark() -> WalMark {
     }
 }
 
+/// Marks where the WAL stands, without a checkpoint: for the parts of a longer run, whose
+/// checkpoints come as they would on a server in service.
+pub(crate) async fn mark_here() -> WalMark {
+    let mut c = admin().await;
+    let r = sqlx::query(READ).fetch_one(&mut c).await.unwrap();
+    let _ = c.close().await;
+    WalMark {
+        lsn: r.get(0),
+        records: r.get(1),
+        fpi: r.get(2),
+    }
+}
+
 /// The WAL written since `m`.
 pub(crate) async fn since(m: &WalMark) -> Wal {
     let mut c = admin().await;
