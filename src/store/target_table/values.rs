@@ -134,14 +134,14 @@ fn value(source: &Source, params: &mut Vec<Param>) -> String {
     }
 }
 
-/// (column, value on insert, assignment on conflict) of the deactivation column. A
+/// (column, value on insert, assignment on update) of the deactivation column. A
 /// timestamp keeps the first deactivation's time while the user stays deactivated.
 pub(super) fn deactivation(m: &TargetTable, types: &Types) -> (String, String, String) {
     match &m.deactivation {
         Deactivation::Flag(c) => (
             c.clone(),
             cast("i.active".into(), &types[c]),
-            format!("{0} = EXCLUDED.{0}", q(c)),
+            format!("{0} = n.{0}", q(c)),
         ),
         Deactivation::Timestamp(c) => (
             c.clone(),
@@ -150,7 +150,7 @@ pub(super) fn deactivation(m: &TargetTable, types: &Types) -> (String, String, S
                 &types[c],
             ),
             format!(
-                "{0} = CASE WHEN EXCLUDED.{0} IS NULL THEN NULL ELSE coalesce(u.{0}, EXCLUDED.{0}) END",
+                "{0} = CASE WHEN n.{0} IS NULL THEN NULL ELSE coalesce(u.{0}, n.{0}) END",
                 q(c)
             ),
         ),
