@@ -230,8 +230,16 @@ static UPSERT_CHANGES_SQL: LazyLock<String> = LazyLock::new(|| {
         values: &values.join(", "),
         columns: &UPSERT_COLUMNS.map(|c| c.0).join(", "),
         sets: &sets.join(", "),
-        olds: &compared.iter().map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", "),
-        news: &compared.iter().map(|c| format!("n.{c}")).collect::<Vec<_>>().join(", "),
+        olds: &compared
+            .iter()
+            .map(|c| format!("u.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        news: &compared
+            .iter()
+            .map(|c| format!("n.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
         changed: &bits.join(" | "),
     })
 });

@@ -14,7 +14,11 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn holding(env: &Env, sql: &str) -> PgConnection {
     let mut conn = PgConnection::connect(&env.db.url()).await.unwrap();
     sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
-    sqlx::query(sql).bind(uid(1)).execute(&mut conn).await.unwrap();
+    sqlx::query(sql)
+        .bind(uid(1))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn
 }
 
@@ -39,9 +43,11 @@ async fn apply_past(
          AND application_name = 'user-sync' AND wait_event_type = 'Lock'",
         env.db.name
     );
-    wait_for("the apply waiting on the other transaction", WAIT, || async {
-        count(store, &waits).await >= 1
-    })
+    wait_for(
+        "the apply waiting on the other transaction",
+        WAIT,
+        || async { count(store, &waits).await >= 1 },
+    )
     .await;
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
     applying.await.unwrap()
