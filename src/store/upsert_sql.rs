@@ -57,7 +57,7 @@ pub(crate) fn upsert_sql(x: &Upsert) -> String {
              u.{key} IS NOT NULL AND ({olds}) IS NOT DISTINCT FROM ({news}) AS user_sync_same \
            FROM n LEFT JOIN {table} u ON u.{key} = n.{key}), \
          moved AS (UPDATE {table} u SET {sets} FROM probe n \
-           WHERE u.{key} = n.{key} AND NOT n.user_sync_same \
+           WHERE u.{key} = n.{key} AND NOT n.user_sync_same AND NOT n.user_sync_absent \
              AND ({olds}) IS DISTINCT FROM ({news}) \
            RETURNING u.{key}::uuid AS k, false AS inserted, \
              (SELECT ({changed}) FROM {table} o WHERE o.{key} = u.{key})::int2 AS bits), \
