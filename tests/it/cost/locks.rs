@@ -34,7 +34,7 @@ async fn lsn(admin: &mut PgConnection) -> String {
 
 /// Users that have a row and a watermark get a newer event, beside users seen for the
 /// first time: their watermarks and rows are updated without a `Heap/LOCK` record first
-/// (40 of them before).
+/// (`INSERT ... ON CONFLICT DO UPDATE` wrote one per updated row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newer_events_update_existing_rows_without_locking_them_first() {
     let env = Env::new().await;
