@@ -162,6 +162,10 @@ static ADVANCE_SQL: LazyLock<String> =
 // the primary key in order where the table is too small for an index lookup to pay; the
 // attempt's transaction turns sequential scans off, which would lock in heap order.
 //
+// `probe` reads each user's watermark once in the statement's snapshot: the UPDATE takes
+// only the users whose events are newer there (a stale one costs that one lookup), the
+// INSERT those without a watermark.
+//
 // The INSERT takes the users without a watermark in the statement's snapshot. One that
 // another transaction inserted meanwhile (a replica, a batch in flight) is skipped by ON
 // CONFLICT DO NOTHING: it comes back as ABSENT without having moved, and the caller runs the
@@ -189,6 +193,9 @@ pub(crate) fn advance_sql(unlinked: &str) -> String {
         "WITH t AS (SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], \
              $4::int8[], $5::bool[], $6::text[], $7::timestamptz[], $8::int2[], $9::int8[]) \
            AS t(auth_user_id, ts, rank, digest, active, reason, d_ts, d_rank, d_digest)), \
+         probe AS (SELECT t.*, w.auth_user_id IS NULL AS user_sync_absent, \
+             w.auth_user_id IS NOT NULL AND ({s} OR {d}) AS user_sync_fresh \
+           FROM t LEFT JOIN user_watermarks w ON w.auth_user_id = t.auth_user_id), \
          moved AS (UPDATE user_watermarks w SET \
            event_ts      = CASE WHEN {s} THEN t.ts     ELSE w.event_ts END, \
            event_rank    = CASE WHEN {s} THEN t.rank   ELSE w.event_rank END, \
@@ -202,19 +209,21 @@ pub(crate) fn advance_sql(unlinked: &str) -> String {
            prev_active   = w.status_active, \
            prev_reason   = w.status_reason, \
            updated_at    = now() \
-           FROM t WHERE w.auth_user_id = t.auth_user_id AND ({s} OR {d}) \
+           FROM probe t WHERE t.user_sync_fresh AND w.auth_user_id = t.auth_user_id \
+             AND ({s} OR {d}) \
            RETURNING {returned}), \
-         absent AS (SELECT t.* FROM t WHERE NOT EXISTS \
-           (SELECT 1 FROM user_watermarks o WHERE o.auth_user_id = t.auth_user_id)), \
          added AS (INSERT INTO user_watermarks AS w (auth_user_id, event_ts, event_rank, \
              event_digest, status_active, status_reason, data_ts, data_rank, data_digest, \
              last_change, prev_active, prev_reason) \
-           SELECT a.*, CASE WHEN a.d_ts IS NULL THEN 1 ELSE 3 END, NULL::boolean, NULL::text \
-           FROM absent a ON CONFLICT (auth_user_id) DO NOTHING RETURNING {returned}) \
+           SELECT t.auth_user_id, t.ts, t.rank, t.digest, t.active, t.reason, t.d_ts, \
+             t.d_rank, t.d_digest, CASE WHEN t.d_ts IS NULL THEN 1 ELSE 3 END, NULL::boolean, \
+             NULL::text \
+           FROM probe t WHERE t.user_sync_absent \
+           ON CONFLICT (auth_user_id) DO NOTHING RETURNING {returned}) \
          SELECT *, NULL::boolean FROM moved \
          UNION ALL SELECT *, NULL FROM added \
          UNION ALL SELECT auth_user_id, {ABSENT}::int2, NULL, NULL, NULL, NULL, NULL, NULL \
-           FROM absent \
+           FROM probe WHERE user_sync_absent \
          UNION ALL SELECT NULL, {UNLINKED}::int2, NULL, NULL, NULL, NULL, NULL, \
            EXISTS ({unlinked}) OR clock_timestamp() > statement_timestamp() + {WAITED}"
     )
