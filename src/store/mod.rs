@@ -18,6 +18,7 @@ mod statements;
 mod target_table;
 mod tls;
 mod trail;
+mod upsert_sql;
 
 pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
 pub use brake_log::BrakeEntry;

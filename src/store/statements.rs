@@ -113,6 +113,32 @@ pub(super) async fn upsert(
     rows: &[(Uuid, UserRow)],
     target_table: Option<&TargetTableSql>,
 ) -> Result<HashMap<Uuid, (bool, i16)>, sqlx::Error> {
+    let mut written = HashMap::new();
+    // A row missed in one round (inserted or deleted by someone else meanwhile) is seen as
+    // it is by the next statement's snapshot.
+    let mut missed = upsert_round(tx, rows, target_table, &mut written).await?;
+    for _ in 0..2 {
+        if missed.is_empty() {
+            return Ok(written);
+        }
+        missed = upsert_round(tx, &missed, target_table, &mut written).await?;
+    }
+    match missed.len() {
+        0 => Ok(written),
+        n => Err(sqlx::Error::Protocol(format!(
+            "the row upsert missed {n} users three times"
+        ))),
+    }
+}
+
+/// One upsert statement: adds each row it wrote to `written` (inserted, changed fields);
+/// returns the rows it missed, neither written nor found unchanged.
+async fn upsert_round(
+    tx: &mut PgConnection,
+    rows: &[(Uuid, UserRow)],
+    target_table: Option<&TargetTableSql>,
+    written: &mut HashMap<Uuid, (bool, i16)>,
+) -> Result<Vec<(Uuid, UserRow)>, sqlx::Error> {
     let col = |f: fn(&UserRow) -> Option<&str>| -> Vec<Option<&str>> {
         rows.iter().map(|r| f(&r.1)).collect()
     };
@@ -153,39 +179,41 @@ pub(super) async fn upsert(
         }),
     };
     let returned = query.fetch_all(&mut *tx).await?;
-    Ok(returned
+    let mut settled = HashSet::new();
+    for r in &returned {
+        let id: Uuid = r.get(0);
+        if let Some(inserted) = r.get::<Option<bool>, _>(1) {
+            written.insert(id, (inserted, r.get::<Option<i16>, _>(2).unwrap_or(0)));
+        }
+        settled.insert(id);
+    }
+    Ok(rows
         .iter()
-        .map(|r| {
-            (
-                r.get(0),
-                (r.get(1), r.get::<Option<i16>, _>(2).unwrap_or(0)),
-            )
-        })
+        .filter(|r| !settled.contains(&r.0))
+        .cloned()
         .collect())
 }
 
-const UPSERT_BASE: &str = "INSERT INTO users AS u (auth_user_id, email, first_name, \
-       last_name, password_hash, role, allowed_services, is_active, deactivation_reason, \
-       source_updated_at) \
-     SELECT i.auth_user_id, i.email, i.first_name, i.last_name, i.password_hash, i.role, \
-       ARRAY(SELECT jsonb_array_elements_text(i.services::jsonb)), i.active, i.reason, i.ts \
-     FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
-                 $7::text[], $8::bool[], $9::text[], $10::timestamptz[]) \
-       AS i(auth_user_id, email, first_name, last_name, password_hash, role, services, \
-            active, reason, ts) \
-     ON CONFLICT (auth_user_id) DO UPDATE SET email = EXCLUDED.email, \
-       first_name = EXCLUDED.first_name, last_name = EXCLUDED.last_name, \
-       password_hash = EXCLUDED.password_hash, role = EXCLUDED.role, \
-       allowed_services = EXCLUDED.allowed_services, is_active = EXCLUDED.is_active, \
-       deactivation_reason = EXCLUDED.deactivation_reason, \
-       source_updated_at = EXCLUDED.source_updated_at, updated_at = now() \
-     WHERE (u.email, u.first_name, u.last_name, u.password_hash, u.role, u.allowed_services, \
-            u.is_active, u.deactivation_reason, u.source_updated_at) \
-       IS DISTINCT FROM (EXCLUDED.email, EXCLUDED.first_name, EXCLUDED.last_name, \
-            EXCLUDED.password_hash, EXCLUDED.role, EXCLUDED.allowed_services, \
-            EXCLUDED.is_active, EXCLUDED.deactivation_reason, EXCLUDED.source_updated_at)";
+/// The columns the upsert writes, and the batch row's value of each (`i`).
+const UPSERT_COLUMNS: [(&str, &str); 10] = [
+    ("auth_user_id", "i.auth_user_id"),
+    ("email", "i.email"),
+    ("first_name", "i.first_name"),
+    ("last_name", "i.last_name"),
+    ("password_hash", "i.password_hash"),
+    ("role", "i.role"),
+    (
+        "allowed_services",
+        "ARRAY(SELECT jsonb_array_elements_text(i.services::jsonb))",
+    ),
+    ("is_active", "i.active"),
+    ("deactivation_reason", "i.reason"),
+    ("source_updated_at", "i.ts"),
+];
 
-// A row the WHERE leaves as it is writes no new version and is not returned: unchanged.
+// UPDATE the rows that exist, then INSERT the rest (see `upsert_sql`). A row whose every
+// column already holds the batch's value writes no new version (a rewrite of the same
+// state at the same time: a redelivery past the guard, a backfill of the same fields).
 // A sub-select in RETURNING runs on the statement's snapshot, so it reads each row as it
 // was before this statement: which fields changed (for the trail, and to tell `unchanged`
 // from `applied`) costs no extra round trip. The bits are `audit::FIELDS` in order.
@@ -200,11 +228,38 @@ static UPSERT_CHANGES_SQL: LazyLock<String> = LazyLock::new(|| {
             )
         })
         .collect();
-    format!(
-        "{UPSERT_BASE} RETURNING u.auth_user_id, (u.xmax = 0), \
-         (SELECT ({}) FROM users o WHERE o.auth_user_id = u.auth_user_id)::int2",
-        bits.join(" | ")
-    )
+    let values: Vec<String> = UPSERT_COLUMNS
+        .iter()
+        .map(|(c, v)| format!("{v} AS {c}"))
+        .collect();
+    let compared: Vec<&str> = UPSERT_COLUMNS[1..].iter().map(|c| c.0).collect();
+    let sets: Vec<String> = compared
+        .iter()
+        .map(|c| format!("{c} = n.{c}"))
+        .chain(["updated_at = now()".to_string()])
+        .collect();
+    super::upsert_sql::upsert_sql(&super::upsert_sql::Upsert {
+        table: "users",
+        key: "auth_user_id",
+        batch: "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                $6::text[], $7::text[], $8::bool[], $9::text[], $10::timestamptz[]) \
+                AS i(auth_user_id, email, first_name, last_name, password_hash, role, \
+                services, active, reason, ts)",
+        values: &values.join(", "),
+        columns: &UPSERT_COLUMNS.map(|c| c.0).join(", "),
+        sets: &sets.join(", "),
+        olds: &compared
+            .iter()
+            .map(|c| format!("u.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        news: &compared
+            .iter()
+            .map(|c| format!("n.{c}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        changed: &bits.join(" | "),
+    })
 });
 
 /// Gives existing rows the status their newest event set; returns the users that had one.

@@ -6,6 +6,7 @@ use super::values::{
 };
 use super::{q, table};
 use crate::store::audit::FIELDS;
+use crate::store::upsert_sql::{Upsert, upsert_sql};
 use crate::target_table::{Deactivation, Field, Source, TargetTable, Value};
 
 /// The UNNEST of the batch, as alias `i`, with the computed columns' arrays after the nine.
@@ -59,7 +60,7 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
     if let Some(r) = &m.reason {
         insert_cols.push(q(r));
         insert_vals.push(reason_value("i.reason", &types[r]));
-        updates.push(format!("{} = EXCLUDED.{}", q(r), q(r)));
+        updates.push(format!("{} = n.{}", q(r), q(r)));
         bits.push((r.clone(), bit_of("deactivation_reason")));
     }
     let changed: Vec<String> = bits
@@ -78,37 +79,39 @@ pub(super) fn upsert_changes(m: &TargetTable, types: &Types, params: &mut Vec<Pa
         .filter_map(|(_, u)| u.split_once(" = "))
         .map(|(c, v)| (format!("u.{c}"), v.to_string()))
         .unzip();
+    let values: Vec<String> = insert_vals
+        .iter()
+        .zip(&insert_cols)
+        .map(|(v, c)| format!("{v} AS {c}"))
+        .collect();
     // A row whose every column already holds what it would be set to keeps its version
-    // (no WAL, not returned: unchanged).
-    format!(
-        "INSERT INTO {t} AS u ({}) SELECT {} FROM {} ON CONFLICT ({k}) DO UPDATE SET {} \
-         WHERE ({}) IS DISTINCT FROM ({}) \
-         RETURNING u.{k}::uuid, (u.xmax = 0), \
-         (SELECT ({}) FROM {t} o WHERE o.{k} = u.{k})::int2",
-        insert_cols.join(", "),
-        insert_vals.join(", "),
-        batch(params),
-        updates.join(", "),
-        olds.join(", "),
-        news.join(", "),
-        changed.join(" | "),
-        t = table(m),
-        k = q(&m.key)
-    )
+    // (no WAL, returned as unchanged).
+    let batch = batch(params);
+    upsert_sql(&Upsert {
+        table: &table(m),
+        key: &q(&m.key),
+        batch: &batch,
+        values: &values.join(", "),
+        columns: &insert_cols.join(", "),
+        sets: &updates.join(", "),
+        olds: &olds.join(", "),
+        news: &news.join(", "),
+        changed: &changed.join(" | "),
+    })
 }
 
-/// `col = EXCLUDED.col`, but with `free_email` a row that holds its tombstone keeps it
+/// `col = n.col` (the batch row's value), but with `free_email` a row that holds its tombstone keeps it
 /// while it stays deactivated: the email it had may belong to another user by now.
 fn update_of(m: &TargetTable, col: &str, source: &Source, params: &mut Vec<Param>) -> String {
     let c = q(col);
-    let plain = format!("{c} = EXCLUDED.{c}");
+    let plain = format!("{c} = n.{c}");
     let (Some(pattern), Some(case)) = (&m.free_email, source.email_case()) else {
         return plain;
     };
     params.push(Param::Text(Some(pattern.clone())));
     let stays_inactive = match &m.deactivation {
-        Deactivation::Flag(d) => format!("NOT EXCLUDED.{}", q(d)),
-        Deactivation::Timestamp(d) => format!("EXCLUDED.{} IS NOT NULL", q(d)),
+        Deactivation::Flag(d) => format!("NOT n.{}", q(d)),
+        Deactivation::Timestamp(d) => format!("n.{} IS NOT NULL", q(d)),
     };
     let tomb = tombstone(
         &format!("${}", 9 + params.len()),
@@ -116,7 +119,7 @@ fn update_of(m: &TargetTable, col: &str, source: &Source, params: &mut Vec<Param
         case,
     );
     format!(
-        "{c} = CASE WHEN {stays_inactive} AND u.{c}::text = {tomb} THEN u.{c} ELSE EXCLUDED.{c} END"
+        "{c} = CASE WHEN {stays_inactive} AND u.{c}::text = {tomb} THEN u.{c} ELSE n.{c} END"
     )
 }
 

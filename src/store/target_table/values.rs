@@ -159,14 +159,14 @@ fn value(source: &Source, params: &mut Vec<Param>) -> String {
     }
 }
 
-/// (column, value on insert, assignment on conflict) of the deactivation column. A
+/// (column, value on insert, assignment on update) of the deactivation column. A
 /// timestamp keeps the first deactivation's value while the user stays deactivated.
 pub(super) fn deactivation(m: &TargetTable, types: &Types) -> (String, String, String) {
     match &m.deactivation {
         Deactivation::Flag(c) => (
             c.clone(),
             cast("i.active".into(), &types[c]),
-            format!("{0} = EXCLUDED.{0}", q(c)),
+            format!("{0} = n.{0}", q(c)),
         ),
         Deactivation::Timestamp(c) => (
             c.clone(),
@@ -180,7 +180,7 @@ pub(super) fn deactivation(m: &TargetTable, types: &Types) -> (String, String, S
             format!(
                 "{} = {}",
                 q(c),
-                timestamp_status(m, c, "EXCLUDED.{c} IS NULL", "EXCLUDED.{c}")
+                timestamp_status(m, c, "n.{c} IS NULL", "n.{c}")
             ),
         ),
     }

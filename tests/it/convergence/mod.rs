@@ -7,5 +7,6 @@ mod faulty;
 mod histories;
 mod model;
 mod outcomes;
+mod races;
 mod rules;
 mod sql;

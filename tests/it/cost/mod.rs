@@ -2,6 +2,7 @@
 //! nothing leaves every row version as it was (no new version, not even a row lock, each
 //! of which is a WAL record that replicas replay and backups archive).
 
+mod locks;
 mod target_table;
 mod unchanged;
 
