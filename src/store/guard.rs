@@ -46,6 +46,8 @@ pub(super) async fn advance_watermarks(
     let mut round = set.to_vec();
     // A user missed in one round has a committed watermark row when the next statement
     // takes its snapshot, and watermark rows are never deleted: the second round settles it.
+    // It locks after the first round's users, out of id order: a cycle then needs a third
+    // transaction inserting that user meanwhile, and a deadlock is retried (`classify`).
     for _ in 0..MAX_ROUNDS {
         let missed = guard_round(tx, planned, users, &round, sql, &mut guarded).await?;
         if missed.is_empty() {
