@@ -218,6 +218,33 @@ async fn a_value_over_max_length_is_refused_and_nothing_of_it_applied() {
     worker.stop().await;
 }
 
+/// An event that deactivates its user (`is_active: false`) with a value over a refusing
+/// max_length still deactivates the row: a deactivation is never lost to a column's length
+/// (the user would keep signing in), though the over-long fields are not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivation_with_a_value_over_max_length_still_deactivates() {
+    let env = Env::new().await;
+    let (db, worker) = start(&env).await;
+    let p = env.publisher().await;
+    let names = (Some("Ada"), Some("Lovelace"));
+    p.publish_json(&named(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "a@example.com",
+        names,
+    ))
+    .await;
+    wait_member(&db, 1, "user 1 created", |_| true).await;
+    let long = format!("{}@example.com", "x".repeat(58));
+    let mut inactive = named("user.updated", 1, "2024-01-02T00:00:00Z", &long, names);
+    inactive["user"]["is_active"] = false.into();
+    p.publish_json(&inactive).await;
+    let row = wait_member(&db, 1, "user 1 deactivated", |m| !m.6).await;
+    assert_eq!(row.1, "a@example.com", "the over-long email is not written");
+    worker.stop().await;
+}
+
 /// A legacy row with a mixed-case email is adopted by the lower-cased email column (and
 /// rewritten in lower case); when its user is deleted and another takes the email, the
 /// tombstone goes to every email column in that column's case, and stays through an
