@@ -151,9 +151,10 @@ pub struct TargetTable {
     /// user. `None`: the row keeps the email and the new user's insert is refused.
     pub free_email: Option<String>,
     /// With a timestamp deactivation: the value (RFC 3339) it gets instead of the time of
-    /// deactivation. Only a value at or after it means "deactivated by the sync"; an earlier
-    /// one is the backend's (Identity's lockout after failed logins, which ends by itself)
-    /// and is neither lifted on activation nor taken for a deactivation.
+    /// deactivation. Only that value means "deactivated by the sync"; any other is the
+    /// backend's (Identity's lockout after failed logins, which ends by itself, or an
+    /// administrator's for good) and is neither lifted on activation nor taken for a
+    /// deactivation.
     pub timestamp_value: Option<String>,
 }
 

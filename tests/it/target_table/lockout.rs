@@ -1,5 +1,5 @@
 //! ASP.NET Identity's `LockoutEnd` as the deactivation timestamp, with `timestamp_value`:
-//! the sync's lockout is the far future; an earlier one is Identity's own (after failed
+//! the sync's lockout is the far future; any other is Identity's own (after failed
 //! logins) and stays the backend's.
 
 use super::*;
