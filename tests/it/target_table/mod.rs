@@ -8,6 +8,7 @@ mod convergence;
 mod ddl;
 mod frameworks;
 mod lockout;
+mod readme;
 mod returning_email;
 mod start_check;
 
