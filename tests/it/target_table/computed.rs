@@ -370,3 +370,43 @@ async fn lengths_and_types_are_checked_at_start() {
         "{text}"
     );
 }
+
+/// An event over a refusing max_length that is older than what its user already has
+/// (a late or redelivered update) is stale, as it would be with a short value: acked,
+/// never dead-lettered, and the row keeps the newer event's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_event_over_max_length_is_stale_not_dead_lettered() {
+    let env = Env::new().await;
+    let (db, worker) = start(&env).await;
+    let p = env.publisher().await;
+    let names = (Some("Ada"), Some("Lovelace"));
+    let newer = named(
+        "user.created",
+        1,
+        "2024-01-03T00:00:00Z",
+        "a@example.com",
+        names,
+    );
+    p.publish_json(&newer).await;
+    let before = wait_member(&db, 1, "user 1 created", |_| true).await;
+    let long = format!("{}@example.com", "x".repeat(58));
+    let late = named("user.updated", 1, "2024-01-02T00:00:00Z", &long, names);
+    p.publish_json(&late).await;
+    // A later event of another user: once it is applied, the late one was settled.
+    let other = named(
+        "user.created",
+        2,
+        "2024-01-02T00:00:00Z",
+        "b@example.com",
+        names,
+    );
+    p.publish_json(&other).await;
+    wait_member(&db, 2, "user 2 created", |_| true).await;
+    assert_eq!(
+        dlq_depth(&env).await,
+        0,
+        "the stale event is not dead-lettered"
+    );
+    assert_eq!(member(&db, 1).await.unwrap(), before);
+    worker.stop().await;
+}
