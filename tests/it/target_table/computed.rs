@@ -392,7 +392,8 @@ async fn a_stale_event_over_max_length_is_stale_not_dead_lettered() {
     let long = format!("{}@example.com", "x".repeat(58));
     let late = named("user.updated", 1, "2024-01-02T00:00:00Z", &long, names);
     p.publish_json(&late).await;
-    // A later event of another user: once it is applied, the late one was settled.
+    // A later event of another user: once it is applied and the worker has stopped (its
+    // batch in hand settled), the late one was settled.
     let other = named(
         "user.created",
         2,
@@ -402,11 +403,11 @@ async fn a_stale_event_over_max_length_is_stale_not_dead_lettered() {
     );
     p.publish_json(&other).await;
     wait_member(&db, 2, "user 2 created", |_| true).await;
+    worker.stop().await;
     assert_eq!(
         dlq_depth(&env).await,
         0,
         "the stale event is not dead-lettered"
     );
     assert_eq!(member(&db, 1).await.unwrap(), before);
-    worker.stop().await;
 }
