@@ -5,6 +5,7 @@
 mod columns;
 mod computed;
 mod convergence;
+mod convergence_identity;
 mod ddl;
 mod frameworks;
 mod lockout;
