@@ -33,8 +33,8 @@ impl Pipeline {
                     Err(failure) => Fate::Failed(failure),
                     Ok(()) => match event::decode_with(&d.data, &key, &rules) {
                         Ok(Decoded::Event(e)) => {
-                            let planned = decide::plan(&e, &self.membership);
-                            match self.refused(&planned) {
+                            let mut planned = decide::plan(&e, &self.membership);
+                            match self.refused(&mut planned) {
                                 Some(why) => {
                                     refused = Some(events.refuse(planned, &e, received_at));
                                     Fate::Failed(Failure::Permanent(why))
@@ -66,7 +66,7 @@ impl Pipeline {
 
     /// Why the target table refuses the event's row (a computed column too long), before
     /// anything of it is applied.
-    fn refused(&self, planned: &decide::Planned) -> Option<String> {
+    fn refused(&self, planned: &mut decide::Planned) -> Option<String> {
         let target = self.settings.target_table.as_ref()?;
         target.refuses(planned)
     }

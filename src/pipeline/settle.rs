@@ -5,7 +5,7 @@
 use super::Pipeline;
 use super::record::{Decision, Events, Fate, Record};
 use crate::broker::{self, Session};
-use crate::decide::{Intent, Planned};
+use crate::decide::{Intent, Outcome, Planned};
 use crate::disposition::{Disposition, Failure, disposition};
 use crate::event::EventKind;
 use crate::headers::{self, Route};
@@ -35,6 +35,9 @@ impl Pipeline {
                     Decision::Held
                 }
                 Fate::Decided(decision) => decision,
+                Fate::Failed(_) if self.refused_but_stale(events, &record).await => {
+                    Decision::Applied(Outcome::Stale)
+                }
                 Fate::Failed(failure) => {
                     let event = events.of(record.event, record.refused);
                     let who = event.map(|(p, _, kind)| (p.user_id, kind));
@@ -62,6 +65,27 @@ impl Pipeline {
             tracing::warn!(%error, "could not record dead letters in the audit trail");
         }
         Ok(())
+    }
+
+    /// Whether the event the target table refused is older than what its user has (after
+    /// this batch's commit): stale, as it would be with a value that fits, so it is acked
+    /// rather than dead-lettered. When the watermarks cannot be read, it is refused.
+    async fn refused_but_stale(&self, events: &Events, record: &Record) -> bool {
+        let Some((planned, _, kind)) = record.refused.and_then(|r| events.of(None, Some(r))) else {
+            return false;
+        };
+        match self.store.would_be_stale(planned).await {
+            Ok(false) => false,
+            Ok(true) => {
+                let (user_id, event_type) = (planned.user_id, kind.as_str());
+                tracing::info!(%user_id, event_type, decision = "stale", "event");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read the watermark of a refused event");
+                false
+            }
+        }
     }
 
     /// One line per event: who, what, the decision, and the email masked unless

@@ -2,6 +2,7 @@
 //! transaction of the change it explains, pruned by age in the background.
 
 use super::Store;
+use super::trail::Entry;
 use crate::decide::{Decision, Intent, Outcome, Planned, Reason, UserRow};
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
@@ -27,18 +28,6 @@ pub struct Audit<'a> {
     /// Whether events that changed nothing (stale, unchanged) get a line
     /// (`pipeline::Trail::no_ops`).
     pub no_ops: bool,
-}
-
-/// One trail row before it is written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
-    /// Another user than the event's (a row whose email the event's user claimed).
-    pub user: Option<Uuid>,
-    pub planned: usize,
-    pub decision: &'static str,
-    pub reason: Option<String>,
-    /// `FIELDS` bits.
-    pub changed: i16,
 }
 
 pub(super) fn at(t: OffsetDateTime) -> String {

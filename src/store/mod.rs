@@ -14,6 +14,7 @@ mod report;
 mod result;
 mod session;
 mod setup;
+mod stale;
 mod statements;
 mod target_table;
 mod tls;

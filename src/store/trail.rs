@@ -1,12 +1,24 @@
 //! The trail entries of one committed attempt: each outcome with its reason and the
 //! fields it changed, and the events the batch superseded.
 
-use super::audit::{self, Audit, Entry};
+use super::audit::{self, Audit};
 use super::guard::Advanced;
 use crate::decide::{Outcome, Planned, UserBatch};
 use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
+
+/// One trail row before it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    /// Another user than the event's (a row whose email the event's user claimed).
+    pub user: Option<Uuid>,
+    pub planned: usize,
+    pub decision: &'static str,
+    pub reason: Option<String>,
+    /// `FIELDS` bits.
+    pub changed: i16,
+}
 
 /// What one attempt did, as its trail needs it.
 pub(super) struct AttemptView<'a> {
@@ -93,8 +105,13 @@ impl AttemptView<'_> {
                 });
             }
         }
-        // The freed row's user, under the claiming event: its email changed (to the
-        // tombstone), its status did not.
+        self.freed_entries(&newest, &mut entries);
+        Ok(entries)
+    }
+
+    /// The freed row's user, under the claiming event: its email changed (to the
+    /// tombstone), its status did not.
+    fn freed_entries(&self, newest: &HashMap<Uuid, usize>, entries: &mut Vec<Entry>) {
         for &(old, new) in self.freed {
             if let Some(&n) = newest.get(&new) {
                 entries.push(Entry {
@@ -107,6 +124,5 @@ impl AttemptView<'_> {
                 });
             }
         }
-        Ok(entries)
     }
 }

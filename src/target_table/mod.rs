@@ -27,7 +27,7 @@ mod spec;
 pub use computed::{Case, Computed, Limit, Template, TooLong, TooLongValue, Value, cased};
 pub use spec::{AUTH_ID, DeactivationSpec, SourceSpec, TargetSpec};
 
-use crate::decide::{Intent, Planned};
+use crate::decide::{Intent, Planned, Reason, UserRow};
 
 use std::collections::BTreeMap;
 
@@ -151,9 +151,10 @@ pub struct TargetTable {
     /// user. `None`: the row keeps the email and the new user's insert is refused.
     pub free_email: Option<String>,
     /// With a timestamp deactivation: the value (RFC 3339) it gets instead of the time of
-    /// deactivation. Only a value at or after it means "deactivated by the sync"; an earlier
-    /// one is the backend's (Identity's lockout after failed logins, which ends by itself)
-    /// and is neither lifted on activation nor taken for a deactivation.
+    /// deactivation. Only that value means "deactivated by the sync"; any other is the
+    /// backend's (Identity's lockout after failed logins, which ends by itself, or an
+    /// administrator's for good) and is neither lifted on activation nor taken for a
+    /// deactivation.
     pub timestamp_value: Option<String>,
 }
 
@@ -180,11 +181,24 @@ impl TargetTable {
 
     /// Why the event must be refused (dead-lettered as `permanent`, nothing of it
     /// applied): a computed column's value over its `max_length` with `too_long =
-    /// "refuse"`. The reason names the column and the lengths, never the value.
-    pub fn refuses(&self, planned: &Planned) -> Option<String> {
+    /// "refuse"`. The reason names the column and the lengths, never the value. An event
+    /// that deactivates its user is never refused: it becomes a plain deactivation (the
+    /// fields are not written), for a refusal would leave the user signing in.
+    pub fn refuses(&self, planned: &mut Planned) -> Option<String> {
         let Intent::Upsert(row) = &planned.intent else {
             return None;
         };
+        let why = self.too_long(row)?;
+        if row.is_active {
+            return Some(why);
+        }
+        planned.intent = Intent::Deactivate(Reason::InactiveUpstream);
+        None
+    }
+
+    /// The first computed column whose value is over its `max_length` with `too_long =
+    /// "refuse"`, said without the value.
+    fn too_long(&self, row: &UserRow) -> Option<String> {
         self.columns.iter().find_map(|(column, source)| {
             let Source::Computed(c) = source else {
                 return None;

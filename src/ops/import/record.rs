@@ -48,8 +48,8 @@ impl Decoder {
         if let Some(t) = self.at_least {
             event.timestamp = event.timestamp.max(t);
         }
-        let planned = decide::plan(&event, &self.membership);
-        match self.target.as_ref().and_then(|m| m.refuses(&planned)) {
+        let mut planned = decide::plan(&event, &self.membership);
+        match self.target.as_ref().and_then(|m| m.refuses(&mut planned)) {
             Some(why) => Err(why),
             None => Ok(planned),
         }

@@ -67,7 +67,8 @@ fn unlimited(col: &str, shown: &str) -> String {
 /// The tombstone must fit every column written from the email: the column's length and
 /// its `max_length` (a tombstone cut short could repeat another's).
 fn tombstone_problems(m: &TargetTable, columns: &Types, pattern: &str) -> Vec<String> {
-    let need = pattern.chars().count() - AUTH_ID.len() + UUID_LEN;
+    let ids = pattern.matches(AUTH_ID).count();
+    let need = pattern.chars().count() - ids * AUTH_ID.len() + ids * UUID_LEN;
     let mut problems = Vec::new();
     for (col, source) in &m.columns {
         if source.email_case().is_none() {

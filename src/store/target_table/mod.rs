@@ -33,8 +33,9 @@ fn active(m: &TargetTable, a: &str) -> String {
         Deactivation::Flag(c) => format!("{a}.{}", q(c)),
         Deactivation::Timestamp(c) => match &m.timestamp_value {
             None => format!("{a}.{} IS NULL", q(c)),
-            // Below the sync's value: the backend's own (a lockout that ends by itself).
-            Some(v) => format!("({a}.{0} IS NULL OR {a}.{0} < '{v}'::timestamptz)", q(c)),
+            // Any other value is the backend's own: a lockout that ends by itself, or an
+            // administrator's for good (Identity's `DateTimeOffset.MaxValue`, `infinity`).
+            Some(v) => format!("{a}.{} IS DISTINCT FROM '{v}'::timestamptz", q(c)),
         },
     }
 }

@@ -196,7 +196,7 @@ pub(super) fn deactivated_at(m: &TargetTable) -> String {
 
 /// The new value of timestamp column `c` of row `u` (`{c}` in the arguments stands for its
 /// quoted name): when `active`, cleared if the sync had set it (a value the backend set
-/// itself, below `timestamp_value`, stays); else `deactivated`, unless the row is
+/// itself, any but `timestamp_value`, stays); else `deactivated`, unless the row is
 /// deactivated already (its first deactivation's value stays). Without `timestamp_value`
 /// any value is the sync's: cleared, or kept.
 pub(super) fn timestamp_status(

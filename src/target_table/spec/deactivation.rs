@@ -37,9 +37,12 @@ pub(super) fn timestamp_value(spec: &DeactivationSpec) -> Result<Option<String>,
     if spec.timestamp.is_none() {
         return bad("goes with `timestamp`, not `flag`");
     }
-    match time::OffsetDateTime::parse(v, &Rfc3339).map(|t| t.format(&Rfc3339)) {
-        Ok(Ok(t)) => Ok(Some(t)),
-        _ => bad(&format!(
+    match time::OffsetDateTime::parse(v, &Rfc3339) {
+        // The sync knows its deactivation by this exact value: a fraction would be rounded
+        // away by a `timestamp(0)` column.
+        Ok(t) if t.nanosecond() != 0 => bad(&format!("`{v}` is not whole seconds")),
+        Ok(t) => Ok(Some(t.format(&Rfc3339).expect("a parsed time formats"))),
+        Err(_) => bad(&format!(
             "`{v}` is not an RFC 3339 time (e.g. \"9999-12-31T23:59:59Z\")"
         )),
     }

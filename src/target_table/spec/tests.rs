@@ -326,3 +326,14 @@ fn each_computed_mistake_is_one_line_naming_its_column() {
         "{err}"
     );
 }
+
+/// `timestamp_value` is whole seconds: the sync knows its own deactivation by that exact
+/// value, and a `timestamp(0)` column (Laravel's `deleted_at`) would round a fraction
+/// into a value the sync no longer recognizes (never lifted on reactivation).
+#[test]
+fn timestamp_value_is_whole_seconds() {
+    let toml = IDENTITY.replace("T23:59:59+00:00", "T23:59:59.5+00:00");
+    assert_ne!(toml, IDENTITY);
+    let err = TargetTable::resolve(&spec(&toml)).unwrap_err().to_string();
+    assert!(err.contains("whole seconds"), "{err}");
+}

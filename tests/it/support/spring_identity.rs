@@ -130,7 +130,7 @@ pub(crate) const IDENTITY: Framework = Framework {
                 'root@localhost', 'ROOT@LOCALHOST', true, 'AQAAAAIAAYagAAAAERootV3Hash',
                 'ROOTSTAMP', 'root-concurrency', false, false, true, 0)
     "#,
-    active: r#"("LockoutEnd" IS NULL OR "LockoutEnd" < '9999-12-31T23:59:59Z')"#,
+    active: r#""LockoutEnd" IS DISTINCT FROM '9999-12-31T23:59:59Z'"#,
     reason: None,
     first_name: r#""FirstName""#,
     password: r#""PasswordHash""#,

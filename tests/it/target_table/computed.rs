@@ -218,6 +218,33 @@ async fn a_value_over_max_length_is_refused_and_nothing_of_it_applied() {
     worker.stop().await;
 }
 
+/// An event that deactivates its user (`is_active: false`) with a value over a refusing
+/// max_length still deactivates the row: a deactivation is never lost to a column's length
+/// (the user would keep signing in), though the over-long fields are not written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deactivation_with_a_value_over_max_length_still_deactivates() {
+    let env = Env::new().await;
+    let (db, worker) = start(&env).await;
+    let p = env.publisher().await;
+    let names = (Some("Ada"), Some("Lovelace"));
+    p.publish_json(&named(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "a@example.com",
+        names,
+    ))
+    .await;
+    wait_member(&db, 1, "user 1 created", |_| true).await;
+    let long = format!("{}@example.com", "x".repeat(58));
+    let mut inactive = named("user.updated", 1, "2024-01-02T00:00:00Z", &long, names);
+    inactive["user"]["is_active"] = false.into();
+    p.publish_json(&inactive).await;
+    let row = wait_member(&db, 1, "user 1 deactivated", |m| !m.6).await;
+    assert_eq!(row.1, "a@example.com", "the over-long email is not written");
+    worker.stop().await;
+}
+
 /// A legacy row with a mixed-case email is adopted by the lower-cased email column (and
 /// rewritten in lower case); when its user is deleted and another takes the email, the
 /// tombstone goes to every email column in that column's case, and stays through an
@@ -342,4 +369,45 @@ async fn lengths_and_types_are_checked_at_start() {
         text.contains("column `name` is varchar(255) and has no max_length"),
         "{text}"
     );
+}
+
+/// An event over a refusing max_length that is older than what its user already has
+/// (a late or redelivered update) is stale, as it would be with a short value: acked,
+/// never dead-lettered, and the row keeps the newer event's state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_event_over_max_length_is_stale_not_dead_lettered() {
+    let env = Env::new().await;
+    let (db, worker) = start(&env).await;
+    let p = env.publisher().await;
+    let names = (Some("Ada"), Some("Lovelace"));
+    let newer = named(
+        "user.created",
+        1,
+        "2024-01-03T00:00:00Z",
+        "a@example.com",
+        names,
+    );
+    p.publish_json(&newer).await;
+    let before = wait_member(&db, 1, "user 1 created", |_| true).await;
+    let long = format!("{}@example.com", "x".repeat(58));
+    let late = named("user.updated", 1, "2024-01-02T00:00:00Z", &long, names);
+    p.publish_json(&late).await;
+    // A later event of another user: once it is applied and the worker has stopped (its
+    // batch in hand settled), the late one was settled.
+    let other = named(
+        "user.created",
+        2,
+        "2024-01-02T00:00:00Z",
+        "b@example.com",
+        names,
+    );
+    p.publish_json(&other).await;
+    wait_member(&db, 2, "user 2 created", |_| true).await;
+    worker.stop().await;
+    assert_eq!(
+        dlq_depth(&env).await,
+        0,
+        "the stale event is not dead-lettered"
+    );
+    assert_eq!(member(&db, 1).await.unwrap(), before);
 }

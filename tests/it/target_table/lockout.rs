@@ -1,5 +1,5 @@
 //! ASP.NET Identity's `LockoutEnd` as the deactivation timestamp, with `timestamp_value`:
-//! the sync's lockout is the far future; an earlier one is Identity's own (after failed
+//! the sync's lockout is the far future; any other is Identity's own (after failed
 //! logins) and stays the backend's.
 
 use super::*;
@@ -119,5 +119,54 @@ async fn identitys_own_lockout_stays_and_counts_as_active() {
         Outcome::In(Some(uid(1))),
         "signs in again, in any case"
     );
+    worker.stop().await;
+}
+
+/// An administrator's permanent lockout (Identity's `DateTimeOffset.MaxValue`, which Npgsql
+/// stores as `infinity`) is the backend's, not the sync's: an ordinary update of an active
+/// user leaves it in place instead of lifting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrators_permanent_lockout_survives_an_update() {
+    let env = Env::new().await;
+    let mapping = IDENTITY.create_table(&env).await;
+    let worker = IDENTITY.start(&env, mapping).await;
+    let db = &backend(&env).await;
+    let p = env.publisher().await;
+    let created = event(
+        "user.created",
+        1,
+        "2024-01-01T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    p.publish_json(&created).await;
+    IDENTITY.wait_first_name(db, 1, "Test").await;
+    run_sql(
+        db,
+        &format!(
+            r#"UPDATE "AspNetUsers" SET "LockoutEnd" = 'infinity' WHERE auth_user_id = '{}'"#,
+            uid(1)
+        ),
+    )
+    .await;
+
+    let mut update = event(
+        "user.updated",
+        1,
+        "2024-01-02T00:00:00Z",
+        "student",
+        &["lms"],
+    );
+    update["user"]["first_name"] = "Later".into();
+    p.publish_json(&update).await;
+    IDENTITY.wait_first_name(db, 1, "Later").await;
+    let still: Option<bool> = sqlx::query_scalar(
+        r#"SELECT "LockoutEnd" = 'infinity' FROM "AspNetUsers" WHERE auth_user_id = $1"#,
+    )
+    .bind(uid(1))
+    .fetch_one(db)
+    .await
+    .unwrap();
+    assert_eq!(still, Some(true), "the administrator's lockout stays");
     worker.stop().await;
 }

@@ -5,9 +5,11 @@
 mod columns;
 mod computed;
 mod convergence;
+mod convergence_identity;
 mod ddl;
 mod frameworks;
 mod lockout;
+mod readme;
 mod returning_email;
 mod start_check;
 

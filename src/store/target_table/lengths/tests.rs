@@ -124,3 +124,25 @@ fn the_tombstone_must_fit_every_column_written_from_the_email() {
         ]
     );
 }
+
+/// A pattern holding `{auth_id}` twice takes two uuids: its length is counted with both,
+/// so a tombstone the column cannot hold is refused at start, not at the first freed email.
+#[test]
+fn a_tombstone_with_the_auth_id_twice_counts_both() {
+    // "{auth_id}" twice around "@": 36 + 1 + 36 = 73 characters.
+    let email = Source::Field {
+        field: Field::Email,
+        prefix: String::new(),
+        bcrypt: None,
+    };
+    let m = target(vec![("email", email)], Some("{auth_id}@{auth_id}"));
+    let types: Types = [("email".to_string(), column("varchar", Some(60)))].into();
+    let (problems, _) = length_problems(&m, &types);
+    assert_eq!(
+        problems,
+        [
+            "deactivation.free_email: the tombstone takes 73 characters, over column `email`'s \
+          varchar(60)"
+        ]
+    );
+}
