@@ -118,9 +118,7 @@ fn update_of(m: &TargetTable, col: &str, source: &Source, params: &mut Vec<Param
         &format!("u.{}", q(&m.key)),
         case,
     );
-    format!(
-        "{c} = CASE WHEN {stays_inactive} AND u.{c}::text = {tomb} THEN u.{c} ELSE n.{c} END"
-    )
+    format!("{c} = CASE WHEN {stays_inactive} AND u.{c}::text = {tomb} THEN u.{c} ELSE n.{c} END")
 }
 
 fn bit_of(name: &str) -> i16 {

@@ -120,7 +120,15 @@ async fn the_guard_locks_new_and_existing_watermarks_in_user_id_order() {
         .execute(&mut other)
         .await
         .unwrap();
-    let later = |u| event("user.updated", u, "2024-01-02T00:00:00Z", "student", &["lms"]);
+    let later = |u| {
+        event(
+            "user.updated",
+            u,
+            "2024-01-02T00:00:00Z",
+            "student",
+            &["lms"],
+        )
+    };
     let events: Vec<Planned> = vec![planned(&later(1)), planned(&later(2))];
     let applying = tokio::spawn({
         let store = store.clone();
@@ -144,7 +152,10 @@ async fn the_guard_locks_new_and_existing_watermarks_in_user_id_order() {
     .bind(uid(2))
     .execute(&mut other)
     .await;
-    assert!(second.is_ok(), "the other transaction deadlocked: {second:?}");
+    assert!(
+        second.is_ok(),
+        "the other transaction deadlocked: {second:?}"
+    );
     sqlx::query("COMMIT").execute(&mut other).await.unwrap();
     let results = applying.await.unwrap();
     let applied = EventResult::Done(Outcome::Applied);

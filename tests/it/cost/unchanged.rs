@@ -128,7 +128,11 @@ async fn an_import_that_deactivates_a_row_the_backend_reactivated_leaves_a_trail
     let before = trail_lines(&db).await;
     let mar = time::macros::datetime!(2024-03-01 00:00 UTC);
     env.import_text(&gone, &opts(mar)).await.unwrap();
-    assert_eq!(row(&store, 1).await.map(|r| r.0), Some(false), "deactivated again");
+    assert_eq!(
+        row(&store, 1).await.map(|r| r.0),
+        Some(false),
+        "deactivated again"
+    );
     assert_eq!(
         trail_lines(&db).await,
         before + 1,
