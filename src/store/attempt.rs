@@ -40,7 +40,8 @@ struct Written {
     /// Rows the backend had before the sync, linked to their auth user now: a change even
     /// when every field already had the event's value.
     adopted: HashSet<Uuid>,
-    /// Per data user, the fields the write changed (`audit::FIELDS` bits).
+    /// Per data user, the fields the write changed (`audit::FIELDS` bits); a status-only
+    /// user whose row's status changed has `audit::STATUS_FIELDS`.
     changes: HashMap<Uuid, i16>,
     /// (deactivated auth user whose email went to its tombstone, the user who claimed it).
     freed: Vec<(Uuid, Uuid)>,
@@ -99,9 +100,13 @@ impl Store {
                 .iter()
                 .map(|&u| planned[users[u].newest].user_id)
                 .collect();
-            written
-                .existed
-                .extend(update_status(&mut tx, &ids, &advanced, self.target_table_sql()).await?);
+            let status = update_status(&mut tx, &ids, &advanced, self.target_table_sql()).await?;
+            for (id, changed) in status {
+                written.existed.insert(id);
+                if changed {
+                    written.changes.insert(id, audit::STATUS_FIELDS);
+                }
+            }
         }
         for &u in moved.data.iter().chain(&moved.status_only) {
             push_outcomes(planned, &users[u], &advanced, &written, &mut outcomes);
@@ -221,9 +226,15 @@ fn push_outcomes(
             outcome => outcome,
         },
         Intent::Deactivate(reason)
-            if a.prev_active == Some(false) && a.prev_reason == Some(*reason) =>
+            if a.prev_active == Some(false)
+                && a.prev_reason == Some(*reason)
+                && written
+                    .changes
+                    .get(&id)
+                    .is_none_or(|m| m & audit::STATUS_FIELDS == 0) =>
         {
-            // The row's status was this already (watermarks and rows move together).
+            // The row's status was this already: the watermark said so, and the write
+            // changed no status (the backend did not reactivate the row meanwhile).
             match deactivate_outcome(written.existed.contains(&id), *reason) {
                 Outcome::Deactivated => Outcome::Unchanged,
                 outcome => outcome,

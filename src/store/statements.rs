@@ -262,13 +262,14 @@ static UPSERT_CHANGES_SQL: LazyLock<String> = LazyLock::new(|| {
     })
 });
 
-/// Gives existing rows the status their newest event set; returns the users that had one.
+/// Gives existing rows the status their newest event set; returns the users that had one,
+/// each with whether its row's status changed (the backend may have set it meanwhile).
 pub(super) async fn update_status(
     tx: &mut PgConnection,
     ids: &[Uuid],
     advanced: &HashMap<Uuid, Advanced>,
     target_table: Option<&TargetTableSql>,
-) -> Result<Vec<Uuid>, sqlx::Error> {
+) -> Result<Vec<(Uuid, bool)>, sqlx::Error> {
     let active: Vec<bool> = ids.iter().map(|id| advanced[id].active).collect();
     let reasons: Vec<Option<&str>> = ids
         .iter()
@@ -282,12 +283,16 @@ pub(super) async fn update_status(
         .bind(&ts)
         .fetch_all(&mut *tx)
         .await?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+// The sub-select in RETURNING reads the row as the statement's snapshot had it (see
+// `UPSERT_CHANGES_SQL`).
 const UPDATE_STATUS_SQL: &str = "UPDATE users u SET is_active = s.active, \
        deactivation_reason = s.reason, source_updated_at = s.ts, updated_at = now() \
      FROM UNNEST($1::uuid[], $2::bool[], $3::text[], $4::timestamptz[]) \
        AS s(auth_user_id, active, reason, ts) \
      WHERE u.auth_user_id = s.auth_user_id \
-     RETURNING u.auth_user_id";
+     RETURNING u.auth_user_id, coalesce((SELECT (o.is_active, o.deactivation_reason) \
+       IS DISTINCT FROM (u.is_active, u.deactivation_reason) \
+       FROM users o WHERE o.auth_user_id = u.auth_user_id), true)";

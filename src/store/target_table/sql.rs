@@ -104,7 +104,7 @@ fn conflicts(m: &TargetTable, types: &Types) -> String {
 }
 
 /// Gives existing rows the status their newest event set: $1 auth ids, $2 active, $3
-/// reason, $4 event time.
+/// reason, $4 event time. Returns each row's key and whether its status changed.
 fn update_status(m: &TargetTable, types: &Types) -> String {
     let mut sets = vec![match &m.deactivation {
         Deactivation::Flag(c) => format!("{} = {}", q(c), cast("s.active".into(), &types[c])),
@@ -130,11 +130,15 @@ fn update_status(m: &TargetTable, types: &Types) -> String {
         "UPDATE {} u SET {} \
          FROM UNNEST($1::uuid[], $2::bool[], $3::text[], $4::timestamptz[]) \
            AS s(auth_user_id, active, reason, ts) \
-         WHERE u.{k} = {} RETURNING u.{k}::uuid",
+         WHERE u.{k} = {} RETURNING u.{k}::uuid, coalesce((SELECT ({o}) IS DISTINCT FROM ({n}) \
+           FROM {t} o WHERE o.{k} = u.{k}), true)",
         table(m),
         sets.join(", "),
         key_of(m, types, "s.auth_user_id"),
-        k = q(&m.key)
+        k = q(&m.key),
+        t = table(m),
+        o = status_of(m, "o"),
+        n = status_of(m, "u"),
     )
 }
 
@@ -162,4 +166,12 @@ fn free_email(m: &TargetTable, types: &Types) -> String {
         key_of(m, types, "i.auth_user_id"),
         active(m, "x")
     )
+}
+
+/// The status a row of `a` stands on: active or not, and the reason column if any.
+fn status_of(m: &TargetTable, a: &str) -> String {
+    match &m.reason {
+        Some(r) => format!("{}, {a}.{}", active(m, a), q(r)),
+        None => format!("{}, NULL", active(m, a)),
+    }
 }

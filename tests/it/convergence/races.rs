@@ -95,3 +95,69 @@ async fn a_row_the_backend_deletes_meanwhile_is_written_again() {
     assert_eq!(results, vec![(0, EventResult::Done(Outcome::Applied))]);
     assert_eq!(row(&store, 1).await.map(|r| r.0), Some(true));
 }
+
+/// The guard locks a batch's users in user id order, whether their watermarks exist or
+/// not: a transaction that holds user 1's new watermark and then wants user 2's (0.1.0's
+/// guard, or a guard's second round) waits for the apply instead of deadlocking with it.
+/// The apply holds users 1 (absent, inserted) and 2 (present, updated).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guard_locks_new_and_existing_watermarks_in_user_id_order() {
+    let env = Env::new().await;
+    let store = env.store();
+    store.migrate().await.unwrap();
+    let first: Vec<Planned> = vec![planned(&created(2))];
+    let (users, _) = decide::reduce(&first);
+    store.apply(&first, &users).await.unwrap();
+    let mut other = holding(
+        &env,
+        "INSERT INTO user_sync.user_watermarks \
+         (auth_user_id, event_ts, event_rank, event_digest, status_active) \
+         VALUES ($1, '2023-01-01T00:00:00Z', 0, 0, true)",
+    )
+    .await;
+    // The other transaction looks for a cycle before the apply does (1 s by default).
+    sqlx::query("SET deadlock_timeout = '100ms'")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let later = |u| {
+        event(
+            "user.updated",
+            u,
+            "2024-01-02T00:00:00Z",
+            "student",
+            &["lms"],
+        )
+    };
+    let events: Vec<Planned> = vec![planned(&later(1)), planned(&later(2))];
+    let applying = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let (users, _) = decide::reduce(&events);
+            store.apply(&events, &users).await.unwrap()
+        }
+    });
+    let waits = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name = 'user-sync' AND wait_event_type = 'Lock'",
+        env.db.name
+    );
+    wait_for("the apply waiting on user 1", WAIT, || async {
+        count(&store, &waits).await >= 1
+    })
+    .await;
+    let second = sqlx::query(
+        "UPDATE user_sync.user_watermarks SET updated_at = now() WHERE auth_user_id = $1",
+    )
+    .bind(uid(2))
+    .execute(&mut other)
+    .await;
+    assert!(
+        second.is_ok(),
+        "the other transaction deadlocked: {second:?}"
+    );
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let results = applying.await.unwrap();
+    let applied = EventResult::Done(Outcome::Applied);
+    assert_eq!(results, vec![(0, applied.clone()), (1, applied)]);
+}

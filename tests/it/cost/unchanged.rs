@@ -99,3 +99,43 @@ async fn trail_lines(db: &sqlx::PgPool) -> i64 {
         .await
         .unwrap()
 }
+
+/// An import that deactivates a row again has a trail line for it, though the user's
+/// watermark already stood on that deactivation: the backend had reactivated the row
+/// meanwhile, and the import changed it back. Only records that change nothing go unsaid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_that_deactivates_a_row_the_backend_reactivated_leaves_a_trail_line() {
+    let env = Env::new().await;
+    let store = env.store();
+    store.migrate().await.unwrap();
+    let db = store.pool().clone();
+    let opts = |at| ImportOptions {
+        as_of: Some(at),
+        ..Default::default()
+    };
+    let jan = time::macros::datetime!(2024-01-01 00:00 UTC);
+    let student = format!("{}\n", record(1, "student", &["lms"]));
+    env.import_text(&student, &opts(jan)).await.unwrap();
+    // Not a user of this service any more: the row is deactivated.
+    let gone = format!("{}\n", record(1, "student", &["crm"]));
+    let feb = time::macros::datetime!(2024-02-01 00:00 UTC);
+    env.import_text(&gone, &opts(feb)).await.unwrap();
+    assert_eq!(row(&store, 1).await.map(|r| r.0), Some(false));
+    sqlx::query("UPDATE users SET is_active = true, deactivation_reason = NULL")
+        .execute(&db)
+        .await
+        .unwrap();
+    let before = trail_lines(&db).await;
+    let mar = time::macros::datetime!(2024-03-01 00:00 UTC);
+    env.import_text(&gone, &opts(mar)).await.unwrap();
+    assert_eq!(
+        row(&store, 1).await.map(|r| r.0),
+        Some(false),
+        "deactivated again"
+    );
+    assert_eq!(
+        trail_lines(&db).await,
+        before + 1,
+        "the row went from active to inactive without a trail line"
+    );
+}
