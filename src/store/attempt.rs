@@ -16,8 +16,6 @@ use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
-const BEGIN: &str = "BEGIN; SET LOCAL enable_seqscan = off";
-
 /// What every attempt of one `apply` shares.
 pub(super) struct AttemptCtx<'a> {
     pub commit: Commit,
@@ -62,15 +60,14 @@ impl Store {
         ctx: &AttemptCtx<'_>,
         check_conflicts: bool,
     ) -> Result<Attempt, sqlx::Error> {
-        // Sequential scans off for the guard, whose UPDATE locks rows in the order its plan
-        // reads them (see `guard::advance_sql`); in the same round trip as BEGIN.
-        let mut tx = self.pool.begin_with(BEGIN).await?;
+        let mut tx = self.pool.begin().await?;
+        if self.target_table_sql().is_some_and(|m| m.hash_joins) {
+            sqlx::query("SET LOCAL enable_hashjoin = on")
+                .execute(&mut *tx)
+                .await?;
+        }
         let guarded =
             advance_watermarks(&mut tx, planned, users, set, self.target_table_sql()).await?;
-        if self.target_table_sql().is_some_and(|m| m.hash_joins) {
-            let set = "SET LOCAL enable_hashjoin = on; SET LOCAL enable_seqscan = on";
-            sqlx::Executor::execute(&mut *tx, set).await?;
-        }
         let advanced = guarded.advanced;
         let mut outcomes = Vec::new();
         let moved = sort_moved(planned, users, set, &advanced, &mut outcomes);

@@ -5,7 +5,7 @@
 use super::target_table::TargetTableSql;
 use crate::decide::{Intent, Planned, Reason, UserBatch};
 use sqlx::{PgConnection, Row};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -29,8 +29,9 @@ pub(crate) struct Guarded {
 }
 
 /// The guard. For each user, moves the status watermark to the newest event if it is
-/// newer, and the data watermark to the newest upsert if it is newer, and row-locks the user
-/// until commit. Users for which neither moved are not returned: their events are stale.
+/// newer, and the data watermark to the newest upsert if it is newer, in one statement
+/// that row-locks the user until commit. Users for which neither moved are not returned:
+/// their events are stale.
 pub(super) async fn advance_watermarks(
     tx: &mut PgConnection,
     planned: &[Planned],
@@ -38,44 +39,6 @@ pub(super) async fn advance_watermarks(
     set: &[usize],
     target_table: Option<&TargetTableSql>,
 ) -> Result<Guarded, sqlx::Error> {
-    let sql = target_table.map_or(ADVANCE_SQL.as_str(), |m| m.advance.as_str());
-    let mut guarded = Guarded {
-        advanced: HashMap::new(),
-        unlinked: false,
-    };
-    let mut round = set.to_vec();
-    // A user missed in one round has a committed watermark row when the next statement
-    // takes its snapshot, and watermark rows are never deleted: the second round settles it.
-    // It locks after the first round's users, out of id order: a cycle then needs a third
-    // transaction inserting that user meanwhile, and a deadlock is retried (`classify`).
-    for _ in 0..MAX_ROUNDS {
-        let missed = guard_round(tx, planned, users, &round, sql, &mut guarded).await?;
-        if missed.is_empty() {
-            return Ok(guarded);
-        }
-        round = set
-            .iter()
-            .copied()
-            .filter(|&u| missed.contains(&planned[users[u].newest].user_id))
-            .collect();
-    }
-    Err(sqlx::Error::Protocol(format!(
-        "the watermark guard missed {} users {MAX_ROUNDS} times",
-        round.len()
-    )))
-}
-
-const MAX_ROUNDS: usize = 3;
-
-/// One guard statement over `set`; returns the users it missed (see `advance_sql`).
-async fn guard_round(
-    tx: &mut PgConnection,
-    planned: &[Planned],
-    users: &[UserBatch],
-    set: &[usize],
-    sql: &str,
-    guarded: &mut Guarded,
-) -> Result<HashSet<Uuid>, sqlx::Error> {
     let newest: Vec<&Planned> = set.iter().map(|&u| &planned[users[u].newest]).collect();
     let upsert: Vec<Option<&Planned>> = set
         .iter()
@@ -101,6 +64,7 @@ async fn guard_round(
         upsert.iter().map(|p| p.map(|p| p.key.timestamp)).collect();
     let d_rank: Vec<Option<i16>> = upsert.iter().map(|p| p.map(|p| p.key.rank)).collect();
     let d_digest: Vec<Option<i64>> = upsert.iter().map(|p| p.map(|p| p.key.digest)).collect();
+    let sql = target_table.map_or(ADVANCE_SQL.as_str(), |m| m.advance.as_str());
     let rows = sqlx::query(sql)
         .bind(&ids)
         .bind(&ts)
@@ -113,120 +77,90 @@ async fn guard_round(
         .bind(&d_digest)
         .fetch_all(&mut *tx)
         .await?;
-    let mut absent = HashSet::new();
-    for r in &rows {
-        match r.get::<i16, _>(1) {
-            ABSENT => {
-                absent.insert(r.get(0));
-            }
-            UNLINKED => guarded.unlinked |= r.get::<bool, _>(7),
-            change => {
-                let reason: Option<String> = r.get(4);
-                let advanced = Advanced {
-                    status: change & 1 != 0,
-                    data: change & 2 != 0,
-                    prev_active: r.get(2),
-                    prev_reason: r
-                        .get::<Option<String>, _>(6)
-                        .as_deref()
-                        .and_then(Reason::parse),
-                    active: r.get(3),
-                    reason: reason.as_deref().and_then(Reason::parse),
-                    status_ts: r.get(5),
-                };
-                guarded.advanced.insert(r.get(0), advanced);
-            }
-        }
-    }
-    absent.retain(|id| !guarded.advanced.contains_key(id));
-    Ok(absent)
+    // Any row: the last ones are returned after every lock wait (see `advance_sql`).
+    let unlinked = rows.iter().any(|r| r.get::<bool, _>(6));
+    let advanced = rows
+        .iter()
+        .map(|r| {
+            let change: i16 = r.get(1);
+            let reason: Option<String> = r.get(4);
+            let advanced = Advanced {
+                status: change & 1 != 0,
+                data: change & 2 != 0,
+                prev_active: r.get(2),
+                prev_reason: r
+                    .get::<Option<String>, _>(7)
+                    .as_deref()
+                    .and_then(Reason::parse),
+                active: r.get(3),
+                reason: reason.as_deref().and_then(Reason::parse),
+                status_ts: r.get(5),
+            };
+            (r.get(0), advanced)
+        })
+        .collect();
+    Ok(Guarded { advanced, unlinked })
 }
-
-/// The kinds of the rows `advance_sql` returns besides the users it moved (1 to 3).
-const ABSENT: i16 = -1;
-const UNLINKED: i16 = -2;
 
 static ADVANCE_SQL: LazyLock<String> =
     LazyLock::new(|| advance_sql("SELECT 1 FROM users n WHERE n.auth_user_id IS NULL"));
 
 // S: the incoming newest event is newer than the stored status; D: the incoming upsert is
 // newer than the stored fields. Row comparisons give the total order of
-// `decide::EventKey` (timestamp, kind rank, digest).
+// `decide::EventKey` (timestamp, kind rank, digest). A user whose watermark in the
+// statement's snapshot is already as new as the events is left out before the upsert:
+// watermarks only move forward, so stale then is stale at commit, and ON CONFLICT would
+// lock the row (a WAL record, and a whole page after each checkpoint) to change nothing.
+// The WHERE of the update makes an event that a concurrent commit made stale touch
+// nothing; `last_change`, `prev_active` and `prev_reason` let RETURNING say what moved. `unlinked`, the
+// rows the target has without an auth id, is an uncorrelated EXISTS, evaluated once per
+// statement: while there are none (the steady state) the adoption statement is skipped,
+// a round trip less per transaction.
 //
-// UPDATE the users that have a watermark, then INSERT the rest: `INSERT ... ON CONFLICT DO
-// UPDATE` locks an existing row first (a `Heap/LOCK` WAL record, about 56 B an event)
-// and then writes its new version; a plain UPDATE locks by writing it. Its WHERE leaves a
-// user whose events are stale untouched (no lock, no WAL), and is re-checked on the newest
-// version of a row another transaction changed meanwhile (EvalPlanQual): an event that a
-// concurrent commit made stale touches nothing. `last_change`, `prev_active` and
-// `prev_reason` let RETURNING say what moved. The UPDATE locks rows in the order of its
-// join's outer side: `t` in array order with the nested loops the session asks for, or
-// the primary key in order where the table is too small for an index lookup to pay; the
-// attempt's transaction turns sequential scans off, which would lock in heap order.
-//
-// `probe` reads each user's watermark once in the statement's snapshot: the UPDATE takes
-// only the users whose events are newer there (a stale one costs that one lookup), the
-// INSERT those without a watermark.
-//
-// The INSERT takes the users without a watermark in the statement's snapshot. One that
-// another transaction inserted meanwhile (a replica, a batch in flight) is skipped by ON
-// CONFLICT DO NOTHING: it comes back as ABSENT without having moved, and the caller runs the
-// statement again for it, whose snapshot sees the committed row. The rows come in order:
-// the updated users, the inserted ones, the absent ones, then one UNLINKED row.
-//
-// `unlinked`, the rows the target has without an auth id, is an uncorrelated EXISTS,
-// evaluated once per statement: while there are none (the steady state) the adoption
-// statement is skipped, a round trip less per transaction. It reads the statement's
-// snapshot, taken before the guard waited on any row lock (a replica, an import, a
-// backend's transaction holding a user). A row the backend inserted meanwhile (a sign-up
-// on its side racing the auth system's event) would be missed, and the event would insert
-// a second row instead of adopting it. So a statement that ran longer than `WAITED` (the
-// last row is computed after every wait) reports `unlinked` whatever its snapshot says,
-// and the adoption statement, with a snapshot of its own, decides.
+// The EXISTS reads the statement's snapshot, taken before the guard waited on any row lock
+// (a replica, an import, a backend's transaction holding a user). A row the backend
+// inserted meanwhile (a sign-up on its side racing the auth system's event) would be
+// missed, and the event would insert a second row instead of adopting it. So a statement
+// that ran longer than `WAITED` reports `unlinked` whatever its snapshot says, and the
+// adoption statement, with a snapshot of its own, decides: the window is then no wider
+// than when adoption always ran after the guard.
 const WAITED: &str = "interval '10 milliseconds'";
 
 pub(crate) fn advance_sql(unlinked: &str) -> String {
-    let s = "((w.event_ts, w.event_rank, w.event_digest) < (t.ts, t.rank, t.digest))";
-    let d = "(t.d_ts IS NOT NULL AND (w.data_ts IS NULL \
-             OR (w.data_ts, w.data_rank, w.data_digest) < (t.d_ts, t.d_rank, t.d_digest)))";
-    let returned = "w.auth_user_id, w.last_change, w.prev_active, w.status_active, \
-                    w.status_reason, w.event_ts, w.prev_reason";
+    let s = "((w.event_ts, w.event_rank, w.event_digest) \
+             < (EXCLUDED.event_ts, EXCLUDED.event_rank, EXCLUDED.event_digest))";
+    let d = "(EXCLUDED.data_ts IS NOT NULL AND (w.data_ts IS NULL \
+             OR (w.data_ts, w.data_rank, w.data_digest) \
+             < (EXCLUDED.data_ts, EXCLUDED.data_rank, EXCLUDED.data_digest)))";
+    // The same test as S or D on the snapshot's watermark, before any row is locked.
+    let fresh = "((o.event_ts, o.event_rank, o.event_digest) < (t.ts, t.rank, t.digest) \
+                 OR (t.d_ts IS NOT NULL AND (o.data_ts IS NULL \
+                 OR (o.data_ts, o.data_rank, o.data_digest) < (t.d_ts, t.d_rank, t.d_digest))))";
     format!(
-        "WITH t AS (SELECT * FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], \
-             $4::int8[], $5::bool[], $6::text[], $7::timestamptz[], $8::int2[], $9::int8[]) \
-           AS t(auth_user_id, ts, rank, digest, active, reason, d_ts, d_rank, d_digest)), \
-         probe AS (SELECT t.*, w.auth_user_id IS NULL AS user_sync_absent, \
-             w.auth_user_id IS NOT NULL AND ({s} OR {d}) AS user_sync_fresh \
-           FROM t LEFT JOIN user_watermarks w ON w.auth_user_id = t.auth_user_id), \
-         moved AS (UPDATE user_watermarks w SET \
-           event_ts      = CASE WHEN {s} THEN t.ts     ELSE w.event_ts END, \
-           event_rank    = CASE WHEN {s} THEN t.rank   ELSE w.event_rank END, \
-           event_digest  = CASE WHEN {s} THEN t.digest ELSE w.event_digest END, \
-           status_active = CASE WHEN {s} THEN t.active ELSE w.status_active END, \
-           status_reason = CASE WHEN {s} THEN t.reason ELSE w.status_reason END, \
-           data_ts       = CASE WHEN {d} THEN t.d_ts     ELSE w.data_ts END, \
-           data_rank     = CASE WHEN {d} THEN t.d_rank   ELSE w.data_rank END, \
-           data_digest   = CASE WHEN {d} THEN t.d_digest ELSE w.data_digest END, \
+        "INSERT INTO user_watermarks AS w (auth_user_id, event_ts, event_rank, event_digest, \
+           status_active, status_reason, data_ts, data_rank, data_digest, last_change, prev_active, prev_reason) \
+         SELECT t.*, CASE WHEN t.d_ts IS NULL THEN 1 ELSE 3 END, NULL::boolean, NULL::text \
+         FROM UNNEST($1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::bool[], \
+                     $6::text[], $7::timestamptz[], $8::int2[], $9::int8[]) \
+           AS t(auth_user_id, ts, rank, digest, active, reason, d_ts, d_rank, d_digest) \
+         WHERE NOT EXISTS (SELECT 1 FROM user_watermarks o \
+           WHERE o.auth_user_id = t.auth_user_id AND NOT {fresh}) \
+         ON CONFLICT (auth_user_id) DO UPDATE SET \
+           event_ts      = CASE WHEN {s} THEN EXCLUDED.event_ts      ELSE w.event_ts END, \
+           event_rank    = CASE WHEN {s} THEN EXCLUDED.event_rank    ELSE w.event_rank END, \
+           event_digest  = CASE WHEN {s} THEN EXCLUDED.event_digest  ELSE w.event_digest END, \
+           status_active = CASE WHEN {s} THEN EXCLUDED.status_active ELSE w.status_active END, \
+           status_reason = CASE WHEN {s} THEN EXCLUDED.status_reason ELSE w.status_reason END, \
+           data_ts       = CASE WHEN {d} THEN EXCLUDED.data_ts       ELSE w.data_ts END, \
+           data_rank     = CASE WHEN {d} THEN EXCLUDED.data_rank     ELSE w.data_rank END, \
+           data_digest   = CASE WHEN {d} THEN EXCLUDED.data_digest   ELSE w.data_digest END, \
            last_change   = (CASE WHEN {s} THEN 1 ELSE 0 END) + (CASE WHEN {d} THEN 2 ELSE 0 END), \
            prev_active   = w.status_active, \
            prev_reason   = w.status_reason, \
            updated_at    = now() \
-           FROM probe t WHERE t.user_sync_fresh AND w.auth_user_id = t.auth_user_id \
-             AND ({s} OR {d}) \
-           RETURNING {returned}), \
-         added AS (INSERT INTO user_watermarks AS w (auth_user_id, event_ts, event_rank, \
-             event_digest, status_active, status_reason, data_ts, data_rank, data_digest, \
-             last_change, prev_active, prev_reason) \
-           SELECT t.auth_user_id, t.ts, t.rank, t.digest, t.active, t.reason, t.d_ts, \
-             t.d_rank, t.d_digest, CASE WHEN t.d_ts IS NULL THEN 1 ELSE 3 END, NULL::boolean, \
-             NULL::text \
-           FROM probe t WHERE t.user_sync_absent \
-           ON CONFLICT (auth_user_id) DO NOTHING RETURNING {returned}) \
-         SELECT *, NULL::boolean FROM moved \
-         UNION ALL SELECT *, NULL FROM added \
-         UNION ALL SELECT auth_user_id, {ABSENT}::int2, NULL, NULL, NULL, NULL, NULL, NULL \
-           FROM probe WHERE user_sync_absent \
-         UNION ALL SELECT NULL, {UNLINKED}::int2, NULL, NULL, NULL, NULL, NULL, \
-           EXISTS ({unlinked}) OR clock_timestamp() > statement_timestamp() + {WAITED}"
+         WHERE {s} OR {d} \
+         RETURNING auth_user_id, last_change, prev_active, status_active, status_reason, \
+           event_ts, EXISTS ({unlinked}) OR clock_timestamp() > statement_timestamp() + {WAITED}, \
+           prev_reason"
     )
 }
