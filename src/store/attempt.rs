@@ -4,9 +4,10 @@
 
 use super::Store;
 use super::audit::{self, Audit};
+use super::freed::{Freed, free_emails};
 use super::guard::{Advanced, advance_watermarks};
 use super::result::Commit;
-use super::statements::{adopt, email_conflicts, free_emails, update_status, upsert};
+use super::statements::{adopt, email_conflicts, update_status, upsert};
 use super::target_table::TargetTableSql;
 use super::trail::AttemptView;
 use crate::decide::{
@@ -41,8 +42,8 @@ struct Written {
     /// Per data user, the fields the write changed (`audit::FIELDS` bits); a status-only
     /// user whose row's status changed has `audit::STATUS_FIELDS`.
     changes: HashMap<Uuid, i16>,
-    /// (deactivated auth user whose email went to its tombstone, the user who claimed it).
-    freed: Vec<(Uuid, Uuid)>,
+    /// Deactivated rows whose email went to its tombstone.
+    freed: Vec<Freed>,
 }
 
 /// The users of a set whose watermark moved: with fields to write, or the status only.

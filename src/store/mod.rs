@@ -7,6 +7,7 @@ mod brake_log;
 mod claim;
 mod classify;
 mod export;
+mod freed;
 mod guard;
 mod lookup;
 mod migrations;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 /// The row's email as the email column holds it: in a target column's case (cased by
 /// user-sync, so the same string compares equal under `lower()` in any collation).
-fn email<'a>(row: &'a UserRow, target_table: Option<&TargetTableSql>) -> Cow<'a, str> {
+pub(super) fn email<'a>(row: &'a UserRow, target_table: Option<&TargetTableSql>) -> Cow<'a, str> {
     match target_table.and_then(|m| m.email_case) {
         Some(case) => Cow::Owned(cased(&row.email, case)),
         None => Cow::Borrowed(&row.email),
@@ -84,27 +84,6 @@ pub(super) async fn email_conflicts(
 const CONFLICTS_SQL: &str = "SELECT i.auth_user_id FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
      WHERE EXISTS (SELECT 1 FROM users c WHERE lower(c.email) = lower(i.email) \
                    AND c.is_active AND c.auth_user_id IS DISTINCT FROM i.auth_user_id)";
-
-/// With the target table's `free_email`: gives the tombstone to deactivated rows of other
-/// auth users holding an email of the batch. Returns (freed auth id, claiming auth id).
-pub(super) async fn free_emails(
-    tx: &mut PgConnection,
-    rows: &[(Uuid, UserRow)],
-    target_table: Option<&TargetTableSql>,
-) -> Result<Vec<(Uuid, Uuid)>, sqlx::Error> {
-    let Some((sql, pattern)) = target_table.and_then(|m| m.free_email.as_ref()) else {
-        return Ok(Vec::new());
-    };
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let emails: Vec<Cow<str>> = rows.iter().map(|r| email(&r.1, target_table)).collect();
-    let freed = sqlx::query(sql)
-        .bind(&ids)
-        .bind(&emails)
-        .bind(pattern)
-        .fetch_all(&mut *tx)
-        .await?;
-    Ok(freed.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
 
 /// Inserts or overwrites the rows. Returns, per user, whether the row is new and (with
 /// `changes`, for the trail) which fields an existing row had different (`audit` bits).

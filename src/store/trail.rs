@@ -2,6 +2,7 @@
 //! fields it changed, and the events the batch superseded.
 
 use super::audit::{self, Audit};
+use super::freed::Freed;
 use super::guard::Advanced;
 use crate::decide::{Outcome, Planned, UserBatch};
 use sqlx::PgConnection;
@@ -32,7 +33,7 @@ pub(super) struct AttemptView<'a> {
     /// Per data user, the fields the write changed (`audit::FIELDS` bits).
     pub changes: &'a HashMap<Uuid, i16>,
     /// (auth user whose deactivated row lost its email, the user who claimed it).
-    pub freed: &'a [(Uuid, Uuid)],
+    pub freed: &'a [Freed],
 }
 
 impl AttemptView<'_> {
@@ -112,13 +113,17 @@ impl AttemptView<'_> {
     /// The freed row's user, under the claiming event: its email changed (to the
     /// tombstone), its status did not.
     fn freed_entries(&self, newest: &HashMap<Uuid, usize>, entries: &mut Vec<Entry>) {
-        for &(old, new) in self.freed {
-            if let Some(&n) = newest.get(&new) {
+        for freed in self.freed {
+            if let Some(&n) = newest.get(&freed.claimer) {
+                let from = freed
+                    .email
+                    .as_ref()
+                    .map_or(String::new(), |e| format!(" {e}"));
                 entries.push(Entry {
-                    user: Some(old),
+                    user: Some(freed.user),
                     planned: n,
                     decision: Outcome::Applied.as_str(),
-                    reason: Some(format!("email freed for auth user {new}")),
+                    reason: Some(format!("email{from} freed for auth user {}", freed.claimer)),
                     // `email`, the first of `audit::FIELDS`.
                     changed: 1,
                 });

@@ -144,7 +144,8 @@ fn update_status(m: &TargetTable, types: &Types) -> String {
 
 /// Gives the tombstone to every email column of the deactivated rows of other auth users
 /// that hold an email of the batch (any case), so the batch's rows fit a unique email
-/// index. Returns (the freed row's auth id, the claiming auth id).
+/// index. Returns the freed row's auth id, the claiming auth id, and the email the row
+/// held: the sub-select reads the statement's snapshot, the row as it was before.
 fn free_email(m: &TargetTable, types: &Types) -> String {
     let (t, k, e) = (table(m), q(&m.key), q(&m.email));
     let sets: Vec<String> = m
@@ -161,7 +162,8 @@ fn free_email(m: &TargetTable, types: &Types) -> String {
          FROM UNNEST($1::uuid[], $2::text[]) AS i(auth_user_id, email) \
          WHERE lower(x.{e}) = lower(i.email) AND x.{k} IS NOT NULL \
            AND x.{k} IS DISTINCT FROM {} AND NOT coalesce({}, false) \
-         RETURNING x.{k}::uuid, i.auth_user_id",
+         RETURNING x.{k}::uuid, i.auth_user_id, \
+           (SELECT o.{e}::text FROM {t} o WHERE o.{k} = x.{k})",
         sets.join(", "),
         key_of(m, types, "i.auth_user_id"),
         active(m, "x")

@@ -125,7 +125,8 @@ async fn returns(fw: &Framework, email_columns: &[&str]) {
 }
 
 /// User `old`'s row, after `new` took its email: deactivated, the same row (`id`, its
-/// enrollment), its tombstone in each of `email_columns`, the freeing in its trail.
+/// enrollment), its tombstone in each of `email_columns`, the freeing and the email it
+/// held in its trail.
 async fn freed(
     fw: &Framework,
     env: &Env,
@@ -155,7 +156,8 @@ async fn freed(
         assert_eq!(n, 1, "{what}: user {old}'s {col} is its tombstone");
     }
     let trail = env.store().trail(uid(old), 10).await.unwrap();
-    let freed = format!("email freed for auth user {}", uid(new));
+    // The address it held (users 1 and 2 signed up in lower case) is kept in its trail.
+    let freed = format!("email user1@example.com freed for auth user {}", uid(new));
     assert!(
         trail
             .iter()
