@@ -34,13 +34,8 @@ const READ: &str = "SELECT pg_current_wal_lsn()::text, wal_records, wal_fpi FROM
 pub(crate) async fn mark() -> WalMark {
     let mut c = admin().await;
     sqlx::query("CHECKPOINT").execute(&mut c).await.unwrap();
-    let r = sqlx::query(READ).fetch_one(&mut c).await.unwrap();
     let _ = c.close().await;
-    WalMark {
-        lsn: r.get(0),
-        records: r.get(1),
-        fpi: r.get(2),
-    }
+    mark_here().await
 }
 
 /// Marks where the WAL stands, without a checkpoint: for the parts of a longer run, whose
