@@ -97,8 +97,9 @@ async fn a_row_the_backend_deletes_meanwhile_is_written_again() {
 }
 
 /// The guard locks a batch's users in user id order, whether their watermarks exist or
-/// not: a transaction that holds user 1's new watermark and then wants user 2's (0.1.0's
-/// guard, or a guard's second round) waits for the apply instead of deadlocking with it.
+/// not: a transaction that holds user 1's new watermark and then wants user 2's (the
+/// release before's guard, another replica's) waits for the apply instead of deadlocking
+/// with it.
 /// The apply holds users 1 (absent, inserted) and 2 (present, updated).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guard_locks_new_and_existing_watermarks_in_user_id_order() {
