@@ -1,6 +1,7 @@
 //! What another transaction commits between a statement's snapshot and its writes: the
-//! guard and the row upsert UPDATE the rows their snapshot has and INSERT the others, so a
-//! row that appears or disappears meanwhile is caught and the statement run again for it.
+//! guard's `ON CONFLICT` moves a watermark that appears meanwhile forward, and the row
+//! write, which UPDATEs the rows its snapshot has and INSERTs the others, runs again for a
+//! row that appears or disappears meanwhile.
 
 use crate::support::*;
 use sqlx::{Connection, PgConnection};
