@@ -150,14 +150,8 @@ async fn templates_cases_and_truncation_render_through_the_worker() {
     worker.stop().await;
 }
 
-/// An email over the username's max_length (refuse) dead-letters its event at once as
-/// `permanent`, naming the column and the lengths but not the email; nothing of it is
-/// applied, the watermark stays; a later valid event applies.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_value_over_max_length_is_refused_and_nothing_of_it_applied() {
-    let env = Env::new().await;
-    let (db, worker) = start(&env).await;
-    let p = env.publisher().await;
+/// User 1, Ada Lovelace at a@example.com, created on 2024-01-01 and seen in the table.
+async fn ada_created(p: &Publisher, db: &PgPool) -> Member {
     let names = (Some("Ada"), Some("Lovelace"));
     p.publish_json(&named(
         "user.created",
@@ -167,7 +161,18 @@ async fn a_value_over_max_length_is_refused_and_nothing_of_it_applied() {
         names,
     ))
     .await;
-    let before = wait_member(&db, 1, "user 1 created", |_| true).await;
+    wait_member(db, 1, "user 1 created", |_| true).await
+}
+
+/// An email over the username's max_length (refuse) dead-letters its event at once as
+/// `permanent`, naming the column and the lengths but not the email; nothing of it is
+/// applied, the watermark stays; a later valid event applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_value_over_max_length_is_refused_and_nothing_of_it_applied() {
+    let env = Env::new().await;
+    let (db, worker) = start(&env).await;
+    let p = env.publisher().await;
+    let before = ada_created(&p, &db).await;
     let long = format!("{}@example.com", "x".repeat(58));
     let renamed = (Some("Refused"), Some("Lovelace"));
     p.publish_json(&named(
@@ -227,15 +232,7 @@ async fn a_deactivation_with_a_value_over_max_length_still_deactivates() {
     let (db, worker) = start(&env).await;
     let p = env.publisher().await;
     let names = (Some("Ada"), Some("Lovelace"));
-    p.publish_json(&named(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "a@example.com",
-        names,
-    ))
-    .await;
-    wait_member(&db, 1, "user 1 created", |_| true).await;
+    ada_created(&p, &db).await;
     let long = format!("{}@example.com", "x".repeat(58));
     let mut inactive = named("user.updated", 1, "2024-01-02T00:00:00Z", &long, names);
     inactive["user"]["is_active"] = false.into();
