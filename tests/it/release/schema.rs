@@ -4,23 +4,44 @@
 use crate::support::*;
 use std::time::Duration;
 
+/// The newest migration this build embeds: the highest version in `migrations/`, which
+/// `sqlx::migrate!` reads. The later release's migration is the one after it.
+fn newest_migration() -> i64 {
+    std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().ok()?;
+            name.split('_').next()?.parse().ok()
+        })
+        .max()
+        .expect("migrations/ holds a migration")
+}
+
 /// What a later release leaves behind: one more migration recorded, a nullable column.
-async fn migrate_as_a_later_release(env: &Env) {
+/// Returns that migration's version.
+async fn migrate_as_a_later_release(env: &Env) -> i64 {
+    let later = newest_migration() + 1;
     let store = env.store();
-    for sql in [
-        "ALTER TABLE users ADD COLUMN nickname text",
+    sqlx::query("ALTER TABLE users ADD COLUMN nickname text")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-         VALUES (8, 'users nickname', true, '\\xdeadbeef'::bytea, 1)",
-    ] {
-        sqlx::query(sql).execute(store.pool()).await.unwrap();
-    }
+         VALUES ($1, 'users nickname', true, '\\xdeadbeef'::bytea, 1)",
+    )
+    .bind(later)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    later
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_a_later_release_migrated_is_used_and_its_migrations_are_named() {
     let env = Env::new().await;
     env.command(&["migrate"]).ok();
-    migrate_as_a_later_release(&env).await;
+    let later = migrate_as_a_later_release(&env).await;
 
     // The init container of a rollback.
     let out = env.command(&["migrate"]);
@@ -28,8 +49,8 @@ async fn a_schema_a_later_release_migrated_is_used_and_its_migrations_are_named(
     let warning = out
         .stdout
         .lines()
-        .find(|l| l.contains("\"level\":\"WARN\"") && l.contains("\"version\":8"))
-        .unwrap_or_else(|| panic!("no warning naming migration 8: {}", out.text()));
+        .find(|l| l.contains("\"level\":\"WARN\"") && l.contains(&format!("\"version\":{later}")))
+        .unwrap_or_else(|| panic!("no warning naming migration {later}: {}", out.text()));
     assert!(warning.contains("users nickname"), "{warning}");
 
     // The worker itself: starts, applies events, stops cleanly.
@@ -65,7 +86,9 @@ async fn a_migration_changed_after_it_was_applied_is_still_refused() {
     let env = Env::new().await;
     env.command(&["migrate"]).ok();
     migrate_as_a_later_release(&env).await;
-    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea WHERE version = 7")
+    let newest = newest_migration();
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea WHERE version = $1")
+        .bind(newest)
         .execute(env.store().pool())
         .await
         .unwrap();
@@ -73,8 +96,9 @@ async fn a_migration_changed_after_it_was_applied_is_still_refused() {
     let out = env.command(&["migrate"]);
     assert_eq!(out.code, 1, "{}", out.text());
     assert!(
-        out.text()
-            .contains("migration 7 was previously applied but has been modified"),
+        out.text().contains(&format!(
+            "migration {newest} was previously applied but has been modified"
+        )),
         "{}",
         out.text()
     );
