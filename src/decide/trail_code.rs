@@ -78,7 +78,8 @@ pub const REASON_KINDS: [ReasonKind; 14] = [
     ReasonKind::Superseded,
 ];
 
-const TYPE_BITS: i16 = 0b111;
+/// The event type's bits of a code (`code & TYPE_BITS` is its `event_type_code`).
+pub const TYPE_BITS: i16 = 0b111;
 const DECISION_SHIFT: u32 = 3;
 const DECISION_BITS: i16 = 0b1111;
 const REASON_SHIFT: u32 = 7;
