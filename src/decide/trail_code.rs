@@ -4,8 +4,9 @@
 //!
 //! Bits 0-2: the event type, its index in [`EVENT_TYPES`] plus one, or 0 for a type not
 //! listed (its name is then stored as text). Bits 3-6: the decision, its index in
-//! [`DECISIONS`]. Bits 7-11: the reason kind, its index in [`REASON_KINDS`]. The lists only
-//! grow at their end: a code once written keeps its meaning.
+//! [`DECISIONS`]. Bits 7-11: the reason kind, its index in [`REASON_KINDS`]. Each list holds
+//! every value of its kind, and only grows at its end: a code once written keeps its
+//! meaning, and the release before a new value reads it as no meaning (see `decode`).
 
 use super::{Decision, Intent, Outcome, Reason};
 use time::OffsetDateTime;
@@ -103,13 +104,13 @@ pub fn encode(event_type: &str, decision: Decision, reason: ReasonKind) -> i16 {
 /// A code read back, each part `None` when this release has no meaning for it (a later
 /// release's value), or, for the event type, when the type was stored as text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decoded {
+pub(crate) struct Decoded {
     pub event_type: Option<&'static str>,
     pub decision: Option<Decision>,
     pub reason: Option<ReasonKind>,
 }
 
-pub fn decode(code: i16) -> Decoded {
+pub(crate) fn decode(code: i16) -> Decoded {
     let t = (code & TYPE_BITS) as usize;
     let d = (code >> DECISION_SHIFT & DECISION_BITS) as usize;
     let r = (code >> REASON_SHIFT & REASON_BITS) as usize;
@@ -121,7 +122,7 @@ pub fn decode(code: i16) -> Decoded {
 }
 
 /// The reason kind of an event's outcome (`inserted`: the write created the row).
-pub fn reason_kind(outcome: Outcome, intent: &Intent, inserted: bool) -> ReasonKind {
+pub(crate) fn reason_kind(outcome: Outcome, intent: &Intent, inserted: bool) -> ReasonKind {
     match (outcome, intent) {
         (Outcome::Applied, _) if inserted => ReasonKind::NewRow,
         (Outcome::Applied, _) => ReasonKind::FieldsUpdated,
@@ -140,7 +141,7 @@ pub fn reason_kind(outcome: Outcome, intent: &Intent, inserted: bool) -> ReasonK
 
 /// The time a reason names, to the microsecond, in UTC: the same words whether the time
 /// comes from an event or back from the database.
-pub fn at(t: OffsetDateTime) -> String {
+pub(crate) fn at(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
         .format(&Rfc3339)
         .unwrap_or_default()
@@ -149,7 +150,11 @@ pub fn at(t: OffsetDateTime) -> String {
 /// A reason in words for support staff; `None` for [`ReasonKind::Text`], whose words are
 /// stored. `about` is the time the kind refers to (see [`ReasonKind`]); `service` is this
 /// service's name.
-pub fn words(kind: ReasonKind, service: &str, about: Option<OffsetDateTime>) -> Option<String> {
+pub(crate) fn words(
+    kind: ReasonKind,
+    service: &str,
+    about: Option<OffsetDateTime>,
+) -> Option<String> {
     let applied = || about.map_or("a newer event".into(), |t| format!("event of {}", at(t)));
     Some(match kind {
         ReasonKind::Text => return None,
@@ -177,7 +182,7 @@ pub fn words(kind: ReasonKind, service: &str, about: Option<OffsetDateTime>) -> 
 
 /// An event id as stored: a canonical UUID in its 16 bytes, anything else verbatim as text
 /// (a UUID in another spelling too, so that it reads back as it came).
-pub fn split_event_id(id: Option<&str>) -> (Option<Uuid>, Option<&str>) {
+pub(crate) fn split_event_id(id: Option<&str>) -> (Option<Uuid>, Option<&str>) {
     match id.map(|s| (s, Uuid::parse_str(s))) {
         None => (None, None),
         Some((s, Ok(u))) if u.hyphenated().to_string() == s => (Some(u), None),
