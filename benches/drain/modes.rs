@@ -260,7 +260,7 @@ pub(crate) struct Drained<'a> {
 }
 
 async fn trail_rows(store: &Store) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM audit_log")
+    sqlx::query_scalar("SELECT count(*) FROM audit_trail")
         .fetch_one(store.pool())
         .await
         .unwrap_or(0)

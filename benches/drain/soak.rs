@@ -7,8 +7,9 @@
 //!
 //! The trail's pruning runs for real: each part stands for half of the default retention
 //! (15 days). Rows cannot be dated in the future and the clock cannot be moved, so the
-//! part `k` of `P` writes its trail rows dated `15 (P-1-k)` days back (the column's
-//! default, changed between parts while no worker runs) and runs with
+//! part `k` of `P` writes its trail rows dated `15 (P-1-k)` days back (a trigger of the
+//! benchmark's on `audit_trail`, replaced between parts while no worker runs, and dropped
+//! for the last part) and runs with
 //! `AUDIT_RETENTION_DAYS = 30 + 15 (P-1-k)`: exactly a 30-day retention on a clock that
 //! moves 15 days per part, the last part at the defaults. The pruner runs when the
 //! binary starts; before each part from the third on, the binary starts on the empty
@@ -61,15 +62,27 @@ impl Soak {
         settings(&self.tag, &self.tag, &extra)
     }
 
-    /// Trail rows written from now on are dated as part `k`'s clock says.
+    /// Trail rows written from now on are dated as part `k`'s clock says: the binary writes
+    /// `received_at` itself, so a row trigger moves it back (no trigger for the last part).
     async fn date_trail(&self, k: usize) {
-        let days = PART_DAYS * (self.parts - 1 - k);
-        let sql = format!(
-            "ALTER TABLE {}.audit_log ALTER COLUMN recorded_at \
-             SET DEFAULT now() - make_interval(days => {days})",
-            self.schema
-        );
-        sqlx::query(&sql).execute(&self.db).await.unwrap();
+        let (days, s) = (PART_DAYS * (self.parts - 1 - k), &self.schema);
+        let mut sql = vec![format!(
+            "DROP TRIGGER IF EXISTS soak_date ON {s}.audit_trail"
+        )];
+        if days > 0 {
+            sql.push(format!(
+                "CREATE OR REPLACE FUNCTION {s}.soak_date() RETURNS trigger LANGUAGE plpgsql \
+                 AS $$ BEGIN NEW.received_at := NEW.received_at - make_interval(days => {days}); \
+                 RETURN NEW; END $$"
+            ));
+            sql.push(format!(
+                "CREATE TRIGGER soak_date BEFORE INSERT ON {s}.audit_trail \
+                 FOR EACH ROW EXECUTE FUNCTION {s}.soak_date()"
+            ));
+        }
+        for statement in sql {
+            sqlx::query(&statement).execute(&self.db).await.unwrap();
+        }
     }
 
     async fn snapshot(&self, label: String) -> Snapshot {

@@ -5,7 +5,7 @@
 use sqlx::{PgPool, Row};
 
 /// The service's tables, in the order printed.
-pub(crate) const TABLES: [&str; 4] = ["users", "user_watermarks", "audit_log", "brake_window"];
+pub(crate) const TABLES: [&str; 4] = ["users", "user_watermarks", "audit_trail", "brake_window"];
 
 pub(crate) struct Table {
     pub name: String,

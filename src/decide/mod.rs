@@ -9,6 +9,7 @@
 pub mod model;
 mod outcome;
 mod reduce;
+pub mod trail_code;
 
 pub use model::{State, Status, converge};
 pub use outcome::{Decision, Outcome, deactivate_outcome, upsert_outcome};

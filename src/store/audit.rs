@@ -3,11 +3,11 @@
 
 use super::Store;
 use super::trail::Entry;
-use crate::decide::{Decision, Intent, Outcome, Planned, Reason, UserRow};
+use crate::decide::trail_code::{self, ReasonKind};
+use crate::decide::{Decision, Planned, UserRow};
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 /// What the pipeline knows of each event beyond its plan.
@@ -28,49 +28,6 @@ pub struct Audit<'a> {
     /// Whether events that changed nothing (stale, unchanged) get a line
     /// (`pipeline::Trail::no_ops`).
     pub no_ops: bool,
-}
-
-pub(super) fn at(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
-/// Why an event had its outcome, in words for support staff. `applied_ts` is the event the
-/// user's status already stands on (for stale and backfilled events).
-pub(crate) fn reason(
-    outcome: Outcome,
-    intent: &Intent,
-    service: &str,
-    applied_ts: Option<OffsetDateTime>,
-    inserted: bool,
-) -> Option<String> {
-    let revoked = || format!("{service} not in allowed services");
-    let because = |r: &Reason| match r {
-        Reason::Deleted => "deleted upstream".to_string(),
-        Reason::AccessRevoked => revoked(),
-        Reason::InactiveUpstream => "inactive upstream".to_string(),
-        Reason::AbsentFromExport => "absent from a full export".to_string(),
-    };
-    let applied = || applied_ts.map_or("a newer event".into(), |t| format!("event of {}", at(t)));
-    Some(match (outcome, intent) {
-        (Outcome::Applied, _) if inserted => "new row".into(),
-        (Outcome::Applied, _) => "fields updated".into(),
-        (Outcome::Unchanged, _) => "nothing to change".into(),
-        (Outcome::Reactivated, _) => "active again".into(),
-        (Outcome::Deactivated, Intent::Deactivate(r)) => because(r),
-        (Outcome::Deactivated, Intent::Upsert(row)) => row
-            .deactivation_reason
-            .as_ref()
-            .map_or("inactive".into(), because),
-        (Outcome::NotForService, _) => revoked(),
-        (Outcome::Absent, _) => "deleted before this service had a row".into(),
-        (Outcome::Backfilled, _) => {
-            format!(
-                "older than the applied {}: fields filled in, status kept",
-                applied()
-            )
-        }
-        (Outcome::Stale, _) => format!("older than the applied {}", applied()),
-    })
 }
 
 /// The `users` fields whose changes the trail records, as bits in this order. Names only:
@@ -124,48 +81,62 @@ pub(crate) async fn status_timestamps(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// One trail row with its values, whatever produced it.
+/// One trail line with its values, whatever produced it.
 struct TrailRow<'a> {
     user: Uuid,
     event_id: Option<&'a str>,
     event_type: &'a str,
     event_ts: OffsetDateTime,
     received_at: OffsetDateTime,
-    decision: &'a str,
-    reason: Option<&'a str>,
+    decision: Decision,
+    reason: ReasonKind,
+    /// The time the reason refers to (`ReasonKind`).
+    about: Option<OffsetDateTime>,
+    /// Words that cannot be derived (`ReasonKind::Text`).
+    text: Option<&'a str>,
     changed: i16,
 }
 
-/// The one INSERT of the trail, set-based.
-async fn insert<'e, 'r>(
+/// The one INSERT of the trail, set-based: the usual line is its fixed-width columns only.
+async fn insert<'e>(
     db: impl sqlx::PgExecutor<'e>,
-    rows: &[TrailRow<'r>],
+    rows: &[TrailRow<'_>],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&TrailRow<'r>) -> Option<&'r str>| -> Vec<Option<&'r str>> {
-        rows.iter().map(f).collect()
-    };
-    let ids: Vec<Uuid> = rows.iter().map(|r| r.user).collect();
-    let ts: Vec<OffsetDateTime> = rows.iter().map(|r| r.event_ts).collect();
-    let received: Vec<OffsetDateTime> = rows.iter().map(|r| r.received_at).collect();
-    let changed: Vec<i16> = rows.iter().map(|r| r.changed).collect();
+    let (mut ids, mut keys): (Vec<Option<Uuid>>, Vec<Option<&str>>) = (vec![], vec![]);
+    for r in rows {
+        let (id, key) = trail_code::split_event_id(r.event_id);
+        ids.push(id);
+        keys.push(key);
+    }
+    let codes: Vec<i16> = rows
+        .iter()
+        .map(|r| trail_code::encode(r.event_type, r.decision, r.reason))
+        .collect();
+    let types: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| (trail_code::event_type_code(r.event_type) == 0).then_some(r.event_type))
+        .collect();
+    let col = |f: fn(&TrailRow) -> OffsetDateTime| rows.iter().map(f).collect::<Vec<_>>();
     sqlx::query(
-        "INSERT INTO audit_log (auth_user_id, event_id, event_type, event_ts, received_at, \
-           decision, reason, changed) \
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], \
-                              $5::timestamptz[], $6::text[], $7::text[], $8::int2[]) \
-           AS x(u, i, t, ts, r, d, why, c)",
+        "INSERT INTO audit_trail (received_at, event_ts, auth_user_id, event_id, code, changed, \
+           about_ts, event_key, event_type_text, reason) \
+         SELECT * FROM UNNEST($1::timestamptz[], $2::timestamptz[], $3::uuid[], $4::uuid[], \
+                              $5::int2[], $6::int2[], $7::timestamptz[], $8::text[], \
+                              $9::text[], $10::text[])",
     )
-    .bind(&ids)
-    .bind(col(|r| r.event_id))
-    .bind(col(|r| Some(r.event_type)))
-    .bind(&ts)
-    .bind(&received)
-    .bind(col(|r| Some(r.decision)))
-    .bind(col(|r| r.reason))
-    .bind(&changed)
+    .bind(col(|r| r.received_at))
+    .bind(col(|r| r.event_ts))
+    .bind(rows.iter().map(|r| r.user).collect::<Vec<_>>())
+    .bind(ids)
+    .bind(codes)
+    .bind(rows.iter().map(|r| r.changed).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.about).collect::<Vec<_>>())
+    .bind(keys)
+    .bind(types)
+    .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
     .execute(db)
     .await?;
     Ok(())
@@ -189,7 +160,9 @@ pub(crate) async fn write(
                 event_ts: planned[e.planned].key.timestamp,
                 received_at: meta.received_at,
                 decision: e.decision,
-                reason: e.reason.as_deref(),
+                reason: e.reason,
+                about: e.about,
+                text: e.text.as_deref(),
                 changed: e.changed,
             }
         })
@@ -209,20 +182,6 @@ pub struct DeadLetterEntry {
     pub reason: String,
 }
 
-/// One line of a user's trail, as `explain` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct TrailEntry {
-    pub event_id: Option<String>,
-    pub event_type: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub event_ts: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub received_at: OffsetDateTime,
-    pub decision: String,
-    pub reason: Option<String>,
-    pub changed: Vec<String>,
-}
-
 /// Rows pruned per statement: small enough that a prune never holds locks for long.
 const PRUNE_BATCH: i64 = 5_000;
 
@@ -236,57 +195,40 @@ impl Store {
                 event_type: e.event_type,
                 event_ts: e.event_ts,
                 received_at: e.received_at,
-                decision: Decision::DeadLettered.as_str(),
-                reason: Some(&e.reason),
+                decision: Decision::DeadLettered,
+                reason: ReasonKind::Text,
+                about: None,
+                text: Some(&e.reason),
                 changed: 0,
             })
             .collect();
         insert(self.pool(), &rows).await
     }
 
-    /// Deletes trail rows older than `days`, a few thousand per statement; returns how many.
+    /// Deletes trail lines older than `days` from both tables (the release before still
+    /// writes `audit_log`), a few thousand per statement; returns how many.
     pub async fn prune_audit(&self, days: u32) -> Result<u64, sqlx::Error> {
         let mut total = 0;
-        loop {
-            let n = sqlx::query(
-                "DELETE FROM audit_log WHERE ctid = ANY(ARRAY(SELECT ctid FROM audit_log \
-                 WHERE recorded_at < now() - make_interval(days => $1) LIMIT $2))",
-            )
-            .bind(days as i32)
-            .bind(PRUNE_BATCH)
-            .execute(self.pool())
-            .await?
-            .rows_affected();
-            total += n;
-            if n < PRUNE_BATCH as u64 {
-                return Ok(total);
+        for (table, time) in [("audit_trail", "received_at"), ("audit_log", "recorded_at")] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} \
+                 WHERE {time} < now() - make_interval(days => $1) LIMIT $2))"
+            );
+            loop {
+                let n = sqlx::query(&sql)
+                    .bind(days as i32)
+                    .bind(PRUNE_BATCH)
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected();
+                total += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
         }
-    }
-
-    /// A user's trail, newest first.
-    pub async fn trail(&self, user: Uuid, limit: i64) -> Result<Vec<TrailEntry>, sqlx::Error> {
-        let rows = sqlx::query(
-            "SELECT event_id, event_type, event_ts, received_at, decision, reason, changed \
-             FROM audit_log WHERE auth_user_id = $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(user)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| TrailEntry {
-                event_id: r.get(0),
-                event_type: r.get(1),
-                event_ts: r.get(2),
-                received_at: r.get(3),
-                decision: r.get(4),
-                reason: r.get(5),
-                changed: field_names(r.get(6)),
-            })
-            .collect())
+        Ok(total)
     }
 }
 
@@ -314,23 +256,5 @@ mod tests {
             source_updated_at: OffsetDateTime::UNIX_EPOCH,
         };
         assert_eq!(field_names(new_row_mask(&row)).len(), 7);
-    }
-
-    #[test]
-    fn reasons_say_why_in_words() {
-        let ts = time::macros::datetime!(2024-03-01 00:00 UTC);
-        let revoke = Intent::Deactivate(Reason::AccessRevoked);
-        let r = |o| reason(o, &revoke, "lms", Some(ts), false).unwrap();
-        assert_eq!(r(Outcome::Deactivated), "lms not in allowed services");
-        assert_eq!(r(Outcome::NotForService), "lms not in allowed services");
-        assert_eq!(
-            r(Outcome::Stale),
-            "older than the applied event of 2024-03-01T00:00:00Z"
-        );
-        let deleted = Intent::Deactivate(Reason::Deleted);
-        assert_eq!(
-            reason(Outcome::Absent, &deleted, "lms", None, false).unwrap(),
-            "deleted before this service had a row"
-        );
     }
 }

@@ -20,9 +20,10 @@ mod statements;
 mod target_table;
 mod tls;
 mod trail;
+mod trail_read;
 mod upsert_sql;
 
-pub use audit::{Audit, DeadLetterEntry, EventMeta, TrailEntry};
+pub use audit::{Audit, DeadLetterEntry, EventMeta};
 pub use brake_log::BrakeEntry;
 pub use classify::config_problem;
 pub use export::ExportIds;
@@ -31,6 +32,7 @@ pub use report::UserCounts;
 pub use result::{Commit, EventResult};
 pub use setup::SetupError;
 pub use target_table::{TargetTableProblem, target_table_ddl};
+pub use trail_read::TrailEntry;
 
 use crate::decide::{EventKey, Reason, State, Status, UserRow};
 use crate::redact::PasswordHash;

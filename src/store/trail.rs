@@ -4,9 +4,11 @@
 use super::audit::{self, Audit};
 use super::freed::Freed;
 use super::guard::Advanced;
-use crate::decide::{Outcome, Planned, UserBatch};
+use crate::decide::trail_code::{ReasonKind, reason_kind};
+use crate::decide::{Decision, Outcome, Planned, UserBatch};
 use sqlx::PgConnection;
 use std::collections::{HashMap, HashSet};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// One trail row before it is written.
@@ -15,8 +17,12 @@ pub(crate) struct Entry {
     /// Another user than the event's (a row whose email the event's user claimed).
     pub user: Option<Uuid>,
     pub planned: usize,
-    pub decision: &'static str,
-    pub reason: Option<String>,
+    pub decision: Decision,
+    pub reason: ReasonKind,
+    /// The time the reason refers to (`ReasonKind`).
+    pub about: Option<OffsetDateTime>,
+    /// Words that cannot be derived (`ReasonKind::Text`).
+    pub text: Option<String>,
     /// `FIELDS` bits.
     pub changed: i16,
 }
@@ -80,17 +86,20 @@ impl AttemptView<'_> {
                 _ => 0,
             };
             let inserted = is_newest && self.inserted.contains(&id);
-            let intent = &self.planned[p].intent;
+            let reason = reason_kind(outcome, &self.planned[p].intent, inserted);
+            let refers = matches!(reason, ReasonKind::Stale | ReasonKind::Backfilled);
             entries.push(Entry {
                 user: None,
                 planned: p,
-                decision: outcome.as_str(),
-                reason: audit::reason(outcome, intent, audit.service, applied_ts, inserted),
+                decision: Decision::Applied(outcome),
+                reason,
+                about: applied_ts.filter(|_| refers),
+                text: None,
                 changed,
             });
         }
         for (id, &n) in &newest {
-            let ts = audit::at(self.planned[n].key.timestamp);
+            let ts = self.planned[n].key.timestamp;
             for &l in losers
                 .get(id)
                 .into_iter()
@@ -100,8 +109,10 @@ impl AttemptView<'_> {
                 entries.push(Entry {
                     user: None,
                     planned: l,
-                    decision: Outcome::Stale.as_str(),
-                    reason: Some(format!("superseded in the same batch by the event of {ts}")),
+                    decision: Decision::Applied(Outcome::Stale),
+                    reason: ReasonKind::Superseded,
+                    about: Some(ts),
+                    text: None,
                     changed: 0,
                 });
             }
@@ -122,8 +133,10 @@ impl AttemptView<'_> {
                 entries.push(Entry {
                     user: Some(freed.user),
                     planned: n,
-                    decision: Outcome::Applied.as_str(),
-                    reason: Some(format!("email{from} freed for auth user {}", freed.claimer)),
+                    decision: Decision::Applied(Outcome::Applied),
+                    reason: ReasonKind::Text,
+                    about: None,
+                    text: Some(format!("email{from} freed for auth user {}", freed.claimer)),
                     // `email`, the first of `audit::FIELDS`.
                     changed: 1,
                 });

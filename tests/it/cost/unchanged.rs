@@ -94,7 +94,7 @@ async fn an_unchanged_reconcile_at_the_applied_time_writes_no_row_version() {
 }
 
 async fn trail_lines(db: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM audit_log")
+    sqlx::query_scalar("SELECT count(*) FROM audit_trail")
         .fetch_one(db)
         .await
         .unwrap()

@@ -84,9 +84,8 @@ async fn table(store: &user_sync::store::Store) -> Vec<(uuid::Uuid, bool, Option
 
 /// Waits until the workers have decided `events` events (each leaves one audit row).
 async fn drained(store: &user_sync::store::Store, events: i64) {
-    let sql = "SELECT count(*) FROM audit_log WHERE event_type LIKE 'user.%'";
     wait_for("the events decided", Duration::from_secs(30), || async {
-        count(store, sql).await >= events
+        queue_trail_lines(store).await >= events
     })
     .await;
 }

@@ -200,6 +200,6 @@ async fn a_reconcile_with_the_brake_and_trail_off_and_signing_on_needs_no_yes_an
     assert_eq!(s["reconcile"]["absent"]["deactivated"], 250, "{s}");
     assert_eq!(s["needs_yes"], false, "{s}");
     assert_eq!(active(&store).await, 1);
-    assert_eq!(count(&store, "SELECT count(*) FROM audit_log").await, 0);
+    assert_eq!(count(&store, "SELECT count(*) FROM audit_trail").await, 0);
     assert_eq!(count(&store, "SELECT count(*) FROM brake_window").await, 0);
 }

@@ -22,7 +22,7 @@ fn masked(text: &str) -> String {
 }
 
 async fn trail_rows(store: &user_sync::store::Store) -> i64 {
-    count(store, "SELECT count(*) FROM audit_log").await
+    count(store, "SELECT count(*) FROM audit_trail").await
 }
 
 /// `explain` reads a user's history back (grants, revocations, a deletion) by email, auth id
@@ -93,12 +93,11 @@ dead letters: none for this user"
     let local = explain(&env, &["1"]);
     assert_eq!(local, text, "the local row id finds the same user");
 
-    let hashes: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM audit_log WHERE reason LIKE '%$2%' OR event_id LIKE '%$2%'",
-    )
-    .fetch_one(store.pool())
-    .await
-    .unwrap();
+    let hashes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_trail t WHERE t::text LIKE '%$2%'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
     assert_eq!(hashes, 0);
 }
 
@@ -133,6 +132,13 @@ async fn a_user_never_seen_shows_their_dead_letters() {
         1,
         "explain consumed nothing"
     );
+}
+
+/// The code of a stale `user.updated` line.
+fn stale_code() -> i16 {
+    use user_sync::decide::trail_code::{ReasonKind, encode};
+    let stale = decide::Decision::Applied(decide::Outcome::Stale);
+    encode("user.updated", stale, ReasonKind::Stale)
 }
 
 fn created_with_email(user: u8, email: &str) -> decide::Planned {
@@ -204,19 +210,22 @@ async fn the_trail_rolls_back_with_its_transaction_and_prunes_only_old_rows() {
             .iter()
             .any(|(_, r)| matches!(r, EventResult::Rejected(_)))
     );
-    let trail: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT auth_user_id FROM audit_log")
+    let trail: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT auth_user_id FROM audit_trail")
         .fetch_all(store.pool())
         .await
         .unwrap();
     assert_eq!(trail, [uid(1)], "only the committed change has a trail row");
 
-    sqlx::query("INSERT INTO audit_log (auth_user_id, event_type, event_ts, received_at, decision, recorded_at) \
-                 SELECT $1, 'user.updated', now(), now(), 'stale', now() - make_interval(days => d) \
-                 FROM unnest(ARRAY[28, 29, 31, 32, 33]) d")
-        .bind(uid(3))
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO audit_trail (auth_user_id, event_ts, received_at, code, changed) \
+         SELECT $1, now(), now() - make_interval(days => d), $2, 0 \
+         FROM unnest(ARRAY[28, 29, 31, 32, 33]) d",
+    )
+    .bind(uid(3))
+    .bind(stale_code())
+    .execute(store.pool())
+    .await
+    .unwrap();
     assert_eq!(
         store.prune_audit(30).await.unwrap(),
         3,

@@ -97,3 +97,19 @@ pub(crate) async fn refusing_trigger(store: &Store) {
         sqlx::query(sql).execute(store.pool()).await.unwrap();
     }
 }
+
+/// Trail lines of events from the queue (`user.*`), every user's, as this release writes
+/// them.
+pub(crate) async fn queue_trail_lines(store: &Store) -> i64 {
+    use user_sync::decide::trail_code::{TYPE_BITS, event_type_code};
+    let codes: Vec<i16> = ["user.created", "user.updated", "user.deleted"]
+        .into_iter()
+        .map(event_type_code)
+        .collect();
+    sqlx::query_scalar("SELECT count(*) FROM audit_trail WHERE code & $1 = ANY($2)")
+        .bind(TYPE_BITS)
+        .bind(codes)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
