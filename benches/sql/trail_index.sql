@@ -23,7 +23,7 @@ CREATE INDEX ON user_hash USING hash (auth_user_id);
 CREATE TABLE people AS SELECT gen_random_uuid() AS u, n FROM generate_series(0, 24999) n;
 CREATE TABLE lines AS
     SELECT p.u, g FROM generate_series(1, 100000) g
-    JOIN people p ON p.n = floor(random() * 25000)::int;
+    JOIN people p ON p.n = abs(hashint4(g)) % 25000;
 CREATE FUNCTION load(tbl text) RETURNS numeric LANGUAGE plpgsql AS $$
 DECLARE
     start pg_lsn := pg_current_wal_insert_lsn();

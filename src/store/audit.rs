@@ -3,6 +3,7 @@
 
 use super::Store;
 use super::trail::Entry;
+use super::trail_copy::{self, COPY_SQL, Line};
 use crate::decide::trail_code::{self, ReasonKind};
 use crate::decide::{Decision, Planned, UserRow};
 use sqlx::{PgConnection, Row};
@@ -97,48 +98,37 @@ struct TrailRow<'a> {
     changed: i16,
 }
 
-/// The one INSERT of the trail, set-based: the usual line is its fixed-width columns only.
-async fn insert<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    rows: &[TrailRow<'_>],
-) -> Result<(), sqlx::Error> {
+/// The trail's one write, set-based: a binary COPY (`trail_copy`); the usual line is its
+/// fixed-width columns only.
+async fn insert(conn: &mut PgConnection, rows: &[TrailRow<'_>]) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
-    let (mut ids, mut keys): (Vec<Option<Uuid>>, Vec<Option<&str>>) = (vec![], vec![]);
-    for r in rows {
-        let (id, key) = trail_code::split_event_id(r.event_id);
-        ids.push(id);
-        keys.push(key);
+    let lines: Vec<Line> = rows
+        .iter()
+        .map(|r| {
+            let (event_id, event_key) = trail_code::split_event_id(r.event_id);
+            Line {
+                received_at: r.received_at,
+                event_ts: r.event_ts,
+                user: r.user,
+                event_id,
+                code: trail_code::encode(r.event_type, r.decision, r.reason),
+                changed: r.changed,
+                about: r.about,
+                event_key,
+                event_type_text: (trail_code::event_type_code(r.event_type) == 0)
+                    .then_some(r.event_type),
+                reason: r.text,
+            }
+        })
+        .collect();
+    let mut copy = conn.copy_in_raw(COPY_SQL).await?;
+    if let Err(e) = copy.send(trail_copy::binary(&lines)).await {
+        copy.abort("the trail's lines could not be sent").await?;
+        return Err(e);
     }
-    let codes: Vec<i16> = rows
-        .iter()
-        .map(|r| trail_code::encode(r.event_type, r.decision, r.reason))
-        .collect();
-    let types: Vec<Option<&str>> = rows
-        .iter()
-        .map(|r| (trail_code::event_type_code(r.event_type) == 0).then_some(r.event_type))
-        .collect();
-    let col = |f: fn(&TrailRow) -> OffsetDateTime| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO audit_trail (received_at, event_ts, auth_user_id, event_id, code, changed, \
-           about_ts, event_key, event_type_text, reason) \
-         SELECT * FROM UNNEST($1::timestamptz[], $2::timestamptz[], $3::uuid[], $4::uuid[], \
-                              $5::int2[], $6::int2[], $7::timestamptz[], $8::text[], \
-                              $9::text[], $10::text[])",
-    )
-    .bind(col(|r| r.received_at))
-    .bind(col(|r| r.event_ts))
-    .bind(rows.iter().map(|r| r.user).collect::<Vec<_>>())
-    .bind(ids)
-    .bind(codes)
-    .bind(rows.iter().map(|r| r.changed).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.about).collect::<Vec<_>>())
-    .bind(keys)
-    .bind(types)
-    .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
-    .execute(db)
-    .await?;
+    copy.finish().await?;
     Ok(())
 }
 
@@ -202,7 +192,7 @@ impl Store {
                 changed: 0,
             })
             .collect();
-        insert(self.pool(), &rows).await
+        insert(&mut *self.pool().acquire().await?, &rows).await
     }
 
     /// Deletes trail lines older than `days` from both tables (the release before still

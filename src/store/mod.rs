@@ -20,6 +20,7 @@ mod statements;
 mod target_table;
 mod tls;
 mod trail;
+mod trail_copy;
 mod trail_read;
 mod upsert_sql;
 
