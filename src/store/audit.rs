@@ -5,6 +5,7 @@ use super::Store;
 use super::trail::Entry;
 use crate::decide::trail_code::{self, ReasonKind};
 use crate::decide::{Decision, Planned, UserRow};
+use crate::redact::redact;
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -136,7 +137,9 @@ async fn insert<'e>(
     .bind(rows.iter().map(|r| r.about).collect::<Vec<_>>())
     .bind(keys)
     .bind(types)
-    .bind(rows.iter().map(|r| r.text).collect::<Vec<_>>())
+    // Stored words come from errors and addresses, not from the code: masked as logs are,
+    // so no hash that one quotes is ever written.
+    .bind(rows.iter().map(|r| r.text.map(redact)).collect::<Vec<_>>())
     .execute(db)
     .await?;
     Ok(())

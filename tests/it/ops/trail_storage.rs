@@ -270,3 +270,31 @@ async fn no_password_hash_in_any_column_of_the_trail() {
     .unwrap();
     assert_eq!(with_hash, 0);
 }
+
+/// A reason stored as words (a dead letter's error, here one quoting a password hash) is
+/// written with anything shaped like a bcrypt hash masked, as logs and the DLQ show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reason_quoting_a_password_hash_is_written_masked() {
+    let env = Env::new().await;
+    let store = env.store();
+    store.migrate().await.unwrap();
+    let letter = DeadLetterEntry {
+        user_id: uid(1),
+        event_id: Some("evt-1".into()),
+        event_type: "user.updated",
+        event_ts: OffsetDateTime::UNIX_EPOCH + Span::days(19_000),
+        received_at: OffsetDateTime::now_utc(),
+        reason: format!(
+            "permanent: database refused {HASH} (escaped: {})",
+            HASH.replace('/', "\\/")
+        ),
+    };
+    store.audit_dead_letters(&[letter]).await.unwrap();
+    let trail = store.trail(uid(1), 10).await.unwrap();
+    assert_eq!(
+        trail[0].reason.as_deref(),
+        Some("permanent: database refused *** (escaped: ***)")
+    );
+    let stored = "SELECT count(*) FROM audit_trail t WHERE t::text LIKE '%$2%'";
+    assert_eq!(count(&store, stored).await, 0);
+}
