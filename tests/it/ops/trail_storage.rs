@@ -298,3 +298,27 @@ async fn a_reason_quoting_a_password_hash_is_written_masked() {
     let stored = "SELECT count(*) FROM audit_trail t WHERE t::text LIKE '%$2%'";
     assert_eq!(count(&store, stored).await, 0);
 }
+
+/// `explain` of this release on a database the release before migrated and this one has not
+/// yet (`explain` never migrates; the operator's new image beside old workers) shows the
+/// lines of `audit_log` instead of failing on the table migration 0008 adds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_before_migration_0008_shows_the_release_before_s_lines() {
+    let env = Env::new().await;
+    let store = env.store();
+    store.migrate().await.unwrap();
+    for sql in [
+        "DROP TABLE audit_trail",
+        "DELETE FROM _sqlx_migrations WHERE version = 8",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    let line = ["user.updated", "applied", "fields updated"];
+    let received = OffsetDateTime::now_utc();
+    old_line(&store, "old-1", "2024-03-01T00:00:00Z", received, line).await;
+    let out = env.command(&["explain", &uid(1).to_string(), "--json"]);
+    let json = out.ok().json();
+    let trail = json["users"][0]["trail"].as_array().unwrap();
+    assert_eq!(trail.len(), 1, "{json}");
+    assert_eq!(trail[0]["event_id"], "old-1");
+}
