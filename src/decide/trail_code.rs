@@ -6,7 +6,9 @@
 //! listed (its name is then stored as text). Bits 3-6: the decision, its index in
 //! [`DECISIONS`]. Bits 7-11: the reason kind, its index in [`REASON_KINDS`]. Each list holds
 //! every value of its kind, and only grows at its end: a code once written keeps its
-//! meaning, and the release before a new value reads it as no meaning (see `decode`).
+//! meaning, and the release before a new value reads it as no meaning (see `decode`), as
+//! it reads a code with any of bits 12-15 set, which this release never writes. `explain`
+//! shows a part without a meaning as the code itself (`shown`).
 
 use super::{Decision, Intent, Outcome, Reason};
 use time::OffsetDateTime;
@@ -85,6 +87,8 @@ const DECISION_SHIFT: u32 = 3;
 const DECISION_BITS: i16 = 0b1111;
 const REASON_SHIFT: u32 = 7;
 const REASON_BITS: i16 = 0b1_1111;
+/// The bits the three fields take; the rest are a later release's.
+const FIELD_BITS: u32 = 12;
 
 /// The code of an event type; 0 when it has none (store its name as text).
 pub fn event_type_code(event_type: &str) -> i16 {
@@ -111,6 +115,14 @@ pub(crate) struct Decoded {
 }
 
 pub(crate) fn decode(code: i16) -> Decoded {
+    if code as u16 >> FIELD_BITS != 0 {
+        // A bit past the fields: a later release's layout, which no part can be read in.
+        return Decoded {
+            event_type: None,
+            decision: None,
+            reason: None,
+        };
+    }
     let t = (code & TYPE_BITS) as usize;
     let d = (code >> DECISION_SHIFT & DECISION_BITS) as usize;
     let r = (code >> REASON_SHIFT & REASON_BITS) as usize;
@@ -118,6 +130,39 @@ pub(crate) fn decode(code: i16) -> Decoded {
         event_type: t.checked_sub(1).and_then(|i| EVENT_TYPES.get(i)).copied(),
         decision: DECISIONS.get(d).copied(),
         reason: REASON_KINDS.get(r).copied(),
+    }
+}
+
+/// A line's event type, decision and reason as `explain` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shown {
+    pub event_type: String,
+    pub decision: String,
+    pub reason: Option<String>,
+}
+
+/// What a line of `audit_trail` says: its code read, the reason's words derived for
+/// `service` or, where they cannot be, the stored `text`.
+pub(crate) fn shown(
+    code: i16,
+    type_text: Option<String>,
+    text: Option<String>,
+    about: Option<OffsetDateTime>,
+    service: &str,
+) -> Shown {
+    let d = decode(code);
+    let unknown = || format!("code {code}");
+    let reason = match d.reason {
+        Some(ReasonKind::Text) => text,
+        Some(kind) => words(kind, service, about),
+        None => text.or_else(|| Some(unknown())),
+    };
+    Shown {
+        event_type: type_text
+            .or(d.event_type.map(String::from))
+            .unwrap_or_else(unknown),
+        decision: d.decision.map_or_else(unknown, |d| d.as_str().to_string()),
+        reason,
     }
 }
 
@@ -251,6 +296,70 @@ mod tests {
                 reason: None
             }
         );
+    }
+
+    /// A code with a bit past the three fields (a later release's wider field or new flag)
+    /// has no meaning here: read as one of this release's values, it would say something
+    /// the line does not.
+    #[test]
+    fn a_code_with_bits_past_its_fields_has_no_meaning() {
+        let code = encode("user.created", DECISIONS[0], ReasonKind::NewRow);
+        for bit in 12..16 {
+            let later = code | (1u16 << bit) as i16;
+            let none = Decoded {
+                event_type: None,
+                decision: None,
+                reason: None,
+            };
+            assert_eq!(decode(later), none, "bit {bit}");
+        }
+    }
+
+    /// A line of a later release reads as its code where this release has no meaning for
+    /// a part, never as a blank reason; its stored words still show.
+    #[test]
+    fn a_later_release_s_line_shows_its_code_not_a_blank() {
+        let ts = Some(datetime!(2024-03-01 00:00 UTC));
+        let later_reason = encode("user.updated", DECISIONS[3], ReasonKind::NewRow)
+            & !(REASON_BITS << REASON_SHIFT)
+            | (REASON_KINDS.len() as i16) << REASON_SHIFT;
+        let s = shown(later_reason, None, None, ts, "lms");
+        assert_eq!(s.event_type, "user.updated");
+        assert_eq!(s.decision, "deactivated");
+        assert_eq!(s.reason, Some(format!("code {later_reason}")));
+        let words = shown(later_reason, None, Some("why".into()), ts, "lms");
+        assert_eq!(words.reason.as_deref(), Some("why"));
+        let later_all = 7 | (DECISIONS.len() as i16) << DECISION_SHIFT;
+        let s = shown(later_all, None, None, None, "lms");
+        let code = format!("code {later_all}");
+        assert_eq!((s.event_type, s.decision), (code.clone(), code.clone()));
+        assert_eq!(s.reason, None, "reason kind 0: the stored words, here none");
+        let typed = shown(later_all, Some("user.merged".into()), None, None, "lms");
+        assert_eq!(typed.event_type, "user.merged");
+    }
+
+    /// A line this release wrote reads back with its words derived for the service.
+    #[test]
+    fn a_line_reads_back_with_its_derived_words() {
+        let revoked = ReasonKind::Because(Reason::AccessRevoked);
+        let code = encode("user.updated", DECISIONS[4], revoked);
+        let s = shown(code, None, None, None, "lms");
+        assert_eq!(
+            (
+                s.event_type.as_str(),
+                s.decision.as_str(),
+                s.reason.as_deref()
+            ),
+            (
+                "user.updated",
+                "not-for-this-service",
+                Some("lms not in allowed services")
+            )
+        );
+        let text = encode("user.deleted", Decision::DeadLettered, ReasonKind::Text);
+        let s = shown(text, None, Some("permanent: x".into()), None, "lms");
+        assert_eq!(s.reason.as_deref(), Some("permanent: x"));
+        assert_eq!(s.decision, "dead-lettered");
     }
 
     #[test]

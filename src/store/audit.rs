@@ -6,6 +6,7 @@ use super::trail::Entry;
 use super::trail_copy::{self, COPY_SQL, Line};
 use crate::decide::trail_code::{self, ReasonKind};
 use crate::decide::{Decision, Planned, UserRow};
+use crate::redact::redact;
 use sqlx::{PgConnection, Row};
 use std::collections::HashMap;
 use time::OffsetDateTime;
@@ -104,9 +105,13 @@ async fn insert(conn: &mut PgConnection, rows: &[TrailRow<'_>]) -> Result<(), sq
     if rows.is_empty() {
         return Ok(());
     }
+    // Stored words come from errors and addresses, not from the code: masked as logs are,
+    // so no hash that one quotes is ever written.
+    let texts: Vec<Option<String>> = rows.iter().map(|r| r.text.map(redact)).collect();
     let lines: Vec<Line> = rows
         .iter()
-        .map(|r| {
+        .zip(&texts)
+        .map(|(r, text)| {
             let (event_id, event_key) = trail_code::split_event_id(r.event_id);
             Line {
                 received_at: r.received_at,
@@ -119,7 +124,7 @@ async fn insert(conn: &mut PgConnection, rows: &[TrailRow<'_>]) -> Result<(), sq
                 event_key,
                 event_type_text: (trail_code::event_type_code(r.event_type) == 0)
                     .then_some(r.event_type),
-                reason: r.text,
+                reason: text.as_deref(),
             }
         })
         .collect();

@@ -270,3 +270,55 @@ async fn no_password_hash_in_any_column_of_the_trail() {
     .unwrap();
     assert_eq!(with_hash, 0);
 }
+
+/// A reason stored as words (a dead letter's error, here one quoting a password hash) is
+/// written with anything shaped like a bcrypt hash masked, as logs and the DLQ show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reason_quoting_a_password_hash_is_written_masked() {
+    let env = Env::new().await;
+    let store = env.store();
+    store.migrate().await.unwrap();
+    let letter = DeadLetterEntry {
+        user_id: uid(1),
+        event_id: Some("evt-1".into()),
+        event_type: "user.updated",
+        event_ts: OffsetDateTime::UNIX_EPOCH + Span::days(19_000),
+        received_at: OffsetDateTime::now_utc(),
+        reason: format!(
+            "permanent: database refused {HASH} (escaped: {})",
+            HASH.replace('/', "\\/")
+        ),
+    };
+    store.audit_dead_letters(&[letter]).await.unwrap();
+    let trail = store.trail(uid(1), 10).await.unwrap();
+    assert_eq!(
+        trail[0].reason.as_deref(),
+        Some("permanent: database refused *** (escaped: ***)")
+    );
+    let stored = "SELECT count(*) FROM audit_trail t WHERE t::text LIKE '%$2%'";
+    assert_eq!(count(&store, stored).await, 0);
+}
+
+/// `explain` of this release on a database the release before migrated and this one has not
+/// yet (`explain` never migrates; the operator's new image beside old workers) shows the
+/// lines of `audit_log` instead of failing on the table migration 0008 adds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_before_migration_0008_shows_the_release_before_s_lines() {
+    let env = Env::new().await;
+    let store = env.store();
+    store.migrate().await.unwrap();
+    for sql in [
+        "DROP TABLE audit_trail",
+        "DELETE FROM _sqlx_migrations WHERE version = 8",
+    ] {
+        sqlx::query(sql).execute(store.pool()).await.unwrap();
+    }
+    let line = ["user.updated", "applied", "fields updated"];
+    let received = OffsetDateTime::now_utc();
+    old_line(&store, "old-1", "2024-03-01T00:00:00Z", received, line).await;
+    let out = env.command(&["explain", &uid(1).to_string(), "--json"]);
+    let json = out.ok().json();
+    let trail = json["users"][0]["trail"].as_array().unwrap();
+    assert_eq!(trail.len(), 1, "{json}");
+    assert_eq!(trail[0]["event_id"], "old-1");
+}

@@ -122,6 +122,7 @@ async fn the_previous_release_and_this_one_share_a_queue_through_an_upgrade_and_
         "held"
     );
     decided.push(("previous again", old.stop().await));
+    explain_shows_both_releases_lines(&env, &previous).await;
     eprintln!(
         "mixed versions: {} deliveries of {EVENTS} events, {} users, converged in {:?}; \
          decisions logged: {decided:?}",
@@ -132,4 +133,62 @@ async fn the_previous_release_and_this_one_share_a_queue_through_an_upgrade_and_
     for (who, n) in decided {
         assert!(n > 0, "{who} applied nothing: the steps missed the traffic");
     }
+}
+
+/// A user both releases wrote trail lines for: this release reads every line of both
+/// tables (the previous release's in `audit_log`, this one's in `audit_trail`), its
+/// `explain` the newest of them, and the previous release's `explain` still runs on the
+/// schema and shows its own.
+async fn explain_shows_both_releases_lines(env: &Env, previous: &std::path::Path) {
+    let store = env.store();
+    let (user, in_log, in_trail): (uuid::Uuid, i64, i64) = sqlx::query_as(
+        "SELECT auth_user_id, l.n, t.n \
+         FROM (SELECT auth_user_id, count(*) n FROM audit_trail GROUP BY 1) t \
+         JOIN (SELECT auth_user_id, count(*) n FROM audit_log GROUP BY 1) l USING (auth_user_id) \
+         ORDER BY least(l.n, t.n) DESC LIMIT 1",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("a user with lines of both releases");
+    let mut written: Vec<String> = sqlx::query_scalar(
+        "SELECT coalesce(event_id, '-') FROM audit_log WHERE auth_user_id = $1 UNION ALL \
+         SELECT coalesce(event_key, event_id::text, '-') FROM audit_trail WHERE auth_user_id = $1",
+    )
+    .bind(user)
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    let trail = store.trail(user, 10_000).await.unwrap();
+    let mut read: Vec<String> = trail
+        .iter()
+        .map(|t| t.event_id.clone().unwrap_or("-".into()))
+        .collect();
+    written.sort();
+    read.sort();
+    assert_eq!(
+        read, written,
+        "{user}: audit_log {in_log}, audit_trail {in_trail}"
+    );
+    let shown =
+        |json: serde_json::Value| json["users"][0]["trail"].as_array().unwrap().len() as i64;
+    let id = user.to_string();
+    let current = env.command(&["explain", &id, "--json"]).ok().json();
+    assert_eq!(
+        shown(current),
+        (in_log + in_trail).min(50),
+        "this release's explain"
+    );
+    let old = run(env.binary_at(previous).args(["explain", &id, "--json"]));
+    assert_eq!(
+        old.code,
+        0,
+        "the previous release's explain: {}",
+        old.text()
+    );
+    assert_eq!(
+        shown(old.json()),
+        in_log.min(50),
+        "the previous release's explain"
+    );
+    eprintln!("mixed versions: {user}'s trail: audit_log {in_log}, audit_trail {in_trail}");
 }
