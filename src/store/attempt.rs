@@ -122,7 +122,7 @@ impl Store {
                 freed: &written.freed,
             };
             let entries = view.entries(&mut tx, audit, ctx.losers).await?;
-            audit::write(&mut tx, planned, audit, &entries).await?;
+            audit::write(&mut tx, planned, audit, &entries, &self.trail_via).await?;
         }
         match ctx.commit {
             Commit::Yes => tx.commit().await?,

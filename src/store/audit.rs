@@ -3,7 +3,7 @@
 
 use super::Store;
 use super::trail::Entry;
-use super::trail_copy::{self, COPY_SQL, Line};
+use super::trail_copy::{self, COPY_SQL, Line, Via};
 use crate::decide::trail_code::{self, ReasonKind};
 use crate::decide::{Decision, Planned, UserRow};
 use crate::redact::redact;
@@ -101,7 +101,11 @@ struct TrailRow<'a> {
 
 /// The trail's one write, set-based: a binary COPY (`trail_copy`); the usual line is its
 /// fixed-width columns only.
-async fn insert(conn: &mut PgConnection, rows: &[TrailRow<'_>]) -> Result<(), sqlx::Error> {
+async fn insert(
+    conn: &mut PgConnection,
+    rows: &[TrailRow<'_>],
+    via: &Via,
+) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -128,7 +132,12 @@ async fn insert(conn: &mut PgConnection, rows: &[TrailRow<'_>]) -> Result<(), sq
             }
         })
         .collect();
-    let mut copy = conn.copy_in_raw(COPY_SQL).await?;
+    if !via.copy(conn).await? {
+        return trail_copy::insert(conn, &lines).await;
+    }
+    let mut copy = conn.copy_in_raw(COPY_SQL).await.inspect_err(|e| {
+        via.refused(e);
+    })?;
     if let Err(e) = copy.send(trail_copy::binary(&lines)).await {
         copy.abort("the trail's lines could not be sent").await?;
         return Err(e);
@@ -143,6 +152,7 @@ pub(crate) async fn write(
     planned: &[Planned],
     audit: &Audit<'_>,
     entries: &[Entry],
+    via: &Via,
 ) -> Result<(), sqlx::Error> {
     let rows: Vec<TrailRow> = entries
         .iter()
@@ -162,7 +172,7 @@ pub(crate) async fn write(
             }
         })
         .collect();
-    insert(&mut *tx, &rows).await
+    insert(&mut *tx, &rows, via).await
 }
 
 /// A dead letter whose user is known, for the trail (no table change to share a
@@ -182,6 +192,11 @@ const PRUNE_BATCH: i64 = 5_000;
 
 impl Store {
     pub async fn audit_dead_letters(&self, entries: &[DeadLetterEntry]) -> Result<(), sqlx::Error> {
+        // Called for every batch, nearly all without dead letters: no connection for them,
+        // which batches in flight may all hold.
+        if entries.is_empty() {
+            return Ok(());
+        }
         let rows: Vec<TrailRow> = entries
             .iter()
             .map(|e| TrailRow {
@@ -197,7 +212,12 @@ impl Store {
                 changed: 0,
             })
             .collect();
-        insert(&mut *self.pool().acquire().await?, &rows).await
+        let mut conn = self.pool().acquire().await?;
+        match insert(&mut conn, &rows, &self.trail_via).await {
+            // Refused for row-level security: no transaction to roll back, so at once.
+            Err(e) if self.trail_via.refused(&e) => insert(&mut conn, &rows, &self.trail_via).await,
+            done => done,
+        }
     }
 
     /// Deletes trail lines older than `days` from both tables (the release before still

@@ -65,6 +65,8 @@ pub struct Store {
     /// How to connect, and what each connection sets first (`verify_session` uses both).
     opts: PgConnectOptions,
     session: String,
+    /// How the trail is written (`trail_copy::Via`).
+    trail_via: Arc<trail_copy::Via>,
 }
 
 impl Store {
@@ -110,6 +112,7 @@ impl Store {
             statements: Arc::new(OnceLock::new()),
             opts,
             session,
+            trail_via: Arc::default(),
         })
     }
 

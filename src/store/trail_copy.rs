@@ -4,7 +4,11 @@
 //! once per event, that is most of the heap's WAL (BENCHMARKS.md, "The trail's row").
 //! Binary, not text: no escaping of the free-text columns and no date parsing, and
 //! timestamps keep exactly the microseconds an INSERT would bind.
+//! Where row-level security applies to `audit_trail`, Postgres refuses COPY FROM (0A000):
+//! there the same lines go by one INSERT (`Via`).
 
+use sqlx::PgConnection;
+use std::sync::atomic::{AtomicU8, Ordering};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
@@ -26,6 +30,64 @@ pub(super) struct Line<'a> {
     pub event_key: Option<&'a str>,
     pub event_type_text: Option<&'a str>,
     pub reason: Option<&'a str>,
+}
+
+/// How the trail is written: asked once (row-level security on `audit_trail` for this
+/// role), and switched to INSERT when a COPY is refused for it later.
+#[derive(Default)]
+pub(super) struct Via(AtomicU8);
+
+const UNKNOWN: u8 = 0;
+const COPY: u8 = 1;
+const INSERT: u8 = 2;
+
+impl Via {
+    /// Whether to COPY, asking the database the first time.
+    pub(super) async fn copy(&self, conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        if self.0.load(Ordering::Relaxed) == UNKNOWN {
+            let rls: bool = sqlx::query_scalar("SELECT row_security_active('audit_trail')")
+                .fetch_one(&mut *conn)
+                .await?;
+            self.0
+                .store(if rls { INSERT } else { COPY }, Ordering::Relaxed);
+        }
+        Ok(self.0.load(Ordering::Relaxed) == COPY)
+    }
+
+    /// Whether `e` is a COPY refused for row-level security (enabled while running): then
+    /// INSERT from now on.
+    pub(super) fn refused(&self, e: &sqlx::Error) -> bool {
+        let rls = e.as_database_error().and_then(|d| d.code()).as_deref() == Some("0A000");
+        if rls {
+            self.0.store(INSERT, Ordering::Relaxed);
+        }
+        rls
+    }
+}
+
+/// The lines by one INSERT, for a table COPY may not write.
+pub(super) async fn insert(conn: &mut PgConnection, lines: &[Line<'_>]) -> Result<(), sqlx::Error> {
+    let col = |f: fn(&Line) -> OffsetDateTime| lines.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO audit_trail (received_at, event_ts, auth_user_id, event_id, code, changed, \
+           about_ts, event_key, event_type_text, reason) \
+         SELECT * FROM UNNEST($1::timestamptz[], $2::timestamptz[], $3::uuid[], $4::uuid[], \
+                              $5::int2[], $6::int2[], $7::timestamptz[], $8::text[], \
+                              $9::text[], $10::text[])",
+    )
+    .bind(col(|l| l.received_at))
+    .bind(col(|l| l.event_ts))
+    .bind(lines.iter().map(|l| l.user).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.event_id).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.code).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.changed).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.about).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.event_key).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.event_type_text).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.reason).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";

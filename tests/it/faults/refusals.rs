@@ -144,3 +144,81 @@ async fn a_row_level_security_denial_is_that_rows_failure() {
     );
     assert_eq!(results[1].1, EventResult::Done(decide::Outcome::Applied));
 }
+
+/// Row-level security on `audit_trail` too (a permissive policy, a writer role that is not
+/// the owner): Postgres refuses COPY FROM on such a table (0A000) where an INSERT passes
+/// the policy. Enabled while a worker runs, the refused COPY switches it to INSERT and no
+/// event of the batch fails; a store started on it writes by INSERT from the first line.
+#[tokio::test]
+async fn row_level_security_on_the_trail_writes_it_and_fails_no_event() {
+    let env = Env::new().await;
+    let admin = env.store();
+    admin.migrate().await.unwrap();
+    let role = format!("{}_trail", env.db.name);
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT USAGE ON SCHEMA user_sync TO {role}"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA user_sync TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA user_sync TO {role}"),
+    ] {
+        sqlx::query(&sql).execute(admin.pool()).await.unwrap();
+    }
+    let mut vars: std::collections::HashMap<String, String> = env.vars().into_iter().collect();
+    vars.insert("database_url".into(), pg_url_as(&role, &env.db.name));
+    let settings = user_sync::settings::Settings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+    let running = Store::new(&settings).unwrap();
+    let dead = |user| user_sync::store::DeadLetterEntry {
+        user_id: uid(user),
+        event_id: None,
+        event_type: "user.updated",
+        event_ts: time::OffsetDateTime::now_utc(),
+        received_at: time::OffsetDateTime::now_utc(),
+        reason: "dead".into(),
+    };
+    let before = running.audit_dead_letters(&[dead(9)]).await;
+    for sql in [
+        "ALTER TABLE audit_trail ENABLE ROW LEVEL SECURITY",
+        "CREATE POLICY everyone ON audit_trail USING (true) WITH CHECK (true)",
+    ] {
+        sqlx::query(sql).execute(admin.pool()).await.unwrap();
+    }
+    let applied = apply_trailed(&running, &[created(1), created(2)]).await;
+    let after = running.audit_dead_letters(&[dead(9)]).await;
+    let started = Store::new(&settings).unwrap();
+    let started_applied = apply_trailed(&started, &[created(3)]).await;
+    running.pool().close().await;
+    started.pool().close().await;
+    let lines = count(&admin, "SELECT count(*) FROM audit_trail").await;
+    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
+        let _ = sqlx::query(&sql).execute(admin.pool()).await;
+    }
+    let done = EventResult::Done(decide::Outcome::Applied);
+    assert_eq!(applied, [(0, done.clone()), (1, done.clone())]);
+    assert_eq!(started_applied, [(0, done)]);
+    assert!(before.is_ok() && after.is_ok(), "{before:?} {after:?}");
+    assert_eq!(lines, 5);
+}
+
+/// Applies `events` as one batch with its trail, the way the worker does.
+async fn apply_trailed(store: &Store, events: &[serde_json::Value]) -> Vec<(usize, EventResult)> {
+    let planned: Vec<Planned> = events.iter().map(planned).collect();
+    let meta: Vec<user_sync::store::EventMeta> = planned
+        .iter()
+        .map(|_| user_sync::store::EventMeta {
+            event_id: None,
+            event_type: "user.created",
+            received_at: time::OffsetDateTime::now_utc(),
+        })
+        .collect();
+    let trail = user_sync::pipeline::Trail {
+        service: "lms",
+        meta: &meta,
+        no_ops: true,
+    };
+    let (users, losers) = decide::reduce(&planned);
+    let mut results = isolate_failures(store, &planned, &users, &losers, Commit::Yes, Some(trail))
+        .await
+        .unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    results
+}

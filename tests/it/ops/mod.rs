@@ -8,6 +8,7 @@ mod exit_codes;
 mod process;
 mod send;
 mod status;
+mod trail_copy;
 mod trail_storage;
 
 use std::time::Duration;
