@@ -135,10 +135,13 @@ async fn insert(
     if !via.copy(conn).await? {
         return trail_copy::insert(conn, &lines).await;
     }
+    // Encoded before the COPY starts: between its start and its end the session counts as
+    // running a statement, which no idle-in-transaction timeout ends.
+    let stream = trail_copy::binary(&lines);
     let mut copy = conn.copy_in_raw(COPY_SQL).await.inspect_err(|e| {
         via.refused(e);
     })?;
-    if let Err(e) = copy.send(trail_copy::binary(&lines)).await {
+    if let Err(e) = copy.send(stream).await {
         copy.abort("the trail's lines could not be sent").await?;
         return Err(e);
     }
