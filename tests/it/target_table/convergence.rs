@@ -6,11 +6,11 @@ use super::*;
 use crate::support::*;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
-use sqlx::PgPool;
-use sqlx::Row;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Row};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use user_sync::decide::{self, Planned};
+use user_sync::decide::{self, Planned, UserRow};
 
 /// Publishes a marker for user 200 and waits until the target has it: whatever was
 /// published before it has been processed.
@@ -65,16 +65,18 @@ async fn django_a_stale_event_changes_nothing() {
     worker.stop().await;
 }
 
+/// The histories the two-replica tests draw from.
+pub(super) const HISTORY: Shape = Shape {
+    users: 5,
+    seconds: 4,
+    roles: &["student", "teacher", "admin"],
+    names: &["Name0", "Name1", "Name2"],
+};
+
 /// Django events: users 1 to 5, staff and students; a name left out (`Name2`) is sent as
 /// null, which Django's NOT NULL names store as ''.
 fn arb_django_event() -> impl Strategy<Value = serde_json::Value> {
-    let shape = Shape {
-        users: 5,
-        seconds: 4,
-        roles: &["student", "teacher", "admin"],
-        names: &["Name0", "Name1", "Name2"],
-    };
-    arb_event(shape).prop_map(|mut e| {
+    arb_event(HISTORY).prop_map(|mut e| {
         if e["user"]["first_name"] == "Name2" {
             e["user"]["last_name"] = serde_json::Value::Null;
         }
@@ -82,37 +84,43 @@ fn arb_django_event() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
-/// (email, first name, last name, active, is_staff, is_superuser) of a Django row.
-type DjangoRow = (String, String, String, bool, bool, bool);
-
-async fn django_rows(db: &PgPool) -> BTreeMap<uuid::Uuid, DjangoRow> {
-    sqlx::query(
-        "SELECT auth_user_id, email::text, first_name::text, last_name::text, is_active, \
-         is_staff, is_superuser FROM public.auth_user WHERE auth_user_id IS NOT NULL",
-    )
-    .fetch_all(db)
-    .await
-    .unwrap()
-    .iter()
-    .map(|r| {
-        let row = (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6));
-        (r.get(0), row)
-    })
-    .collect()
+/// Two replicas on a framework's table whose rows have reached the model.
+pub(super) struct Converged<R> {
+    _env: Env,
+    pub(super) db: PgPool,
+    /// Each user's row as the model has it.
+    pub(super) expected: BTreeMap<uuid::Uuid, R>,
+    replicas: [Worker; 2],
 }
 
-/// Two replicas on Django's table, fed a shuffled history with duplicates, end in the model;
-/// the legacy row is adopted, not duplicated, and the backend's own user is left alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn django_two_replicas_converge_to_the_model() {
+impl<R> Converged<R> {
+    pub(super) async fn stop(self) {
+        for replica in self.replicas {
+            replica.stop().await;
+        }
+    }
+}
+
+/// Starts two replicas on `fw`'s table, feeds them a shuffled history of `events` with
+/// duplicates and waits until the rows `sql` reads (a row's columns, then `auth_user_id`)
+/// are the model's, each user's converged row as `to_row` maps it.
+pub(super) async fn two_replicas_converge<R>(
+    fw: &Framework,
+    events: impl Strategy<Value = serde_json::Value>,
+    sql: &str,
+    to_row: impl Fn(UserRow) -> R,
+) -> Converged<R>
+where
+    R: for<'r> FromRow<'r, PgRow> + PartialEq + std::fmt::Debug,
+{
     let env = Env::new().await.set("batch_size", "7");
-    let mapping = DJANGO.create(&env).await;
-    let db = &backend(&env).await;
-    let a = DJANGO.start(&env, mapping.clone()).await;
-    let b = DJANGO.start(&env, mapping).await;
+    let mapping = fw.create(&env).await;
+    let db = backend(&env).await;
+    let a = fw.start(&env, mapping.clone()).await;
+    let b = fw.start(&env, mapping).await;
     let p = env.publisher().await;
     let mut runner = TestRunner::deterministic();
-    let history = prop::collection::vec(arb_django_event(), 300)
+    let history = prop::collection::vec(events, 300)
         .new_tree(&mut runner)
         .unwrap();
     let history = proptest::strategy::ValueTree::current(&history);
@@ -123,23 +131,9 @@ async fn django_two_replicas_converge_to_the_model() {
         .iter()
         .map(|e| plan_as(e, &default_membership()))
         .collect();
-    let expected: BTreeMap<uuid::Uuid, DjangoRow> = decide::converge(&planned)
+    let expected: BTreeMap<uuid::Uuid, R> = decide::converge(&planned)
         .into_iter()
-        .filter_map(|(id, state)| {
-            let row = state.row?;
-            let role = row.role.as_deref().unwrap_or_default().to_lowercase();
-            Some((
-                id,
-                (
-                    row.email,
-                    row.first_name.unwrap_or_default(),
-                    row.last_name.unwrap_or_default(),
-                    row.is_active,
-                    role == "admin" || role == "teacher",
-                    role == "admin",
-                ),
-            ))
-        })
+        .filter_map(|(id, state)| Some((id, to_row(state.row?))))
         .collect();
     assert!(
         expected.len() >= 3,
@@ -153,20 +147,67 @@ async fn django_two_replicas_converge_to_the_model() {
     )
     .await;
     wait_for("target converged", Duration::from_secs(30), || async {
-        django_rows(db).await == expected
+        rows_by_user::<R>(&db, sql).await == expected
     })
     .await;
+    Converged {
+        _env: env,
+        db,
+        expected,
+        replicas: [a, b],
+    }
+}
+
+/// The rows `sql` reads, by `auth_user_id`: a row's columns first, the id last.
+async fn rows_by_user<R>(db: &PgPool, sql: &str) -> BTreeMap<uuid::Uuid, R>
+where
+    R: for<'r> FromRow<'r, PgRow>,
+{
+    sqlx::query(sql)
+        .fetch_all(db)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("auth_user_id"), R::from_row(r).unwrap()))
+        .collect()
+}
+
+/// (email, first name, last name, active, is_staff, is_superuser) of a Django row.
+type DjangoRow = (String, String, String, bool, bool, bool);
+
+/// Two replicas on Django's table, fed a shuffled history with duplicates, end in the model;
+/// the legacy row is adopted, not duplicated, and the backend's own user is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_two_replicas_converge_to_the_model() {
+    let sql = "SELECT email::text, first_name::text, last_name::text, is_active, is_staff, \
+               is_superuser, auth_user_id FROM public.auth_user WHERE auth_user_id IS NOT NULL";
+    let run = two_replicas_converge(&DJANGO, arb_django_event(), sql, |row| -> DjangoRow {
+        let role = row.role.as_deref().unwrap_or_default().to_lowercase();
+        (
+            row.email,
+            row.first_name.unwrap_or_default(),
+            row.last_name.unwrap_or_default(),
+            row.is_active,
+            role == "admin" || role == "teacher",
+            role == "admin",
+        )
+    })
+    .await;
+    let db = &run.db;
     // User 1 adopts the legacy row (its email, another case) once it has a row at all;
     // the backend's own user is never touched.
-    let legacy_left = if expected.contains_key(&uid(1)) { 1 } else { 2 };
+    let legacy_left = if run.expected.contains_key(&uid(1)) {
+        1
+    } else {
+        2
+    };
     assert_eq!(DJANGO.count(db, "auth_user_id IS NULL").await, legacy_left);
     assert_eq!(
         DJANGO.count(db, "lower(email) = 'user1@example.com'").await,
         1,
         "adopted, not duplicated"
     );
-    a.stop().await;
-    b.stop().await;
+    run.stop().await;
 }
 
 /// Laravel's (and Devise's, and Django's `username`) unique index covers soft-deleted rows
