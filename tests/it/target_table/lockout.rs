@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::support::*;
+use user_sync::target_table::TargetTable;
 
 /// User 1's `LockoutEnd` as text (UTC), or None.
 async fn lockout_end(db: &PgPool) -> Option<String> {
@@ -17,38 +18,40 @@ async fn lockout_end(db: &PgPool) -> Option<String> {
     .unwrap()
 }
 
-/// Identity locked user 1 out for a few minutes: an update leaves that lockout alone
-/// (Identity's sign-in still refuses the user); the user still counts as active, so another user's claim of its email is an email
-/// conflict (no tombstone); a deletion locks it out for good, and a reactivation lifts
-/// only the sync's lockout (the user signs in again).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn identitys_own_lockout_stays_and_counts_as_active() {
+/// Identity's table (its mapping changed by `adjust`), a worker on it and user 1 created
+/// there; the backend pool and the publisher.
+async fn identity_with_user_1(
+    adjust: impl FnOnce(&mut TargetTable),
+) -> (Env, PgPool, Publisher, Worker) {
     let env = Env::new().await;
     let mut mapping = IDENTITY.create_table(&env).await;
-    mapping.free_email = Some("deleted+{auth_id}@invalid".into());
+    adjust(&mut mapping);
     let worker = IDENTITY.start(&env, mapping).await;
-    let db = &backend(&env).await;
+    let db = backend(&env).await;
     let p = env.publisher().await;
-    p.publish_json(&event(
+    let created = event(
         "user.created",
         1,
         "2024-01-01T00:00:00Z",
         "student",
         &["lms"],
-    ))
-    .await;
-    IDENTITY.wait_first_name(db, 1, "Test").await;
-    run_sql(
-        db,
-        &format!(
-            r#"UPDATE "AspNetUsers" SET "LockoutEnd" = now() + interval '5 minutes'
-               WHERE auth_user_id = '{}'"#,
-            uid(1)
-        ),
-    )
-    .await;
-    let identitys = lockout_end(db).await.expect("locked by Identity");
+    );
+    p.publish_json(&created).await;
+    IDENTITY.wait_first_name(&db, 1, "Test").await;
+    (env, db, p, worker)
+}
 
+/// Sets user 1's `LockoutEnd` to `until` (SQL) as Identity itself would.
+async fn lock_out(db: &PgPool, until: &str) {
+    let sql = format!(
+        r#"UPDATE "AspNetUsers" SET "LockoutEnd" = {until} WHERE auth_user_id = '{}'"#,
+        uid(1)
+    );
+    run_sql(db, &sql).await;
+}
+
+/// An update that renames user 1 `Later`, waited for.
+async fn rename_user_1(db: &PgPool, p: &Publisher) {
     let mut update = event(
         "user.updated",
         1,
@@ -59,6 +62,23 @@ async fn identitys_own_lockout_stays_and_counts_as_active() {
     update["user"]["first_name"] = "Later".into();
     p.publish_json(&update).await;
     IDENTITY.wait_first_name(db, 1, "Later").await;
+}
+
+/// Identity locked user 1 out for a few minutes: an update leaves that lockout alone
+/// (Identity's sign-in still refuses the user); the user still counts as active, so another user's claim of its email is an email
+/// conflict (no tombstone); a deletion locks it out for good, and a reactivation lifts
+/// only the sync's lockout (the user signs in again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identitys_own_lockout_stays_and_counts_as_active() {
+    let (env, db, p, worker) = identity_with_user_1(|mapping| {
+        mapping.free_email = Some("deleted+{auth_id}@invalid".into());
+    })
+    .await;
+    let db = &db;
+    lock_out(db, "now() + interval '5 minutes'").await;
+    let identitys = lockout_end(db).await.expect("locked by Identity");
+
+    rename_user_1(db, &p).await;
     assert_eq!(lockout_end(db).await, Some(identitys.clone()), "left alone");
     let row = IDENTITY.row(db, 1).await.unwrap();
     assert!(row.active, "Identity's lockout is no deactivation");
@@ -127,39 +147,11 @@ async fn identitys_own_lockout_stays_and_counts_as_active() {
 /// user leaves it in place instead of lifting it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_administrators_permanent_lockout_survives_an_update() {
-    let env = Env::new().await;
-    let mapping = IDENTITY.create_table(&env).await;
-    let worker = IDENTITY.start(&env, mapping).await;
-    let db = &backend(&env).await;
-    let p = env.publisher().await;
-    let created = event(
-        "user.created",
-        1,
-        "2024-01-01T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    p.publish_json(&created).await;
-    IDENTITY.wait_first_name(db, 1, "Test").await;
-    run_sql(
-        db,
-        &format!(
-            r#"UPDATE "AspNetUsers" SET "LockoutEnd" = 'infinity' WHERE auth_user_id = '{}'"#,
-            uid(1)
-        ),
-    )
-    .await;
+    let (_env, db, p, worker) = identity_with_user_1(|_| {}).await;
+    let db = &db;
+    lock_out(db, "'infinity'").await;
 
-    let mut update = event(
-        "user.updated",
-        1,
-        "2024-01-02T00:00:00Z",
-        "student",
-        &["lms"],
-    );
-    update["user"]["first_name"] = "Later".into();
-    p.publish_json(&update).await;
-    IDENTITY.wait_first_name(db, 1, "Later").await;
+    rename_user_1(db, &p).await;
     let still: Option<bool> = sqlx::query_scalar(
         r#"SELECT "LockoutEnd" = 'infinity' FROM "AspNetUsers" WHERE auth_user_id = $1"#,
     )
