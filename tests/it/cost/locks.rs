@@ -4,13 +4,13 @@
 
 use super::apply;
 use crate::support::*;
-use sqlx::{Connection, PgConnection};
+use sqlx::PgPool;
 
 /// The `Heap` WAL records whose type is `LIKE kind` (`LOCK`, `UPDATE`, `HOT_UPDATE`, with
 /// `+INIT` when the record starts a new page) between
 /// two positions that touch the users' table. Other tests' WAL is in the range too: each
 /// record names the file of the table it changes.
-async fn records(admin: &mut PgConnection, range: (&str, &str), kind: &str) -> i64 {
+async fn records(admin: &PgPool, range: (&str, &str), kind: &str) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM public.pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn) r, \
            (VALUES (pg_relation_filenode('user_sync.users'))) AS t(node) \
@@ -25,7 +25,7 @@ async fn records(admin: &mut PgConnection, range: (&str, &str), kind: &str) -> i
     .unwrap()
 }
 
-async fn lsn(admin: &mut PgConnection) -> String {
+async fn lsn(admin: &PgPool) -> String {
     sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
         .fetch_one(admin)
         .await
@@ -40,14 +40,14 @@ async fn newer_events_update_existing_rows_without_locking_them_first() {
     let env = Env::new().await;
     let store = env.store();
     store.migrate().await.unwrap();
-    let mut admin = PgConnection::connect(&env.db.url()).await.unwrap();
+    let admin = backend(&env).await;
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_walinspect SCHEMA public")
-        .execute(&mut admin)
+        .execute(&admin)
         .await
         .unwrap();
     let created: Vec<_> = (1..=20).map(created).collect();
     apply(&store, &created).await;
-    let start = lsn(&mut admin).await;
+    let start = lsn(&admin).await;
     let later: Vec<_> = (1..=30)
         .map(|u| {
             event(
@@ -60,11 +60,11 @@ async fn newer_events_update_existing_rows_without_locking_them_first() {
         })
         .collect();
     apply(&store, &later).await;
-    let end = lsn(&mut admin).await;
+    let end = lsn(&admin).await;
     let range = (start.as_str(), end.as_str());
-    let hot = records(&mut admin, range, "HOT_UPDATE%").await;
-    let moved = records(&mut admin, range, "UPDATE%").await;
-    let locks = records(&mut admin, range, "LOCK%").await;
+    let hot = records(&admin, range, "HOT_UPDATE%").await;
+    let moved = records(&admin, range, "UPDATE%").await;
+    let locks = records(&admin, range, "LOCK%").await;
     assert!(hot + moved >= 20, "20 rows updated: {hot} + {moved}");
     // An UPDATE whose new version goes to another page marks the old one locked while it
     // finds room (a `LOCK` record of its own); ON CONFLICT locked every row first.

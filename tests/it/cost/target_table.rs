@@ -42,14 +42,10 @@ async fn row_version(db: &PgPool) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newer_event_with_the_same_fields_keeps_the_row_version() {
     let env = Env::new().await;
-    let db = PgPool::connect(&env.db.url()).await.unwrap();
-    sqlx::query(DDL).execute(&db).await.unwrap();
+    let db = backend(&env).await;
+    run_sql(&db, DDL).await;
     let m = mapping();
-    for statement in target_table_ddl(&m).split(';').map(str::trim) {
-        if !statement.is_empty() {
-            sqlx::query(statement).execute(&db).await.unwrap();
-        }
-    }
+    run_sql(&db, &target_table_ddl(&m)).await;
     let mut settings = env.settings();
     settings.target_table = Some(m);
     let store = Store::new(&settings).unwrap();

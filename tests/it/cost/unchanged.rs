@@ -93,11 +93,8 @@ async fn an_unchanged_reconcile_at_the_applied_time_writes_no_row_version() {
     );
 }
 
-async fn trail_lines(db: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM audit_trail")
-        .fetch_one(db)
-        .await
-        .unwrap()
+async fn trail_lines(db: &PgPool) -> i64 {
+    scalar(db, "SELECT count(*) FROM audit_trail").await
 }
 
 /// An import that deactivates a row again has a trail line for it, though the user's
