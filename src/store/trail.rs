@@ -61,7 +61,7 @@ impl AttemptView<'_> {
         // Stale users: the status they stand on, to say what the event was older than.
         let stale: Vec<Uuid> = newest
             .keys()
-            .filter(|id| !self.advanced.contains_key(id) && audit.no_ops)
+            .filter(|id| audit.no_ops && !self.advanced.contains_key(id))
             .copied()
             .collect();
         let stored = if stale.is_empty() {
@@ -98,14 +98,10 @@ impl AttemptView<'_> {
                 changed,
             });
         }
-        for (id, &n) in &newest {
+        // Superseded events changed nothing: lines only where such events get them.
+        for (id, &n) in newest.iter().filter(|_| audit.no_ops) {
             let ts = self.planned[n].key.timestamp;
-            for &l in losers
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter(|_| audit.no_ops)
-            {
+            for &l in losers.get(id).into_iter().flatten() {
                 entries.push(Entry {
                     user: None,
                     planned: l,

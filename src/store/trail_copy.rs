@@ -1,7 +1,7 @@
 //! The trail's lines as one `COPY ... FROM STDIN (FORMAT binary)` stream. A COPY inserts
 //! its rows in groups, each group one WAL record with a few bytes per row, where an INSERT
 //! writes a whole record (its header and block reference) per row: on the trail, written
-//! once per event, that is most of the heap's WAL (BENCHMARKS.md, "The trail's row").
+//! once per event, that is most of the heap's WAL (BENCHMARKS.md, "The trail's index and its write").
 //! Binary, not text: no escaping of the free-text columns and no date parsing, and
 //! timestamps keep exactly the microseconds an INSERT would bind.
 //! Where row-level security applies to `audit_trail`, Postgres refuses COPY FROM (0A000):
@@ -13,7 +13,7 @@ use time::OffsetDateTime;
 use time::macros::datetime;
 use uuid::Uuid;
 
-/// The statement the stream is for; its columns in the order `Line::fields` writes them.
+/// The statement the stream is for; its columns in the order `binary` writes them.
 pub(super) const COPY_SQL: &str = "COPY audit_trail (received_at, event_ts, auth_user_id, \
      event_id, code, changed, about_ts, event_key, event_type_text, reason) \
      FROM STDIN (FORMAT binary)";
