@@ -10,6 +10,10 @@ use user_sync::decide::{self, Outcome, Planned};
 use user_sync::store::{EventResult, Store};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// Another transaction's new watermark for a user, older than any event here.
+const INSERT_WATERMARK: &str = "INSERT INTO user_sync.user_watermarks \
+     (auth_user_id, event_ts, event_rank, event_digest, status_active) \
+     VALUES ($1, '2023-01-01T00:00:00Z', 0, 0, true)";
 
 /// Another transaction, open, that ran `sql` (bound to user 1's auth id).
 async fn holding(env: &Env, sql: &str) -> PgConnection {
@@ -62,13 +66,7 @@ async fn a_watermark_another_replica_inserts_meanwhile_is_moved_forward_not_lost
     let env = Env::new().await;
     let store = env.store();
     store.migrate().await.unwrap();
-    let other = holding(
-        &env,
-        "INSERT INTO user_sync.user_watermarks \
-         (auth_user_id, event_ts, event_rank, event_digest, status_active) \
-         VALUES ($1, '2023-01-01T00:00:00Z', 0, 0, true)",
-    )
-    .await;
+    let other = holding(&env, INSERT_WATERMARK).await;
     let results = apply_past(&env, &store, other, created(1)).await;
     assert_eq!(results, vec![(0, EventResult::Done(Outcome::Applied))]);
     assert_eq!(row(&store, 1).await.map(|r| r.0), Some(true));
@@ -110,13 +108,7 @@ async fn the_guard_locks_new_and_existing_watermarks_in_user_id_order() {
     let first: Vec<Planned> = vec![planned(&created(2))];
     let (users, _) = decide::reduce(&first);
     store.apply(&first, &users).await.unwrap();
-    let mut other = holding(
-        &env,
-        "INSERT INTO user_sync.user_watermarks \
-         (auth_user_id, event_ts, event_rank, event_digest, status_active) \
-         VALUES ($1, '2023-01-01T00:00:00Z', 0, 0, true)",
-    )
-    .await;
+    let mut other = holding(&env, INSERT_WATERMARK).await;
     // The other transaction looks for a cycle before the apply does (1 s by default).
     sqlx::query("SET deadlock_timeout = '100ms'")
         .execute(&mut other)
